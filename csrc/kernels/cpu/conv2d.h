@@ -1,0 +1,28 @@
+// conv2d on the CPU, NCHW, lowered to the GEMM engine: forward, grad_input and grad_weight.
+// Tested by tests/test_conv2d.py against torch.nn.functional.conv2d.
+#pragma once
+
+#include <cstdint>
+
+#include "../params.h"
+#include "parallel.h"
+
+namespace fastlayers::cpu {
+
+// y[N, OC, OH, OW] = conv(x, w) + bias, then ReLU if relu. bias may be null.
+template <typename T>
+void conv2d_forward(const Context& ctx, const Conv2dParams& p, const T* x, const T* w,
+                    const T* bias, T* y, bool relu);
+
+// gx[N, C, H, W] from gy[N, OC, OH, OW]. When relu_output is non-null, gy is read as 0 wherever
+// relu_output <= 0 (the backward of a fused conv2d_relu).
+template <typename T>
+void conv2d_grad_input(const Context& ctx, const Conv2dParams& p, const T* gy, const T* w,
+                       const T* relu_output, T* gx);
+
+// gw[OC, C / groups, KH, KW] from gy and x, with the same optional ReLU mask.
+template <typename T>
+void conv2d_grad_weight(const Context& ctx, const Conv2dParams& p, const T* gy, const T* x,
+                        const T* relu_output, T* gw);
+
+}  // namespace fastlayers::cpu

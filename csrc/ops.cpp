@@ -1,0 +1,44 @@
+// Every fastlayers op schema, in one place. Backends (cpu_ops.cpp, and cuda_ops.cpp when built
+// with CUDA) only register implementations; the fake kernels live in fastlayers/_fake.py.
+//
+// Conventions: conv2d padding is [top, bottom, left, right] (asymmetric for 'same' with even
+// kernels); max_pool2d padding is [h, w]. Backward ops take the forward's output as `relu_output`
+// when the forward had a fused ReLU, and apply its mask inside their own kernel.
+#include <Python.h>
+#include <torch/library.h>
+
+// Importing fastlayers._C loads this library, which registers the ops below.
+extern "C" PyObject* PyInit__C(void) {
+  static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", "fastlayers kernels", -1, nullptr};
+  return PyModule_Create(&module);
+}
+
+TORCH_LIBRARY(fastlayers, m) {
+  m.set_python_module("fastlayers._fake");
+
+  m.def("linear(Tensor input, Tensor weight, Tensor? bias) -> Tensor");
+  m.def("linear_relu(Tensor input, Tensor weight, Tensor? bias) -> Tensor");
+  m.def("linear_grad_input(Tensor grad_output, Tensor weight, Tensor? relu_output) -> Tensor");
+  m.def("linear_grad_weight(Tensor grad_output, Tensor input, Tensor? relu_output) -> Tensor");
+  // Sum of grad_output over every dim but channel_dim (the bias of linear and conv2d).
+  m.def("bias_grad(Tensor grad_output, Tensor? relu_output, int channel_dim) -> Tensor");
+
+  m.def("conv2d(Tensor input, Tensor weight, Tensor? bias, int[2] stride, int[4] padding, "
+        "int[2] dilation, int groups) -> Tensor");
+  m.def("conv2d_relu(Tensor input, Tensor weight, Tensor? bias, int[2] stride, int[4] padding, "
+        "int[2] dilation, int groups) -> Tensor");
+  m.def("conv2d_grad_input(Tensor grad_output, Tensor weight, SymInt[4] input_size, "
+        "int[2] stride, int[4] padding, int[2] dilation, int groups, Tensor? relu_output) "
+        "-> Tensor");
+  m.def("conv2d_grad_weight(Tensor grad_output, Tensor input, SymInt[4] weight_size, "
+        "int[2] stride, int[4] padding, int[2] dilation, int groups, Tensor? relu_output) "
+        "-> Tensor");
+
+  // Returns (output, indices); indices are int64 offsets into each H*W plane, as torch's.
+  m.def("max_pool2d(Tensor input, int[2] kernel_size, int[2] stride, int[2] padding, "
+        "int[2] dilation, bool ceil_mode) -> (Tensor, Tensor)");
+  m.def("max_pool2d_backward(Tensor grad_output, Tensor indices, SymInt[4] input_size) -> Tensor");
+
+  m.def("relu(Tensor input) -> Tensor");
+  m.def("relu_backward(Tensor grad_output, Tensor output) -> Tensor");
+}

@@ -1,0 +1,102 @@
+"""The functional API: same names, signatures and defaults as torch.nn.functional, computed by
+fastlayers' kernels, differentiable through fastlayers' backward kernels.
+
+    import fastlayers.functional as FF
+    y = FF.conv2d_relu(x, weight, bias, padding="same")
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from . import _autograd
+from ._shapes import IntOrPair, conv2d_padding, pair
+
+__all__ = ["linear", "linear_relu", "conv2d", "conv2d_relu", "max_pool2d", "relu"]
+
+
+def linear(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """y = input @ weight.T + bias over the last dimension, like torch.nn.functional.linear."""
+    return _autograd.Linear.apply(input, weight, bias, False)
+
+
+def linear_relu(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """relu(linear(input, weight, bias)) in one kernel: bias and ReLU in the GEMM epilogue."""
+    return _autograd.Linear.apply(input, weight, bias, True)
+
+
+def _conv2d(op, input, weight, bias, stride, padding, dilation, groups, relu):
+    if input.dim() not in (3, 4):
+        raise RuntimeError(f"fastlayers.{op}: expected input to be 3-D (C, H, W) or 4-D (N, C, H, W), but got {input.dim()}-D input of size {list(input.shape)}")
+    if weight.dim() != 4:
+        raise RuntimeError(f"fastlayers.{op}: expected weight to be 4-D (out_channels, in_channels / groups, kH, kW), but got {weight.dim()}-D weight of size {list(weight.shape)}")
+    stride = pair(stride, "stride", op)
+    dilation = pair(dilation, "dilation", op)
+    padding = conv2d_padding(padding, weight.shape[2:], stride, dilation, op)
+    batched = input.dim() == 4
+    x = input if batched else input.unsqueeze(0)
+    y = _autograd.Conv2d.apply(x, weight, bias, stride, padding, dilation, groups, relu)
+    return y if batched else y.squeeze(0)
+
+
+def conv2d(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor] = None,
+    stride: IntOrPair = 1,
+    padding=0,
+    dilation: IntOrPair = 1,
+    groups: int = 1,
+) -> torch.Tensor:
+    """2-D convolution over NCHW (or unbatched CHW) input, like torch.nn.functional.conv2d.
+    padding is an int, a pair, 'valid' or 'same'."""
+    return _conv2d("conv2d", input, weight, bias, stride, padding, dilation, groups, False)
+
+
+def conv2d_relu(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor] = None,
+    stride: IntOrPair = 1,
+    padding=0,
+    dilation: IntOrPair = 1,
+    groups: int = 1,
+) -> torch.Tensor:
+    """relu(conv2d(...)) in one pass: bias and ReLU in the GEMM epilogue."""
+    return _conv2d("conv2d_relu", input, weight, bias, stride, padding, dilation, groups, True)
+
+
+def max_pool2d(
+    input: torch.Tensor,
+    kernel_size: IntOrPair,
+    stride: Optional[IntOrPair] = None,
+    padding: IntOrPair = 0,
+    dilation: IntOrPair = 1,
+    ceil_mode: bool = False,
+    return_indices: bool = False,
+):
+    """2-D max pooling with torch's semantics (-inf padding, ceil_mode, NaN propagation); the
+    indices are torch's, usable by torch.nn.functional.max_unpool2d."""
+    op = "max_pool2d"
+    if input.dim() not in (3, 4):
+        raise RuntimeError(f"fastlayers.{op}: expected input to be 3-D (C, H, W) or 4-D (N, C, H, W), but got {input.dim()}-D input of size {list(input.shape)}")
+    kernel = pair(kernel_size, "kernel_size", op)
+    no_stride = stride is None or (not isinstance(stride, int) and len(stride) == 0)
+    stride = kernel if no_stride else pair(stride, "stride", op)
+    batched = input.dim() == 4
+    x = input if batched else input.unsqueeze(0)
+    out, indices = _autograd.MaxPool2d.apply(
+        x, kernel, stride, pair(padding, "padding", op), pair(dilation, "dilation", op), bool(ceil_mode)
+    )
+    if not batched:
+        out, indices = out.squeeze(0), indices.squeeze(0)
+    return (out, indices) if return_indices else out
+
+
+def relu(input: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+    """max(input, 0), NaN propagated. With inplace=True the result is written back into input
+    (and input is returned), with the same autograd rules as torch's in-place ReLU."""
+    out = _autograd.ReLU.apply(input)
+    return input.copy_(out) if inplace else out

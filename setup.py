@@ -1,0 +1,42 @@
+# Builds fastlayers._C with torch.utils.cpp_extension and ninja: the CUDA extension when torch has
+# CUDA and nvcc is found, the CPU one otherwise. FASTLAYERS_CUDA=0/1 forces the choice.
+# Build against the installed torch: pip install --no-build-isolation -e .
+import glob
+import os
+
+from setuptools import setup
+from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+import torch
+
+
+def want_cuda():
+    forced = os.environ.get("FASTLAYERS_CUDA")
+    if forced is not None:
+        return forced == "1"
+    return torch.version.cuda is not None and CUDA_HOME is not None
+
+
+cuda = want_cuda()
+sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/kernels/cpu/*.cpp"))
+if not cuda:
+    sources = [s for s in sources if not s.startswith("csrc/cuda_")]
+else:
+    sources += sorted(glob.glob("csrc/kernels/cuda/*.cu"))
+    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
+
+# -O3 for the kernels; OpenMP is torch's own libgomp at run time (same soname, loaded first).
+# No -march=native: the wheel must run on any x86-64.
+cxx_flags = ["-O3", "-std=c++17", "-fopenmp", "-Wall", "-Wno-unknown-pragmas"]
+extension = CUDAExtension if cuda else CppExtension
+ext = extension(
+    "fastlayers._C",
+    sources,
+    extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++17"]} if cuda else cxx_flags,
+    extra_link_args=["-fopenmp"],
+    define_macros=[("FASTLAYERS_WITH_CUDA", "1")] if cuda else [],
+)
+
+setup(
+    ext_modules=[ext],
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+)
