@@ -1,6 +1,9 @@
-"""torch.autograd.Function for each layer: forward calls a fastlayers op, backward calls the
-matching backward ops, each only for the gradients that are needed. A fused ReLU saves its output,
-and the backward ops apply its mask inside their own kernels."""
+"""Autograd for every forward op. Each layer has a torch.autograd.Function whose forward calls a
+fastlayers op and whose backward calls the matching backward ops, each only for the gradients that
+are needed. The same setup/backward code is registered on the ops themselves
+(torch.library.register_autograd), so torch.ops.fastlayers.* are differentiable when called
+directly too. A fused ReLU saves its output, and the backward ops apply its mask inside their own
+kernels."""
 
 from __future__ import annotations
 
@@ -10,6 +13,67 @@ from torch.autograd.function import once_differentiable
 ops = torch.ops.fastlayers
 
 
+# --- shared setup and backward, per layer ------------------------------------------------------
+
+def _linear_setup(ctx, input, weight, bias, output, relu):
+    ctx.has_bias = bias is not None
+    ctx.save_for_backward(input, weight, output if relu else None)
+
+
+@once_differentiable
+def _linear_grads(ctx, grad):
+    input, weight, relu_output = ctx.saved_tensors
+    need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
+    grad_input = ops.linear_grad_input(grad, weight, relu_output) if need_input else None
+    grad_weight = ops.linear_grad_weight(grad, input, relu_output) if need_weight else None
+    grad_bias = ops.bias_grad(grad, relu_output, -1) if ctx.has_bias and need_bias else None
+    return grad_input, grad_weight, grad_bias
+
+
+def _conv2d_setup(ctx, input, weight, bias, stride, padding, dilation, groups, output, relu):
+    ctx.has_bias = bias is not None
+    ctx.geometry = (stride, padding, dilation, groups)
+    ctx.save_for_backward(input, weight, output if relu else None)
+
+
+@once_differentiable
+def _conv2d_grads(ctx, grad):
+    input, weight, relu_output = ctx.saved_tensors
+    need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
+    grad_input = grad_weight = grad_bias = None
+    if need_input:
+        grad_input = ops.conv2d_grad_input(grad, weight, input.shape, *ctx.geometry, relu_output)
+    if need_weight:
+        grad_weight = ops.conv2d_grad_weight(grad, input, weight.shape, *ctx.geometry, relu_output)
+    if ctx.has_bias and need_bias:
+        grad_bias = ops.bias_grad(grad, relu_output, 1)
+    return grad_input, grad_weight, grad_bias
+
+
+def _max_pool2d_setup(ctx, input, indices):
+    ctx.input_shape = input.shape
+    ctx.mark_non_differentiable(indices)
+    ctx.save_for_backward(indices)
+
+
+@once_differentiable
+def _max_pool2d_grad(ctx, grad, _grad_indices):
+    (indices,) = ctx.saved_tensors
+    return ops.max_pool2d_backward(grad, indices, ctx.input_shape)
+
+
+def _relu_setup(ctx, output):
+    ctx.save_for_backward(output)
+
+
+@once_differentiable
+def _relu_grad(ctx, grad):
+    (output,) = ctx.saved_tensors
+    return ops.relu_backward(grad, output)
+
+
+# --- torch.autograd.Function per layer ----------------------------------------------------------
+
 class Linear(torch.autograd.Function):
     @staticmethod
     def forward(input, weight, bias, relu: bool):
@@ -17,19 +81,11 @@ class Linear(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        input, weight, bias, relu = inputs
-        ctx.has_bias = bias is not None
-        ctx.save_for_backward(input, weight, output if relu else None)
+        _linear_setup(ctx, *inputs[:3], output, relu=inputs[3])
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad):
-        input, weight, relu_output = ctx.saved_tensors
-        need_input, need_weight, need_bias, _ = ctx.needs_input_grad
-        grad_input = ops.linear_grad_input(grad, weight, relu_output) if need_input else None
-        grad_weight = ops.linear_grad_weight(grad, input, relu_output) if need_weight else None
-        grad_bias = ops.bias_grad(grad, relu_output, -1) if ctx.has_bias and need_bias else None
-        return grad_input, grad_weight, grad_bias, None
+        return *_linear_grads(ctx, grad), None
 
 
 class Conv2d(torch.autograd.Function):
@@ -42,24 +98,11 @@ class Conv2d(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        input, weight, bias, stride, padding, dilation, groups, relu = inputs
-        ctx.has_bias = bias is not None
-        ctx.geometry = (stride, padding, dilation, groups)
-        ctx.save_for_backward(input, weight, output if relu else None)
+        _conv2d_setup(ctx, *inputs[:7], output, relu=inputs[7])
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad):
-        input, weight, relu_output = ctx.saved_tensors
-        need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
-        grad_input = grad_weight = grad_bias = None
-        if need_input:
-            grad_input = ops.conv2d_grad_input(grad, weight, input.shape, *ctx.geometry, relu_output)
-        if need_weight:
-            grad_weight = ops.conv2d_grad_weight(grad, input, weight.shape, *ctx.geometry, relu_output)
-        if ctx.has_bias and need_bias:
-            grad_bias = ops.bias_grad(grad, relu_output, 1)
-        return grad_input, grad_weight, grad_bias, None, None, None, None, None
+        return *_conv2d_grads(ctx, grad), None, None, None, None, None
 
 
 class MaxPool2d(torch.autograd.Function):
@@ -71,15 +114,11 @@ class MaxPool2d(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        ctx.input_shape = inputs[0].shape
-        ctx.mark_non_differentiable(output[1])
-        ctx.save_for_backward(output[1])
+        _max_pool2d_setup(ctx, inputs[0], output[1])
 
     @staticmethod
-    @once_differentiable
-    def backward(ctx, grad, _grad_indices):
-        (indices,) = ctx.saved_tensors
-        return ops.max_pool2d_backward(grad, indices, ctx.input_shape), None, None, None, None, None
+    def backward(ctx, grad, grad_indices):
+        return _max_pool2d_grad(ctx, grad, grad_indices), None, None, None, None, None
 
 
 class ReLU(torch.autograd.Function):
@@ -89,10 +128,38 @@ class ReLU(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(output)
+        _relu_setup(ctx, output)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad):
-        (output,) = ctx.saved_tensors
-        return ops.relu_backward(grad, output)
+        return _relu_grad(ctx, grad)
+
+
+# --- the same autograd on the ops themselves ----------------------------------------------------
+
+def _register(name, grads, setup_context):
+    """Registers grads (which returns the gradients of the leading tensor arguments) as the op's
+    backward, padded with None for its remaining arguments."""
+    num_args = len(getattr(ops, name).default._schema.arguments)
+
+    def backward(ctx, *grad_outputs):
+        result = grads(ctx, *grad_outputs)
+        result = result if isinstance(result, tuple) else (result,)
+        return *result, *([None] * (num_args - len(result)))
+
+    torch.library.register_autograd("fastlayers::" + name, backward, setup_context=setup_context)
+
+
+for _relu in (False, True):
+    _register(
+        "linear_relu" if _relu else "linear",
+        _linear_grads,
+        lambda ctx, inputs, output, relu=_relu: _linear_setup(ctx, *inputs, output, relu),
+    )
+    _register(
+        "conv2d_relu" if _relu else "conv2d",
+        _conv2d_grads,
+        lambda ctx, inputs, output, relu=_relu: _conv2d_setup(ctx, *inputs, output, relu),
+    )
+_register("max_pool2d", _max_pool2d_grad, lambda ctx, inputs, output: _max_pool2d_setup(ctx, inputs[0], output[1]))
+_register("relu", _relu_grad, lambda ctx, inputs, output: _relu_setup(ctx, output))

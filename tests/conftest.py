@@ -1,0 +1,58 @@
+"""Shared fixtures: the device parameter (CUDA cases skip where there is no GPU or no CUDA
+build), NaN-poisoned allocations, and a float comparison that reports the worst element."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import fastlayers
+
+HAS_CUDA = torch.cuda.is_available() and fastlayers.has_cuda()
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU and a CUDA build"))]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    return request.param
+
+
+@pytest.fixture(autouse=True)
+def poison_uninitialized_memory():
+    """torch.empty (which every kernel uses for its outputs) fills with NaN, so an output element
+    that a kernel forgets to write fails the comparison instead of passing by luck."""
+    old = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+           torch.utils.deterministic.fill_uninitialized_memory)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    yield
+    torch.use_deterministic_algorithms(old[0], warn_only=old[1])
+    torch.utils.deterministic.fill_uninitialized_memory = old[2]
+
+
+@pytest.fixture(autouse=True)
+def seed():
+    torch.manual_seed(0)
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, terms: int = 1, what: str = "") -> None:
+    """actual (any float dtype) against a float64 reference. `terms` is the length of the sums
+    behind each element: float32 rounding grows like its square root, so the tolerance does too.
+    A real bug (a missed or doubled term of a N(0, 1) sum) is off by ~1, far above these bounds."""
+    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    assert actual.dtype == expected.dtype or expected.dtype == torch.float64, f"{what}: dtype {actual.dtype}"
+    if actual.dtype == torch.float64:
+        rtol, atol = 1e-10, 1e-10 * max(terms, 1) ** 0.5
+    else:
+        rtol, atol = 1e-5, 1e-5 * max(terms, 1) ** 0.5
+    torch.testing.assert_close(actual.double().cpu(), expected.double().cpu(), rtol=rtol, atol=atol, msg=lambda m: f"{what}: {m}")
+
+
+def run_with_grads(fn, tensors, grad_out=None):
+    """fn(*tensors) and the gradients of every tensor that requires grad, for a fixed random
+    output gradient; returns (output, [grads])."""
+    out = fn(*tensors)
+    if grad_out is None:
+        grad_out = torch.randn_like(out)
+    grads = torch.autograd.grad(out, [t for t in tensors if t is not None and t.requires_grad], grad_out)
+    return out, list(grads), grad_out

@@ -1,0 +1,208 @@
+"""conv2d and conv2d_relu: forward and every gradient against torch (float32 against a float64
+reference) over a grid of strides, paddings ('same'/'valid' too), dilations, groups, odd sizes,
+batch 1, unbatched and empty batches; gradcheck in float64; opcheck; layouts; the Conv2d module's
+padding modes; and the errors bad input must raise."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fastlayers
+import fastlayers.functional as FF
+from conftest import assert_close, run_with_grads
+
+ops = torch.ops.fastlayers
+
+# (input shape, out_channels, kernel, keyword arguments)
+CASES = [
+    ((2, 3, 9, 11), 5, (3, 3), dict()),
+    ((2, 3, 9, 11), 4, (3, 3), dict(stride=2, padding=1)),
+    ((1, 4, 10, 7), 6, (3, 2), dict(stride=(2, 1), padding=(1, 0), dilation=(1, 2))),
+    ((2, 3, 8, 8), 4, (5, 5), dict(padding=2, dilation=2)),
+    ((2, 4, 7, 9), 6, (3, 3), dict(padding="same")),
+    ((2, 4, 7, 9), 6, (4, 2), dict(padding="same")),  # even kernel: extra padding bottom/right
+    ((2, 2, 9, 9), 3, (4, 4), dict(padding="same", dilation=(2, 1))),
+    ((2, 3, 9, 9), 4, (3, 3), dict(padding="valid")),
+    ((2, 6, 8, 8), 9, (3, 3), dict(groups=3, padding=1)),
+    ((2, 8, 7, 7), 8, (3, 3), dict(groups=8, stride=2)),  # depthwise
+    ((3, 5, 6, 6), 7, (1, 1), dict()),  # pointwise: the GEMM reads the input directly
+    ((2, 5, 7, 7), 3, (1, 1), dict(stride=2)),
+    ((1, 3, 5, 5), 2, (5, 5), dict()),  # kernel as large as the input: 1 x 1 output
+    ((0, 3, 8, 8), 4, (3, 3), dict(padding=1)),  # empty batch
+    ((3, 6, 6), 4, (3, 3), dict(padding=1)),  # unbatched
+    ((64, 3, 24, 24), 32, (3, 3), dict(padding=1)),  # the models' shapes
+    ((8, 32, 14, 14), 64, (5, 5), dict(padding=2)),
+    ((8, 6, 14, 14), 16, (5, 5), dict()),
+]
+IDS = [f"{'x'.join(map(str, c[0]))}-oc{c[1]}-k{c[2][0]}{c[2][1]}-{c[3]}" for c in CASES]
+
+
+def make(shape, oc, kernel, groups, dtype, device, bias=True):
+    c = shape[-3]
+    x = torch.randn(*shape, dtype=dtype, device=device, requires_grad=True)
+    w = torch.randn(oc, c // groups, *kernel, dtype=dtype, device=device, requires_grad=True)
+    b = torch.randn(oc, dtype=dtype, device=device, requires_grad=True) if bias else None
+    return x, w, b
+
+
+@pytest.mark.parametrize("shape,oc,kernel,kwargs", CASES, ids=IDS)
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_forward_and_grads_match_torch(device, shape, oc, kernel, kwargs, relu, bias, dtype):
+    x, w, b = make(shape, oc, kernel, kwargs.get("groups", 1), dtype, device, bias)
+    fast = FF.conv2d_relu if relu else FF.conv2d
+    out, grads, gy = run_with_grads(lambda *a: fast(*a, **kwargs), [x, w, b])
+
+    def ref(*a):
+        y = F.conv2d(*a, **kwargs)
+        return torch.relu(y) if relu else y
+
+    refs = [t.detach().double().requires_grad_() if t is not None else None for t in (x, w, b)]
+    ref_out, ref_grads, _ = run_with_grads(ref, refs, gy.double())
+    k_terms = w[0].numel()
+    per_channel = gy[..., 0, :, :].numel() // max(gy.shape[-3], 1) if gy.numel() else 0
+    assert out.dtype == dtype
+    assert_close(out, ref_out, terms=k_terms, what="output")
+    terms = (oc * kernel[0] * kernel[1], per_channel * kernel[0] * kernel[1], per_channel)
+    for name, g, r, t in zip(("grad_input", "grad_weight", "grad_bias"), grads, ref_grads, terms):
+        assert_close(g, r, terms=t, what=name)
+
+
+GRADCHECK = [
+    ((2, 2, 5, 6), 3, (3, 3), dict(stride=2, padding=1)),
+    ((1, 2, 6, 5), 2, (2, 3), dict(padding="same", dilation=2)),
+    ((2, 4, 5, 5), 4, (3, 3), dict(groups=2, padding=(0, 1))),
+    ((2, 3, 4, 4), 2, (1, 1), dict()),
+    ((0, 2, 4, 4), 3, (3, 3), dict()),
+    ((2, 4, 4), 3, (3, 3), dict(padding=1)),
+]
+
+
+@pytest.mark.parametrize("shape,oc,kernel,kwargs", GRADCHECK)
+@pytest.mark.parametrize("relu", [False, True])
+def test_gradcheck(device, shape, oc, kernel, kwargs, relu):
+    x, w, b = make(shape, oc, kernel, kwargs.get("groups", 1), torch.float64, device)
+    fast = FF.conv2d_relu if relu else FF.conv2d
+    assert torch.autograd.gradcheck(lambda x, w, b: fast(x, w, b, **kwargs), (x, w, b))
+    assert torch.autograd.gradcheck(lambda x, w: fast(x, w, None, **kwargs), (x, w))
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "sliced", "transposed"])
+def test_non_contiguous_inputs(device, layout):
+    x = torch.randn(2, 4, 9, 10, device=device)
+    w = torch.randn(6, 4, 3, 3, device=device)
+    if layout == "channels_last":
+        x, w = x.to(memory_format=torch.channels_last), w.to(memory_format=torch.channels_last)
+    elif layout == "sliced":
+        x = torch.randn(2, 8, 9, 20, device=device)[:, ::2, :, ::2]
+    else:
+        x = x.transpose(2, 3).contiguous().transpose(2, 3)
+    x.requires_grad_()
+    out, (gx,), gy = run_with_grads(lambda x: FF.conv2d_relu(x, w, None, padding=1), [x])
+    xr = x.detach().double().requires_grad_()
+    ref, (gr,), _ = run_with_grads(lambda x: torch.relu(F.conv2d(x, w.double(), None, padding=1)), [xr], gy.double())
+    assert_close(out, ref, terms=36)
+    assert_close(gx, gr, terms=54)
+
+
+def test_thread_counts_agree(device):
+    x, w, b = torch.randn(5, 8, 12, 12, device=device), torch.randn(16, 8, 3, 3, device=device), torch.randn(16, device=device)
+    ref = F.conv2d(x.double(), w.double(), b.double(), padding=1)
+    old = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            assert_close(FF.conv2d(x, w, b, padding=1), ref, terms=72, what=f"{threads} threads")
+            xr = x.clone().requires_grad_()
+            wr = w.clone().requires_grad_()
+            FF.conv2d(xr, wr, b, padding=1).square().sum().backward()
+            xt, wt = x.double().requires_grad_(), w.double().requires_grad_()
+            F.conv2d(xt, wt, b.double(), padding=1).square().sum().backward()
+            assert_close(wr.grad, wt.grad, terms=5 * 144, what=f"grad_weight, {threads} threads")
+            assert_close(xr.grad, xt.grad, terms=144, what=f"grad_input, {threads} threads")
+    finally:
+        torch.set_num_threads(old)
+
+
+def test_opcheck(device):
+    x, w, b = make((2, 4, 6, 7), 6, (3, 3), 2, torch.float32, device)
+    args = ([1, 2], [1, 0, 1, 1], [1, 1], 2)
+    for op in (ops.conv2d, ops.conv2d_relu):
+        torch.library.opcheck(op.default, (x, w, b, *args))
+        torch.library.opcheck(op.default, (x.detach().to(memory_format=torch.channels_last), w.detach(), None, *args))
+    y = ops.conv2d_relu(x, w, b, *args).detach()
+    gy = torch.randn_like(y)
+    torch.library.opcheck(ops.conv2d_grad_input.default, (gy, w.detach(), list(x.shape), *args, y))
+    torch.library.opcheck(ops.conv2d_grad_weight.default, (gy, x.detach(), list(w.shape), *args, None))
+    torch.library.opcheck(ops.bias_grad.default, (gy, y, 1))
+
+
+@pytest.mark.parametrize("padding_mode", ["zeros", "reflect", "replicate", "circular"])
+@pytest.mark.parametrize("padding", [1, (2, 1), "same"])
+def test_module_padding_modes_match_torch(device, padding_mode, padding):
+    ref = torch.nn.Conv2d(3, 5, 3, padding=padding, padding_mode=padding_mode).to(device)
+    fast = fastlayers.nn.Conv2d(3, 5, 3, padding=padding, padding_mode=padding_mode).to(device)
+    fused = fastlayers.nn.Conv2dReLU(3, 5, 3, padding=padding, padding_mode=padding_mode).to(device)
+    fast.load_state_dict(ref.state_dict())
+    fused.load_state_dict(ref.state_dict())
+    x = torch.randn(2, 3, 7, 8, device=device)
+    assert_close(fast(x), ref(x).double(), terms=27)
+    assert_close(fused(x), torch.relu(ref(x)).double(), terms=27)
+
+
+def test_module_is_a_torch_conv2d_with_its_state_dict(device):
+    torch.manual_seed(1)
+    ref = torch.nn.Conv2d(4, 6, (3, 5), stride=2, groups=2, bias=True)
+    torch.manual_seed(1)
+    fast = fastlayers.nn.Conv2d(4, 6, (3, 5), stride=2, groups=2, bias=True)
+    assert isinstance(fast, torch.nn.Conv2d)
+    assert list(fast.state_dict()) == list(ref.state_dict())
+    for k, v in ref.state_dict().items():
+        assert torch.equal(v, fast.state_dict()[k]), k  # same initialisation from the same seed
+    back = torch.nn.Conv2d(4, 6, (3, 5), stride=2, groups=2)
+    back.load_state_dict(fast.state_dict())
+
+
+def test_same_padding_with_stride_is_refused():
+    with pytest.raises(RuntimeError, match="padding='same' is not supported for strided convolutions"):
+        FF.conv2d(torch.randn(1, 2, 5, 5), torch.randn(3, 2, 3, 3), stride=2, padding="same")
+    with pytest.raises(ValueError, match="padding='same' is not supported for strided convolutions"):
+        fastlayers.nn.Conv2d(2, 3, 3, stride=2, padding="same")  # as torch.nn.Conv2d
+
+
+X, W = torch.randn(2, 4, 8, 8), torch.randn(6, 4, 3, 3)
+ERRORS = [
+    ("input 2-D", lambda: FF.conv2d(torch.randn(4, 8), W), ["fastlayers.conv2d", "input", "3-D (C, H, W) or 4-D", "2-D"]),
+    ("input 5-D via op", lambda: ops.conv2d(torch.randn(1, 2, 4, 8, 8), W, None, [1, 1], [0] * 4, [1, 1], 1), ["input", "4-D", "5-D"]),
+    ("weight 3-D", lambda: FF.conv2d(X, torch.randn(6, 4, 3)), ["weight", "4-D", "3-D"]),
+    ("weight in_channels", lambda: FF.conv2d(X, torch.randn(6, 3, 3, 3)), ["weight.size(1)", "in_channels / groups = 4 / 1 = 4", "[6, 3, 3, 3]"]),
+    ("channels not divisible", lambda: FF.conv2d(X, torch.randn(6, 1, 3, 3), groups=3), ["in_channels (4)", "divisible by groups (3)"]),
+    ("out_channels not divisible", lambda: FF.conv2d(X, torch.randn(5, 2, 3, 3), groups=2), ["out_channels", "5", "divisible by groups (2)"]),
+    ("groups zero", lambda: FF.conv2d(X, W, groups=0), ["groups", "positive", "groups=0"]),
+    ("kernel too large", lambda: FF.conv2d(X, torch.randn(6, 4, 11, 3), padding=1), ["kernel (11 x 3)", "padded input (10 x 10)"]),
+    ("dilated kernel too large", lambda: FF.conv2d(X, W, dilation=5), ["kernel (11 x 11)", "(8 x 8)"]),
+    ("stride zero", lambda: FF.conv2d(X, W, stride=(0, 1)), ["stride", "positive", "[0, 1]"]),
+    ("stride negative", lambda: FF.conv2d_relu(X, W, stride=-1), ["fastlayers.conv2d_relu", "stride", "positive"]),
+    ("dilation zero", lambda: FF.conv2d(X, W, dilation=0), ["dilation", "positive"]),
+    ("padding negative", lambda: FF.conv2d(X, W, padding=-1), ["padding", "non-negative"]),
+    ("padding string", lambda: FF.conv2d(X, W, padding="full"), ["padding", "'full'"]),
+    ("dtype mismatch", lambda: FF.conv2d(X, W.double()), ["weight", "same dtype as input", "torch.float64"]),
+    ("bias dtype", lambda: FF.conv2d(X, W, torch.randn(6, dtype=torch.float64)), ["bias", "torch.float64"]),
+    ("bias shape", lambda: FF.conv2d(X, W, torch.randn(5)), ["bias", "[6]", "[5]"]),
+    ("integer input", lambda: FF.conv2d(X.long(), W.long()), ["input", "torch.float32 or torch.float64", "torch.int64"]),
+    ("bool input", lambda: FF.conv2d(X.bool(), W.bool()), ["torch.bool"]),
+    ("device mismatch", lambda: FF.conv2d(X, W.to("meta")), ["weight", "same device as input", "meta"]),
+    ("grad_output shape", lambda: ops.conv2d_grad_input(torch.randn(2, 6, 5, 5), W, [2, 4, 8, 8], [1, 1], [0] * 4, [1, 1], 1, None), ["conv2d_grad_input", "grad_output", "[2, 6, 6, 6]", "[2, 6, 5, 5]"]),
+    ("padding list length", lambda: ops.conv2d(X, W, None, [1, 1], [1, 1], [1, 1], 1), ["padding", "4 values"]),
+]
+
+
+@pytest.mark.parametrize("what,call,words", ERRORS, ids=[e[0] for e in ERRORS])
+def test_bad_input_raises_clear_error(what, call, words):
+    with pytest.raises(RuntimeError) as info:
+        call()
+    for word in words:
+        assert word in str(info.value), f"{word!r} missing from: {info.value}"

@@ -1,0 +1,137 @@
+"""max_pool2d: outputs, indices and gradients equal to torch's over kernel sizes, strides,
+paddings, dilations and ceil_mode; NaN and -inf semantics; max_unpool2d compatibility; gradcheck
+in float64; opcheck; layouts; and the errors bad input must raise."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fastlayers
+import fastlayers.functional as FF
+
+ops = torch.ops.fastlayers
+
+# (input shape, kernel_size, stride, padding, dilation, ceil_mode)
+CASES = [
+    ((2, 3, 8, 8), 2, None, 0, 1, False),
+    ((2, 3, 9, 7), 3, 2, 1, 1, False),
+    ((2, 3, 9, 7), 3, 2, 1, 1, True),
+    ((1, 2, 10, 11), (3, 2), (2, 1), (1, 1), (2, 1), True),
+    ((1, 2, 10, 11), (2, 3), (3, 2), (1, 0), (1, 2), False),
+    ((2, 2, 5, 5), 5, 1, 2, 1, False),
+    ((2, 2, 6, 6), 4, 3, 2, 1, True),  # ceil_mode's last window would start in the padding
+    ((1, 1, 1, 1), 1, 1, 0, 1, False),
+    ((0, 3, 6, 6), 2, 2, 0, 1, False),
+    ((3, 7, 7), 3, 2, 1, 1, True),  # unbatched
+    ((64, 32, 24, 24), 2, None, 0, 1, False),  # the models' shapes
+    ((64, 64, 14, 14), 2, 2, 0, 1, False),
+]
+
+
+@pytest.mark.parametrize("shape,k,s,p,d,ceil", CASES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_matches_torch_exactly(device, shape, k, s, p, d, ceil, dtype):
+    x = torch.randn(*shape, device=device, dtype=dtype, requires_grad=True)
+    out, idx = FF.max_pool2d(x, k, s, p, d, ceil_mode=ceil, return_indices=True)
+    xr = x.detach().clone().requires_grad_()
+    ref, ref_idx = F.max_pool2d(xr, k, s, p, d, ceil_mode=ceil, return_indices=True)
+    assert out.dtype == dtype and idx.dtype == torch.int64
+    assert torch.equal(out, ref) and torch.equal(idx, ref_idx)
+    gy = torch.randn_like(out)
+    (gx,) = torch.autograd.grad(out, x, gy)
+    (gr,) = torch.autograd.grad(ref, xr, gy)
+    torch.testing.assert_close(gx, gr, rtol=1e-6, atol=1e-6)  # overlapping windows sum gradients
+
+
+@pytest.mark.parametrize("ceil", [False, True])
+def test_nan_and_inf_semantics(device, ceil):
+    x = torch.randn(2, 3, 7, 7, device=device)
+    x[0, 0, 1, 1] = float("nan")
+    x[0, 1, 2:5, 2:5] = float("-inf")
+    x[1, 2, 0, 0] = float("inf")
+    x[1, 2, 4, 3] = float("nan")
+    x[1, 2, 4, 4] = float("nan")  # two NaNs in one window: torch keeps the last
+    out, idx = FF.max_pool2d(x, 3, 2, 1, ceil_mode=ceil, return_indices=True)
+    ref, ref_idx = F.max_pool2d(x, 3, 2, 1, ceil_mode=ceil, return_indices=True)
+    assert torch.equal(out.isnan(), ref.isnan())
+    assert torch.equal(out.nan_to_num(), ref.nan_to_num())
+    assert torch.equal(idx, ref_idx)
+
+
+def test_all_minus_inf_window_takes_torchs_index(device):
+    x = torch.full((1, 1, 4, 4), float("-inf"), device=device)
+    for args in [(2,), (3, 1, 1), (2, 2, 1, 2)]:
+        out, idx = FF.max_pool2d(x, *args, return_indices=True)
+        ref, ref_idx = F.max_pool2d(x, *args, return_indices=True)
+        assert torch.equal(out, ref) and torch.equal(idx, ref_idx)
+
+
+def test_indices_work_with_max_unpool2d(device):
+    x = torch.randn(2, 3, 8, 8, device=device)
+    out, idx = FF.max_pool2d(x, 2, return_indices=True)
+    restored = F.max_unpool2d(out, idx, 2, output_size=x.shape[-2:])
+    ref_out, ref_idx = F.max_pool2d(x, 2, return_indices=True)
+    assert torch.equal(restored, F.max_unpool2d(ref_out, ref_idx, 2, output_size=x.shape[-2:]))
+
+
+@pytest.mark.parametrize("shape,k,s,p,d,ceil", [((2, 2, 6, 7), 3, 2, 1, 1, True), ((1, 3, 5, 5), 2, 1, 0, 2, False), ((2, 4, 4), 2, None, 1, 1, False)])
+def test_gradcheck(device, shape, k, s, p, d, ceil):
+    # Random inputs have no ties, so the max is differentiable at every point gradcheck probes.
+    x = torch.randn(*shape, device=device, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: FF.max_pool2d(x, k, s, p, d, ceil_mode=ceil), (x,))
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "sliced"])
+def test_non_contiguous_inputs(device, layout):
+    x = torch.randn(2, 6, 9, 9, device=device)
+    x = x.to(memory_format=torch.channels_last) if layout == "channels_last" else x[:, ::2, 1:, :]
+    out, idx = FF.max_pool2d(x, 3, 2, 1, return_indices=True)
+    ref, ref_idx = F.max_pool2d(x, 3, 2, 1, return_indices=True)
+    assert torch.equal(out, ref) and torch.equal(idx, ref_idx)
+
+
+def test_opcheck(device):
+    x = torch.randn(2, 3, 7, 8, device=device, requires_grad=True)
+    torch.library.opcheck(ops.max_pool2d.default, (x, [3, 3], [2, 2], [1, 1], [1, 1], True))
+    xc = x.detach().to(memory_format=torch.channels_last)
+    torch.library.opcheck(ops.max_pool2d.default, (xc, [2, 2], [2, 2], [0, 0], [1, 1], False))
+    out, idx = ops.max_pool2d(x.detach(), [3, 3], [2, 2], [1, 1], [1, 1], True)
+    torch.library.opcheck(ops.max_pool2d_backward.default, (torch.randn_like(out), idx, list(x.shape)))
+
+
+def test_module_matches_torch(device):
+    x = torch.randn(2, 3, 9, 9, device=device)
+    for kwargs in [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1, ceil_mode=True), dict(kernel_size=2, return_indices=True)]:
+        fast, ref = fastlayers.nn.MaxPool2d(**kwargs), torch.nn.MaxPool2d(**kwargs)
+        got, want = fast(x), ref(x)
+        if kwargs.get("return_indices"):
+            assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+        else:
+            assert torch.equal(got, want)
+        assert repr(fast).endswith(repr(ref)[len("MaxPool2d"):])
+
+
+X = torch.randn(2, 3, 8, 8)
+ERRORS = [
+    ("input 2-D", lambda: FF.max_pool2d(torch.randn(8, 8), 2), ["fastlayers.max_pool2d", "3-D (C, H, W) or 4-D", "2-D"]),
+    ("padding over half the kernel", lambda: FF.max_pool2d(X, 3, padding=2), ["padding", "at most half of kernel_size", "[2, 2]", "[3, 3]"]),
+    ("kernel zero", lambda: FF.max_pool2d(X, 0), ["kernel_size", "positive"]),
+    ("stride zero", lambda: FF.max_pool2d(X, 2, stride=0), ["stride", "positive"]),
+    ("dilation zero", lambda: FF.max_pool2d(X, 2, dilation=(1, 0)), ["dilation", "positive", "[1, 0]"]),
+    ("negative padding", lambda: FF.max_pool2d(X, 2, padding=-1), ["padding", "non-negative"]),
+    ("output too small", lambda: FF.max_pool2d(torch.randn(1, 1, 2, 9), 3), ["output of 0 x 3", "can't be empty"]),
+    ("empty plane", lambda: FF.max_pool2d(torch.randn(1, 0, 4, 4), 2), ["non-zero C, H and W"]),
+    ("integer input", lambda: FF.max_pool2d(X.long(), 2), ["input", "torch.int64"]),
+    ("bad indices", lambda: ops.max_pool2d_backward(torch.randn(1, 1, 2, 2), torch.full((1, 1, 2, 2), 99), [1, 1, 4, 4]), ["max_pool2d_backward", "outside its 4 x 4 input plane"]),
+    ("indices dtype", lambda: ops.max_pool2d_backward(torch.randn(1, 1, 2, 2), torch.zeros(1, 1, 2, 2, dtype=torch.int32), [1, 1, 4, 4]), ["indices", "torch.int64", "torch.int32"]),
+]
+
+
+@pytest.mark.parametrize("what,call,words", ERRORS, ids=[e[0] for e in ERRORS])
+def test_bad_input_raises_clear_error(what, call, words):
+    with pytest.raises(RuntimeError) as info:
+        call()
+    for word in words:
+        assert word in str(info.value), f"{word!r} missing from: {info.value}"
