@@ -16,15 +16,28 @@ from ._shapes import IntOrPair, conv2d_padding, pair
 
 __all__ = ["linear", "linear_relu", "conv2d", "conv2d_relu", "max_pool2d", "relu"]
 
+ops = torch.ops.fastlayers
+
+
+def _grad_needed(*tensors) -> bool:
+    """Whether autograd must record this call. When it need not (inference, torch.no_grad), the
+    op is called directly: torch.autograd.Function.apply alone costs ~15 us, more than a small
+    layer's whole forward."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
 
 def linear(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """y = input @ weight.T + bias over the last dimension, like torch.nn.functional.linear."""
-    return _autograd.Linear.apply(input, weight, bias, False)
+    if _grad_needed(input, weight, bias):
+        return _autograd.Linear.apply(input, weight, bias, False)
+    return ops.linear(input, weight, bias)
 
 
 def linear_relu(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """relu(linear(input, weight, bias)) in one kernel: bias and ReLU in the GEMM epilogue."""
-    return _autograd.Linear.apply(input, weight, bias, True)
+    if _grad_needed(input, weight, bias):
+        return _autograd.Linear.apply(input, weight, bias, True)
+    return ops.linear_relu(input, weight, bias)
 
 
 def _conv2d(op, input, weight, bias, stride, padding, dilation, groups, relu):
@@ -37,7 +50,10 @@ def _conv2d(op, input, weight, bias, stride, padding, dilation, groups, relu):
     padding = conv2d_padding(padding, weight.shape[2:], stride, dilation, op)
     batched = input.dim() == 4
     x = input if batched else input.unsqueeze(0)
-    y = _autograd.Conv2d.apply(x, weight, bias, stride, padding, dilation, groups, relu)
+    if _grad_needed(x, weight, bias):
+        y = _autograd.Conv2d.apply(x, weight, bias, stride, padding, dilation, groups, relu)
+    else:
+        y = (ops.conv2d_relu if relu else ops.conv2d)(x, weight, bias, stride, padding, dilation, groups)
     return y if batched else y.squeeze(0)
 
 
@@ -87,9 +103,9 @@ def max_pool2d(
     stride = kernel if no_stride else pair(stride, "stride", op)
     batched = input.dim() == 4
     x = input if batched else input.unsqueeze(0)
-    out, indices = _autograd.MaxPool2d.apply(
-        x, kernel, stride, pair(padding, "padding", op), pair(dilation, "dilation", op), bool(ceil_mode)
-    )
+    args = (kernel, stride, pair(padding, "padding", op), pair(dilation, "dilation", op), bool(ceil_mode))
+    pool = _autograd.MaxPool2d.apply if _grad_needed(x) else ops.max_pool2d
+    out, indices = pool(x, *args)
     if not batched:
         out, indices = out.squeeze(0), indices.squeeze(0)
     return (out, indices) if return_indices else out
@@ -98,5 +114,5 @@ def max_pool2d(
 def relu(input: torch.Tensor, inplace: bool = False) -> torch.Tensor:
     """max(input, 0), NaN propagated. With inplace=True the result is written back into input
     (and input is returned), with the same autograd rules as torch's in-place ReLU."""
-    out = _autograd.ReLU.apply(input)
+    out = _autograd.ReLU.apply(input) if _grad_needed(input) else ops.relu(input)
     return input.copy_(out) if inplace else out
