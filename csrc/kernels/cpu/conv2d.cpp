@@ -103,6 +103,20 @@ ImageSplit split_images(const Context& ctx, const Conv2dParams& p) {
   return {1, ctx, p.N};
 }
 
+// Calls f(chunk, n, first, cols) for every image n: the batch's chunks run in parallel, each with
+// its own im2col workspace `cols` of cols_size elements; `first` marks a chunk's first image.
+template <typename T, typename F>
+void for_each_image(const Context& ctx, const Conv2dParams& p, const ImageSplit& split,
+                    int64_t cols_size, const F& f) {
+  std::vector<T> scratch(static_cast<size_t>(split.chunks * cols_size));
+  parallel_chunks(ctx, split.chunks, [&](int64_t chunk) {
+    T* cols = scratch.data() + chunk * cols_size;
+    const int64_t begin = chunk * split.images_per_chunk;
+    const int64_t end = std::min(p.N, begin + split.images_per_chunk);
+    for (int64_t n = begin; n < end; ++n) f(chunk, n, n == begin, cols);
+  });
+}
+
 }  // namespace
 
 template <typename T>
@@ -111,25 +125,19 @@ void conv2d_forward(const Context& ctx, const Conv2dParams& p, const T* x, const
   const Dims d = dims_of(p);
   const ImageSplit split = split_images(ctx, p);
   const int64_t cols_size = d.pointwise ? 0 : d.CKK * d.OHW;
-  std::vector<T> scratch(static_cast<size_t>(split.chunks * cols_size));
-  // Parallel over images (chunks of the batch); each image's GEMMs then run serially.
-  parallel_chunks(ctx, split.chunks, [&](int64_t chunk) {
-    T* cols = scratch.data() + chunk * cols_size;
-    const int64_t n_end = std::min(p.N, (chunk + 1) * split.images_per_chunk);
-    for (int64_t n = chunk * split.images_per_chunk; n < n_end; ++n) {
-      for (int64_t g = 0; g < p.groups; ++g) {
-        const T* xg = x + (n * p.C + g * d.Cg) * d.HW;
-        Operand<T> B{xg, d.HW, 1};
-        if (!d.pointwise) {
-          im2col(p, d.Cg, xg, cols);
-          B = Operand<T>{cols, d.OHW, 1};
-        }
-        const Operand<T> A{w + g * d.OCg * d.CKK, d.CKK, 1};
-        Epilogue<T> ep;
-        ep.row_bias = bias ? bias + g * d.OCg : nullptr;
-        ep.relu = relu;
-        gemm(split.inner, d.OCg, d.OHW, d.CKK, A, B, y + (n * p.OC + g * d.OCg) * d.OHW, d.OHW, ep);
+  for_each_image<T>(ctx, p, split, cols_size, [&](int64_t, int64_t n, bool, T* cols) {
+    for (int64_t g = 0; g < p.groups; ++g) {
+      const T* xg = x + (n * p.C + g * d.Cg) * d.HW;
+      Operand<T> B{xg, d.HW, 1};
+      if (!d.pointwise) {
+        im2col(p, d.Cg, xg, cols);
+        B = Operand<T>{cols, d.OHW, 1};
       }
+      const Operand<T> A{w + g * d.OCg * d.CKK, d.CKK, 1};
+      Epilogue<T> ep;
+      ep.row_bias = bias ? bias + g * d.OCg : nullptr;
+      ep.relu = relu;
+      gemm(split.inner, d.OCg, d.OHW, d.CKK, A, B, y + (n * p.OC + g * d.OCg) * d.OHW, d.OHW, ep);
     }
   });
 }
@@ -140,22 +148,17 @@ void conv2d_grad_input(const Context& ctx, const Conv2dParams& p, const T* gy, c
   const Dims d = dims_of(p);
   const ImageSplit split = split_images(ctx, p);
   const int64_t cols_size = d.pointwise ? 0 : d.CKK * d.OHW;
-  std::vector<T> scratch(static_cast<size_t>(split.chunks * cols_size));
-  parallel_chunks(ctx, split.chunks, [&](int64_t chunk) {
-    T* cols = scratch.data() + chunk * cols_size;
-    const int64_t n_end = std::min(p.N, (chunk + 1) * split.images_per_chunk);
-    for (int64_t n = chunk * split.images_per_chunk; n < n_end; ++n) {
-      for (int64_t g = 0; g < p.groups; ++g) {
-        const int64_t y_off = (n * p.OC + g * d.OCg) * d.OHW;
-        const Operand<T> A{w + g * d.OCg * d.CKK, 1, d.CKK};  // w_g^T
-        const Operand<T> B{gy + y_off, d.OHW, 1, relu_output ? relu_output + y_off : nullptr};
-        T* gxg = gx + (n * p.C + g * d.Cg) * d.HW;
-        if (d.pointwise) {
-          gemm(split.inner, d.CKK, d.OHW, d.OCg, A, B, gxg, d.HW, Epilogue<T>{});
-        } else {
-          gemm(split.inner, d.CKK, d.OHW, d.OCg, A, B, cols, d.OHW, Epilogue<T>{});
-          col2im(p, d.Cg, cols, gxg);
-        }
+  for_each_image<T>(ctx, p, split, cols_size, [&](int64_t, int64_t n, bool, T* cols) {
+    for (int64_t g = 0; g < p.groups; ++g) {
+      const int64_t y_off = (n * p.OC + g * d.OCg) * d.OHW;
+      const Operand<T> A{w + g * d.OCg * d.CKK, 1, d.CKK};  // w_g^T
+      const Operand<T> B{gy + y_off, d.OHW, 1, relu_output ? relu_output + y_off : nullptr};
+      T* gxg = gx + (n * p.C + g * d.Cg) * d.HW;
+      if (d.pointwise) {
+        gemm(split.inner, d.CKK, d.OHW, d.OCg, A, B, gxg, d.HW, Epilogue<T>{});
+      } else {
+        gemm(split.inner, d.CKK, d.OHW, d.OCg, A, B, cols, d.OHW, Epilogue<T>{});
+        col2im(p, d.Cg, cols, gxg);
       }
     }
   });
@@ -172,28 +175,22 @@ void conv2d_grad_weight(const Context& ctx, const Conv2dParams& p, const T* gy, 
   }
   const ImageSplit split = split_images(ctx, p);
   const int64_t cols_size = d.pointwise ? 0 : d.CKK * d.OHW;
-  std::vector<T> scratch(static_cast<size_t>(split.chunks * cols_size));
   // Chunk 0 sums into gw itself; the others into partial sums, added in chunk order below.
   std::vector<T> partial(static_cast<size_t>((split.chunks - 1) * w_size));
-  parallel_chunks(ctx, split.chunks, [&](int64_t chunk) {
-    T* cols = scratch.data() + chunk * cols_size;
+  for_each_image<T>(ctx, p, split, cols_size, [&](int64_t chunk, int64_t n, bool first, T* cols) {
     T* out = chunk == 0 ? gw : partial.data() + (chunk - 1) * w_size;
-    const int64_t n_begin = chunk * split.images_per_chunk;
-    const int64_t n_end = std::min(p.N, n_begin + split.images_per_chunk);
-    for (int64_t n = n_begin; n < n_end; ++n) {
-      for (int64_t g = 0; g < p.groups; ++g) {
-        const int64_t y_off = (n * p.OC + g * d.OCg) * d.OHW;
-        const T* xg = x + (n * p.C + g * d.Cg) * d.HW;
-        const Operand<T> A{gy + y_off, d.OHW, 1, relu_output ? relu_output + y_off : nullptr};
-        Operand<T> B{xg, 1, d.HW};  // x_g^T
-        if (!d.pointwise) {
-          im2col(p, d.Cg, xg, cols);
-          B = Operand<T>{cols, 1, d.OHW};  // cols^T
-        }
-        Epilogue<T> ep;
-        ep.accumulate = n != n_begin;
-        gemm(split.inner, d.OCg, d.CKK, d.OHW, A, B, out + g * d.OCg * d.CKK, d.CKK, ep);
+    for (int64_t g = 0; g < p.groups; ++g) {
+      const int64_t y_off = (n * p.OC + g * d.OCg) * d.OHW;
+      const T* xg = x + (n * p.C + g * d.Cg) * d.HW;
+      const Operand<T> A{gy + y_off, d.OHW, 1, relu_output ? relu_output + y_off : nullptr};
+      Operand<T> B{xg, 1, d.HW};  // x_g^T
+      if (!d.pointwise) {
+        im2col(p, d.Cg, xg, cols);
+        B = Operand<T>{cols, 1, d.OHW};  // cols^T
       }
+      Epilogue<T> ep;
+      ep.accumulate = !first;
+      gemm(split.inner, d.OCg, d.CKK, d.OHW, A, B, out + g * d.OCg * d.CKK, d.CKK, ep);
     }
   });
   if (split.chunks > 1) {
