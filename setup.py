@@ -33,7 +33,6 @@ ext = extension(
     sources,
     extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++17"]} if cuda else cxx_flags,
     extra_link_args=["-fopenmp"],
-    define_macros=[("FASTLAYERS_WITH_CUDA", "1")] if cuda else [],
 )
 
 setup(
