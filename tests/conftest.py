@@ -56,3 +56,12 @@ def run_with_grads(fn, tensors, grad_out=None):
         grad_out = torch.randn_like(out)
     grads = torch.autograd.grad(out, [t for t in tensors if t is not None and t.requires_grad], grad_out)
     return out, list(grads), grad_out
+
+
+def assert_raises_with(call, words, exc=RuntimeError) -> None:
+    """call() raises exc, and its message contains every one of `words` (op, argument, expected
+    and actual values)."""
+    with pytest.raises(exc) as info:
+        call()
+    for word in words:
+        assert word in str(info.value), f"{word!r} missing from: {info.value}"
