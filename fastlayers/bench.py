@@ -145,10 +145,9 @@ def model_callables(name, dtype, device):
     cls = MODELS[name]
     x = torch.randn(cls.batch_size, *cls.input_shape, dtype=dtype, device=device)
     if name == "regression_mlp":
-        target, loss_fn = torch.randn(cls.batch_size, 1, dtype=dtype, device=device), F.mse_loss
+        target = torch.randn(cls.batch_size, 1, dtype=dtype, device=device)
     else:
         target = torch.randint(0, 10, (cls.batch_size,), device=device)
-        loss_fn = F.nll_loss if name == "lenet" else F.cross_entropy
     ref = build(name, "torch").to(device, dtype)
     fast = build(name, "fastlayers").to(device, dtype)
     fast.load_state_dict(ref.state_dict())
@@ -158,7 +157,7 @@ def model_callables(name, dtype, device):
 
         def run():
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x), target)
+            loss = model.loss(model(x), target)
             loss.backward()
             opt.step()
             return loss.detach()

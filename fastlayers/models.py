@@ -28,6 +28,10 @@ class _Model(nn.Module):
         self.fused = layers == "fastlayers"
         self.relu = nn.Identity() if self.fused else nn.ReLU()
 
+    def loss(self, output, target):
+        """The training loss of the model's task: cross-entropy on the class logits."""
+        return F.cross_entropy(output, target)
+
     def conv_relu(self, *args, **kwargs):
         return (fnn.Conv2dReLU if self.fused else nn.Conv2d)(*args, **kwargs)
 
@@ -70,6 +74,10 @@ class RegressionMLP(_Model):
 
     def forward(self, x):
         return self.fc2(self.dropout(self.relu(self.fc1(x))))
+
+    def loss(self, output, target):
+        """Regression: mean squared error against a [N, 1] target."""
+        return F.mse_loss(output, target)
 
 
 class CifarCNN(_Model):
@@ -115,6 +123,10 @@ class LeNet5(_Model):
         x = self.relu(self.fc1(torch.flatten(x, 1)))
         x = self.relu(self.fc2(x))
         return F.log_softmax(self.fc3(x), dim=1)
+
+    def loss(self, output, target):
+        """The output is already log-probabilities: negative log-likelihood."""
+        return F.nll_loss(output, target)
 
 
 class MnistCNN(_Model):
