@@ -5,6 +5,7 @@
 #include <torch/library.h>
 
 #include "checks.h"
+#include "cpu_context.h"
 #include "kernels/cpu/conv2d.h"
 #include "kernels/cpu/linear.h"
 #include "kernels/cpu/max_pool2d.h"
@@ -14,8 +15,6 @@ namespace fastlayers {
 namespace {
 
 constexpr at::ScalarType kCpuDtypes[] = {at::kFloat, at::kDouble};
-
-cpu::Context context() { return cpu::Context{at::get_num_threads()}; }
 
 void check_input(const char* op, const char* name, const at::Tensor& t) {
   check_dtype(op, name, t, kCpuDtypes, "on CPU");
@@ -64,7 +63,7 @@ at::Tensor linear_impl(const char* op, const at::Tensor& input, const at::Tensor
   at::Tensor y = at::empty(out_size, input.options());
   dispatch(x.scalar_type(), [&](auto tag) {
     using scalar_t = decltype(tag);
-    cpu::linear_forward<scalar_t>(context(), s.M, s.N, s.K, x.const_data_ptr<scalar_t>(),
+    cpu::linear_forward<scalar_t>(cpu_context(), s.M, s.N, s.K, x.const_data_ptr<scalar_t>(),
                                   w.const_data_ptr<scalar_t>(), data_or_null<scalar_t>(b),
                                   y.mutable_data_ptr<scalar_t>(), relu);
   });
@@ -99,7 +98,7 @@ at::Tensor linear_grad_input(const at::Tensor& grad_output, const at::Tensor& we
   at::Tensor gx = at::empty(in_size, grad_output.options());
   dispatch(gy.scalar_type(), [&](auto tag) {
     using scalar_t = decltype(tag);
-    cpu::linear_grad_input<scalar_t>(context(), M, N, K, gy.const_data_ptr<scalar_t>(),
+    cpu::linear_grad_input<scalar_t>(cpu_context(), M, N, K, gy.const_data_ptr<scalar_t>(),
                                      w.const_data_ptr<scalar_t>(), data_or_null<scalar_t>(mask),
                                      gx.mutable_data_ptr<scalar_t>());
   });
@@ -124,7 +123,7 @@ at::Tensor linear_grad_weight(const at::Tensor& grad_output, const at::Tensor& i
   at::Tensor gw = at::empty({N, K}, grad_output.options());
   dispatch(gy.scalar_type(), [&](auto tag) {
     using scalar_t = decltype(tag);
-    cpu::linear_grad_weight<scalar_t>(context(), M, N, K, gy.const_data_ptr<scalar_t>(),
+    cpu::linear_grad_weight<scalar_t>(cpu_context(), M, N, K, gy.const_data_ptr<scalar_t>(),
                                       x.const_data_ptr<scalar_t>(), data_or_null<scalar_t>(mask),
                                       gw.mutable_data_ptr<scalar_t>());
   });
@@ -149,7 +148,7 @@ at::Tensor bias_grad(const at::Tensor& grad_output, const std::optional<at::Tens
   at::Tensor gb = at::empty({sizes[c]}, grad_output.options());
   dispatch(gy.scalar_type(), [&](auto tag) {
     using scalar_t = decltype(tag);
-    cpu::bias_grad<scalar_t>(context(), outer, sizes[c], inner, gy.const_data_ptr<scalar_t>(),
+    cpu::bias_grad<scalar_t>(cpu_context(), outer, sizes[c], inner, gy.const_data_ptr<scalar_t>(),
                              data_or_null<scalar_t>(mask), gb.mutable_data_ptr<scalar_t>());
   });
   return gb;
@@ -173,7 +172,7 @@ at::Tensor conv2d_impl(const char* op, const at::Tensor& input, const at::Tensor
   at::Tensor y = at::empty({p.N, p.OC, p.OH, p.OW}, input.options());
   dispatch(x.scalar_type(), [&](auto tag) {
     using scalar_t = decltype(tag);
-    cpu::conv2d_forward<scalar_t>(context(), p, x.const_data_ptr<scalar_t>(),
+    cpu::conv2d_forward<scalar_t>(cpu_context(), p, x.const_data_ptr<scalar_t>(),
                                   w.const_data_ptr<scalar_t>(), data_or_null<scalar_t>(b),
                                   y.mutable_data_ptr<scalar_t>(), relu);
   });
@@ -213,7 +212,7 @@ at::Tensor conv2d_grad_input(const at::Tensor& grad_output, const at::Tensor& we
   at::Tensor gx = at::empty(in_size, grad_output.options());
   dispatch(gy.scalar_type(), [&](auto tag) {
     using scalar_t = decltype(tag);
-    cpu::conv2d_grad_input<scalar_t>(context(), p, gy.const_data_ptr<scalar_t>(),
+    cpu::conv2d_grad_input<scalar_t>(cpu_context(), p, gy.const_data_ptr<scalar_t>(),
                                      w.const_data_ptr<scalar_t>(), data_or_null<scalar_t>(mask),
                                      gx.mutable_data_ptr<scalar_t>());
   });
@@ -235,7 +234,7 @@ at::Tensor conv2d_grad_weight(const at::Tensor& grad_output, const at::Tensor& i
   at::Tensor gw = at::empty(w_size, grad_output.options());
   dispatch(gy.scalar_type(), [&](auto tag) {
     using scalar_t = decltype(tag);
-    cpu::conv2d_grad_weight<scalar_t>(context(), p, gy.const_data_ptr<scalar_t>(),
+    cpu::conv2d_grad_weight<scalar_t>(cpu_context(), p, gy.const_data_ptr<scalar_t>(),
                                       x.const_data_ptr<scalar_t>(), data_or_null<scalar_t>(mask),
                                       gw.mutable_data_ptr<scalar_t>());
   });
@@ -257,7 +256,7 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d(const at::Tensor& input, at::IntAr
   at::Tensor indices = at::empty(out_size, input.options().dtype(at::kLong));
   dispatch(x.scalar_type(), [&](auto tag) {
     using scalar_t = decltype(tag);
-    cpu::max_pool2d_forward<scalar_t>(context(), p, x.const_data_ptr<scalar_t>(),
+    cpu::max_pool2d_forward<scalar_t>(cpu_context(), p, x.const_data_ptr<scalar_t>(),
                                       y.mutable_data_ptr<scalar_t>(),
                                       indices.mutable_data_ptr<int64_t>());
   });
@@ -289,7 +288,7 @@ at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& 
   bool ok = true;
   dispatch(gy.scalar_type(), [&](auto tag) {
     using scalar_t = decltype(tag);
-    ok = cpu::max_pool2d_backward<scalar_t>(context(), p, gy.const_data_ptr<scalar_t>(),
+    ok = cpu::max_pool2d_backward<scalar_t>(cpu_context(), p, gy.const_data_ptr<scalar_t>(),
                                             ind.const_data_ptr<int64_t>(),
                                             gx.mutable_data_ptr<scalar_t>());
   });
@@ -306,7 +305,7 @@ at::Tensor relu(const at::Tensor& input) {
   at::Tensor y = at::empty(x.sizes(), x.options());
   dispatch(x.scalar_type(), [&](auto tag) {
     using scalar_t = decltype(tag);
-    cpu::relu_forward<scalar_t>(context(), x.numel(), x.const_data_ptr<scalar_t>(),
+    cpu::relu_forward<scalar_t>(cpu_context(), x.numel(), x.const_data_ptr<scalar_t>(),
                                 y.mutable_data_ptr<scalar_t>());
   });
   return y;
@@ -321,7 +320,7 @@ at::Tensor relu_backward(const at::Tensor& grad_output, const at::Tensor& output
   at::Tensor gx = at::empty(gy.sizes(), gy.options());
   dispatch(gy.scalar_type(), [&](auto tag) {
     using scalar_t = decltype(tag);
-    cpu::relu_backward<scalar_t>(context(), gy.numel(), gy.const_data_ptr<scalar_t>(),
+    cpu::relu_backward<scalar_t>(cpu_context(), gy.numel(), gy.const_data_ptr<scalar_t>(),
                                  y.const_data_ptr<scalar_t>(), gx.mutable_data_ptr<scalar_t>());
   });
   return gx;

@@ -4,14 +4,7 @@
 // Conventions: conv2d padding is [top, bottom, left, right] (asymmetric for 'same' with even
 // kernels); max_pool2d padding is [h, w]. Backward ops take the forward's output as `relu_output`
 // when the forward had a fused ReLU, and apply its mask inside their own kernel.
-#include <Python.h>
 #include <torch/library.h>
-
-// Importing fastlayers._C loads this library, which registers the ops below.
-extern "C" PyObject* PyInit__C(void) {
-  static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", "fastlayers kernels", -1, nullptr};
-  return PyModule_Create(&module);
-}
 
 TORCH_LIBRARY(fastlayers, m) {
   m.set_python_module("fastlayers._fake");

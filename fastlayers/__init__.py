@@ -8,16 +8,40 @@ as drop-in PyTorch layers.
 The ops are also reachable as torch.ops.fastlayers.*.
 """
 
+import os
+
 import torch
 
-from . import _C  # noqa: F401  (loads the kernels and registers torch.ops.fastlayers.*)
+from . import _C  # loads the kernels and registers torch.ops.fastlayers.*
 from . import _fake  # noqa: F401  (fake kernels for torch.compile / export)
 from . import functional, nn
 
 __version__ = "0.1.0"
-__all__ = ["functional", "nn", "has_cuda"]
+__all__ = ["functional", "nn", "has_cuda", "cpu_isa", "cpu_isas", "set_cpu_isa"]
 
 
 def has_cuda() -> bool:
     """Whether this build of fastlayers has its CUDA kernels."""
     return torch._C._dispatch_has_kernel_for_dispatch_key("fastlayers::conv2d", "CUDA")
+
+
+def cpu_isa() -> str:
+    """The instruction set the CPU kernels use now: "avx512", "avx2" or "generic" (portable C++).
+    By default the widest one the CPU supports."""
+    return _C.cpu_isa()
+
+
+def cpu_isas() -> list[str]:
+    """The instruction sets this CPU supports, narrowest first; "generic" is always there."""
+    return _C.cpu_isas()
+
+
+def set_cpu_isa(name: str) -> None:
+    """Makes the CPU kernels use `name` ("generic", "avx2", "avx512", or "best"), process-wide.
+    Raises ValueError for an unknown name or one this CPU cannot run. The environment variable
+    FASTLAYERS_CPU_ISA sets the same at import."""
+    _C.set_cpu_isa(name)
+
+
+if os.environ.get("FASTLAYERS_CPU_ISA"):
+    set_cpu_isa(os.environ["FASTLAYERS_CPU_ISA"])

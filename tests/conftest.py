@@ -30,6 +30,24 @@ def poison_uninitialized_memory():
     torch.utils.deterministic.fill_uninitialized_memory = old[2]
 
 
+CPU_ISAS = ["generic", "avx2", "avx512"]
+
+
+@pytest.fixture(params=CPU_ISAS)
+def cpu_isa(request):
+    """Runs a test once per CPU instruction set (each has its own GEMM micro-kernel), skipping
+    those this CPU lacks. CUDA cases run once, since the ISA does not touch them."""
+    isa = request.param
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is not None and callspec.params.get("device") == "cuda" and isa != CPU_ISAS[0]:
+        pytest.skip("the CPU instruction set does not apply to CUDA")
+    if isa not in fastlayers.cpu_isas():
+        pytest.skip(f"this CPU does not support {isa}")
+    fastlayers.set_cpu_isa(isa)
+    yield isa
+    fastlayers.set_cpu_isa("best")
+
+
 @pytest.fixture(autouse=True)
 def seed():
     torch.manual_seed(0)

@@ -51,7 +51,7 @@ def make(shape, oc, kernel, groups, dtype, device, bias=True):
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_forward_and_grads_match_torch(device, shape, oc, kernel, kwargs, relu, bias, dtype):
+def test_forward_and_grads_match_torch(device, cpu_isa, shape, oc, kernel, kwargs, relu, bias, dtype):
     x, w, b = make(shape, oc, kernel, kwargs.get("groups", 1), dtype, device, bias)
     fast = FF.conv2d_relu if relu else FF.conv2d
     out, grads, gy = run_with_grads(lambda *a: fast(*a, **kwargs), [x, w, b])
@@ -83,7 +83,7 @@ GRADCHECK = [
 
 @pytest.mark.parametrize("shape,oc,kernel,kwargs", GRADCHECK)
 @pytest.mark.parametrize("relu", [False, True])
-def test_gradcheck(device, shape, oc, kernel, kwargs, relu):
+def test_gradcheck(device, cpu_isa, shape, oc, kernel, kwargs, relu):
     x, w, b = make(shape, oc, kernel, kwargs.get("groups", 1), torch.float64, device)
     fast = FF.conv2d_relu if relu else FF.conv2d
     assert torch.autograd.gradcheck(lambda x, w, b: fast(x, w, b, **kwargs), (x, w, b))
@@ -108,7 +108,7 @@ def test_non_contiguous_inputs(device, layout):
     assert_close(gx, gr, terms=54)
 
 
-def test_thread_counts_agree(device):
+def test_thread_counts_agree(device, cpu_isa):
     x, w, b = torch.randn(5, 8, 12, 12, device=device), torch.randn(16, 8, 3, 3, device=device), torch.randn(16, device=device)
     ref = F.conv2d(x.double(), w.double(), b.double(), padding=1)
     old = torch.get_num_threads()

@@ -37,7 +37,7 @@ def reference(x, w, b, relu):
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_forward_and_grads_match_torch(device, lead, k, n, bias, relu, dtype):
+def test_forward_and_grads_match_torch(device, cpu_isa, lead, k, n, bias, relu, dtype):
     x = torch.randn(*lead, k, device=device, dtype=dtype, requires_grad=True)
     w = torch.randn(n, k, device=device, dtype=dtype, requires_grad=True)
     b = torch.randn(n, device=device, dtype=dtype, requires_grad=True) if bias else None
@@ -55,7 +55,7 @@ def test_forward_and_grads_match_torch(device, lead, k, n, bias, relu, dtype):
 
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("lead,k,n", [((4,), 5, 3), ((2, 3), 4, 6), ((1,), 1, 2)])
-def test_gradcheck(device, relu, lead, k, n):
+def test_gradcheck(device, cpu_isa, relu, lead, k, n):
     x = torch.randn(*lead, k, device=device, dtype=torch.float64, requires_grad=True)
     w = torch.randn(n, k, device=device, dtype=torch.float64, requires_grad=True)
     b = torch.randn(n, device=device, dtype=torch.float64, requires_grad=True)
@@ -79,7 +79,7 @@ def test_non_contiguous_inputs(device):
     assert_close(FF.linear_relu(x, w, b), reference(x.double(), w.double(), b.double(), True), terms=9)
 
 
-def test_thread_counts_agree(device):
+def test_thread_counts_agree(device, cpu_isa):
     x, w, b = torch.randn(200, 300), torch.randn(260, 300), torch.randn(260)
     old = torch.get_num_threads()
     try:
@@ -93,7 +93,7 @@ def test_thread_counts_agree(device):
     assert_close(two, reference(x.double(), w.double(), b.double(), True), terms=300)
 
 
-def test_relu_backward_mask_drops_nan_grad(device):
+def test_relu_backward_mask_drops_nan_grad(device, cpu_isa):
     # torch's threshold_backward is a select, not a product: masked-out NaN gradients become 0.
     x = torch.tensor([[1.0, -1.0]], device=device, requires_grad=True)
     w = torch.eye(2, device=device, requires_grad=True)

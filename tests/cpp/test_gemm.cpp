@@ -1,7 +1,7 @@
 // The CPU GEMM engine against a naive double-precision triple loop, with no torch involved:
 // every operand layout (plain and transposed strides), sizes on both sides of each cache block
 // (MC/KC/NC), every epilogue (accumulate, row and column bias, ReLU), the ReLU mask on either
-// operand, and 1 or 2 threads. Built and run by CMake/ctest (`make test` runs it).
+// operand, 1 or 2 threads, and every ISA's micro-kernel this CPU can run. Built and run by CMake/ctest (`make test` runs it).
 #include <cmath>
 #include <cstdio>
 #include <random>
@@ -10,6 +10,7 @@
 #include "cpu/gemm.h"
 
 using fastlayers::cpu::Context;
+using fastlayers::cpu::Isa;
 using fastlayers::cpu::Epilogue;
 using fastlayers::cpu::gemm;
 using fastlayers::cpu::Operand;
@@ -20,7 +21,8 @@ int failures = 0;
 
 template <typename T>
 void check(int64_t M, int64_t N, int64_t K, bool trans_a, bool trans_b, bool accumulate,
-           bool row_bias, bool col_bias, bool relu, bool mask_a, bool mask_b, int threads) {
+           bool row_bias, bool col_bias, bool relu, bool mask_a, bool mask_b, int threads,
+           Isa isa) {
   std::mt19937 rng(static_cast<unsigned>(M * 131 + N * 17 + K));
   std::normal_distribution<double> normal;
   auto random = [&](int64_t n) {
@@ -43,7 +45,7 @@ void check(int64_t M, int64_t N, int64_t K, bool trans_a, bool trans_b, bool acc
   ep.col_bias = col_bias ? cb.data() : nullptr;
   ep.relu = relu;
   std::vector<T> c = c0;
-  gemm(Context{threads}, M, N, K, A, B, c.data(), N, ep);
+  gemm(Context{threads, isa}, M, N, K, A, B, c.data(), N, ep);
 
   const double tol = (sizeof(T) == 4 ? 1e-5 : 1e-12) * std::sqrt(double(K) + 1.0);
   for (int64_t i = 0; i < M; ++i) {
@@ -55,9 +57,9 @@ void check(int64_t M, int64_t N, int64_t K, bool trans_a, bool trans_b, bool acc
       if (relu) want = want > 0 ? want : 0;
       const double got = c[i * N + j];
       if (!(std::fabs(got - want) <= tol * (1.0 + std::fabs(want)))) {
-        std::printf("FAIL %s M=%lld N=%lld K=%lld transA=%d transB=%d acc=%d relu=%d threads=%d "
+        std::printf("FAIL %s %s M=%lld N=%lld K=%lld transA=%d transB=%d acc=%d relu=%d threads=%d "
                     "at (%lld, %lld): got %.9g, want %.9g\n",
-                    sizeof(T) == 4 ? "float" : "double", (long long)M, (long long)N, (long long)K,
+                    fastlayers::cpu::isa_name(isa), sizeof(T) == 4 ? "float" : "double", (long long)M, (long long)N, (long long)K,
                     trans_a, trans_b, accumulate, relu, threads, (long long)i, (long long)j, got,
                     want);
         ++failures;
@@ -68,16 +70,17 @@ void check(int64_t M, int64_t N, int64_t K, bool trans_a, bool trans_b, bool acc
 }
 
 template <typename T>
-int run_all() {
+int run_all(Isa isa) {
   const int64_t sizes[][3] = {{1, 1, 1},   {3, 5, 7},     {4, 8, 16},   {17, 9, 300},
-                              {130, 20, 5}, {7, 600, 260}, {129, 513, 257}, {5, 4, 0}};
+                              {130, 20, 5}, {7, 600, 260}, {129, 513, 257}, {5, 4, 0},
+                              {11, 33, 3},  {15, 47, 31},  {100, 10, 784}};
   int cases = 0;
   for (const auto& s : sizes) {
     for (int flags = 0; flags < 16; ++flags) {
       for (int threads : {1, 2}) {
         const bool ta = flags & 1, tb = flags & 2, acc = flags & 4, relu = flags & 8;
         check<T>(s[0], s[1], s[2], ta, tb, acc, flags % 3 == 0, flags % 3 == 1, relu, ta && relu,
-                 tb && !relu, threads);
+                 tb && !relu, threads, isa);
         ++cases;
       }
     }
@@ -88,7 +91,14 @@ int run_all() {
 }  // namespace
 
 int main() {
-  const int cases = run_all<float>() + run_all<double>();
+  int cases = 0;
+  for (Isa isa : {Isa::generic, Isa::avx2, Isa::avx512}) {
+    if (!fastlayers::cpu::isa_supported(isa)) {
+      std::printf("%s: not supported by this CPU, skipped\n", fastlayers::cpu::isa_name(isa));
+      continue;
+    }
+    cases += run_all<float>(isa) + run_all<double>(isa);
+  }
   std::printf("%d gemm cases, %d failed\n", cases, failures);
   return failures == 0 ? 0 : 1;
 }

@@ -98,7 +98,9 @@ ImageSplit split_images(const Context& ctx, const Conv2dParams& p) {
   const double work_per_image = double(p.OC) * (p.C / p.groups) * p.KH * p.KW * p.OH * p.OW;
   const Context total = context_for_work(ctx, work_per_image * p.N);
   if (total.num_threads > 1 && p.N >= total.num_threads) {
-    return {total.num_threads, Context{1}, ceil_div(p.N, total.num_threads)};
+    Context one = ctx;
+    one.num_threads = 1;
+    return {total.num_threads, one, ceil_div(p.N, total.num_threads)};
   }
   return {1, ctx, p.N};
 }

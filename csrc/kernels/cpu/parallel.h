@@ -7,14 +7,18 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "isa.h"
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
 namespace fastlayers::cpu {
 
+// What a kernel may use: how many threads, and which instruction set.
 struct Context {
   int num_threads = 1;
+  Isa isa = Isa::best;
 };
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -59,7 +63,9 @@ void parallel_for(const Context& ctx, int64_t n, int64_t grain, const F& f) {
 inline Context context_for_work(const Context& ctx, double work) {
   constexpr double kMinWorkPerThread = 65536.0;
   const int64_t useful = static_cast<int64_t>(work / kMinWorkPerThread);
-  return Context{static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(ctx.num_threads, useful)))};
+  Context run = ctx;
+  run.num_threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(ctx.num_threads, useful)));
+  return run;
 }
 
 }  // namespace fastlayers::cpu

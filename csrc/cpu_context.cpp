@@ -1,0 +1,26 @@
+#include "cpu_context.h"
+
+#include <ATen/Parallel.h>
+
+#include <atomic>
+
+namespace fastlayers {
+namespace {
+
+std::atomic<cpu::Isa> requested_isa{cpu::Isa::best};
+
+}  // namespace
+
+cpu::Context cpu_context() {
+  return cpu::Context{at::get_num_threads(), requested_isa.load(std::memory_order_relaxed)};
+}
+
+cpu::Isa cpu_isa() { return cpu::resolve_isa(requested_isa.load(std::memory_order_relaxed)); }
+
+bool set_cpu_isa(cpu::Isa isa) {
+  if (!cpu::isa_supported(isa)) return false;
+  requested_isa.store(isa, std::memory_order_relaxed);
+  return true;
+}
+
+}  // namespace fastlayers

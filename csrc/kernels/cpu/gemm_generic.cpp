@@ -1,0 +1,57 @@
+// The portable GEMM: plain C++ that the compiler vectorises for its baseline (SSE2 on x86-64,
+// NEON on aarch64). The fallback wherever no wider ISA is available, and the reference path the
+// tests force next to the others.
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include "gemm_isa.h"
+
+namespace fastlayers::cpu {
+namespace {
+
+// MR x NR accumulators fill 8 of the 16 baseline vector registers (4 floats or 2 doubles each),
+// leaving room for the A broadcast and the B loads.
+template <typename T, int64_t MR_, int64_t NR_>
+struct PortableKernel {
+  static constexpr int64_t MR = MR_, NR = NR_;
+  template <int ROWS>
+  static void run(int64_t kc, const T* __restrict a, const T* __restrict b, T* __restrict acc_out) {
+    T acc[ROWS][NR] = {};
+    for (int64_t p = 0; p < kc; ++p) {
+      for (int r = 0; r < ROWS; ++r) {
+        const T ar = a[p * MR + r];
+        for (int64_t c = 0; c < NR; ++c) acc[r][c] += ar * b[p * NR + c];
+      }
+    }
+    for (int r = 0; r < ROWS; ++r)
+      for (int64_t c = 0; c < NR; ++c) acc_out[r * NR + c] = acc[r][c];
+  }
+};
+
+template <typename T>
+struct Kernel;
+template <>
+struct Kernel<float> : PortableKernel<float, 4, 8> {
+  static constexpr int64_t MC = 128, KC = 256, NC = 512;
+};
+template <>
+struct Kernel<double> : PortableKernel<double, 4, 4> {
+  static constexpr int64_t MC = 64, KC = 256, NC = 256;
+};
+
+#include "gemm_driver.inc"
+
+}  // namespace
+
+template <typename T>
+void gemm_generic(const Context& ctx, int64_t M, int64_t N, int64_t K, Operand<T> A, Operand<T> B,
+                  T* C, int64_t ldc, const Epilogue<T>& epilogue) {
+  gemm_blocked<T, Kernel<T>>(ctx, M, N, K, A, B, C, ldc, epilogue);
+}
+FASTLAYERS_INSTANTIATE_GEMM(gemm_generic, float)
+FASTLAYERS_INSTANTIATE_GEMM(gemm_generic, double)
+
+}  // namespace fastlayers::cpu

@@ -1,0 +1,23 @@
+// The per-ISA GEMM entry points behind gemm() (gemm.cpp picks one from Context::isa). Each is
+// defined in its own file, compiled for its ISA; the avx2 and avx512 ones exist on x86-64 only.
+// K > 0, M > 0, N > 0 here.
+#pragma once
+
+#include "gemm.h"
+
+namespace fastlayers::cpu {
+
+#define FASTLAYERS_DECLARE_GEMM(name)                                                          \
+  template <typename T>                                                                        \
+  void name(const Context& ctx, int64_t M, int64_t N, int64_t K, Operand<T> A, Operand<T> B, T* C, \
+            int64_t ldc, const Epilogue<T>& epilogue);
+FASTLAYERS_DECLARE_GEMM(gemm_generic)
+FASTLAYERS_DECLARE_GEMM(gemm_avx2)
+FASTLAYERS_DECLARE_GEMM(gemm_avx512)
+#undef FASTLAYERS_DECLARE_GEMM
+
+#define FASTLAYERS_INSTANTIATE_GEMM(name, T)                                                   \
+  template void name<T>(const Context&, int64_t, int64_t, int64_t, Operand<T>, Operand<T>, T*, \
+                        int64_t, const Epilogue<T>&);
+
+}  // namespace fastlayers::cpu

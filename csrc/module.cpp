@@ -1,0 +1,59 @@
+// The fastlayers._C Python module. Importing it loads this library, which registers the ops
+// (ops.cpp and the backends); its own functions are the CPU settings behind fastlayers.cpu_isa,
+// fastlayers.set_cpu_isa and fastlayers.cpu_isas.
+#include <Python.h>
+
+#include <initializer_list>
+
+#include "cpu_context.h"
+
+namespace {
+
+using fastlayers::cpu::Isa;
+
+PyObject* get_cpu_isa(PyObject*, PyObject*) {
+  return PyUnicode_FromString(fastlayers::cpu::isa_name(fastlayers::cpu_isa()));
+}
+
+PyObject* set_cpu_isa(PyObject*, PyObject* arg) {
+  const char* name = PyUnicode_Check(arg) ? PyUnicode_AsUTF8(arg) : nullptr;
+  Isa isa;
+  if (name == nullptr || !fastlayers::cpu::parse_isa(name, &isa)) {
+    PyErr_Format(PyExc_ValueError,
+                 "fastlayers.set_cpu_isa: expected one of 'generic', 'avx2', 'avx512', 'best', "
+                 "but got %R", arg);
+    return nullptr;
+  }
+  if (!fastlayers::set_cpu_isa(isa)) {
+    PyErr_Format(PyExc_ValueError,
+                 "fastlayers.set_cpu_isa: this CPU does not support %s (the best it has is %s)",
+                 name, fastlayers::cpu::isa_name(fastlayers::cpu::best_isa()));
+    return nullptr;
+  }
+  Py_RETURN_NONE;
+}
+
+PyObject* cpu_isas(PyObject*, PyObject*) {
+  PyObject* list = PyList_New(0);
+  for (Isa isa : {Isa::generic, Isa::avx2, Isa::avx512}) {
+    if (!fastlayers::cpu::isa_supported(isa)) continue;
+    PyObject* name = PyUnicode_FromString(fastlayers::cpu::isa_name(isa));
+    PyList_Append(list, name);
+    Py_DECREF(name);
+  }
+  return list;
+}
+
+PyMethodDef methods[] = {
+    {"cpu_isa", get_cpu_isa, METH_NOARGS, "The instruction set the CPU kernels use."},
+    {"set_cpu_isa", set_cpu_isa, METH_O, "Chooses the CPU kernels' instruction set."},
+    {"cpu_isas", cpu_isas, METH_NOARGS, "The instruction sets this CPU supports."},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+}  // namespace
+
+extern "C" PyObject* PyInit__C(void) {
+  static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", "fastlayers kernels", -1, methods};
+  return PyModule_Create(&module);
+}
