@@ -6,6 +6,7 @@
 #include <initializer_list>
 
 #include "cpu_context.h"
+#include "kernels/cpu/fma_peak.h"
 
 namespace {
 
@@ -44,10 +45,27 @@ PyObject* cpu_isas(PyObject*, PyObject*) {
   return list;
 }
 
+PyObject* fma_peak_gflops(PyObject*, PyObject* args) {
+  int threads = 0;
+  double seconds = 0.2;
+  if (!PyArg_ParseTuple(args, "i|d", &threads, &seconds)) return nullptr;
+  if (threads < 1 || !(seconds > 0)) {
+    PyErr_SetString(PyExc_ValueError, "fma_peak_gflops: threads must be >= 1 and seconds > 0");
+    return nullptr;
+  }
+  fastlayers::cpu::Context ctx = fastlayers::cpu_context();
+  ctx.num_threads = threads;
+  double gflops;
+  Py_BEGIN_ALLOW_THREADS gflops = fastlayers::cpu::fma_peak_gflops(ctx, seconds);
+  Py_END_ALLOW_THREADS return PyFloat_FromDouble(gflops);
+}
+
 PyMethodDef methods[] = {
     {"cpu_isa", get_cpu_isa, METH_NOARGS, "The instruction set the CPU kernels use."},
     {"set_cpu_isa", set_cpu_isa, METH_O, "Chooses the CPU kernels' instruction set."},
     {"cpu_isas", cpu_isas, METH_NOARGS, "The instruction sets this CPU supports."},
+    {"fma_peak_gflops", fma_peak_gflops, METH_VARARGS,
+     "fma_peak_gflops(threads, seconds=0.2): measured float32 FMA peak of the current ISA."},
     {nullptr, nullptr, 0, nullptr},
 };
 
