@@ -44,7 +44,9 @@ __attribute__((target("avx2,fma"))) inline float reduce256(__m256 v) {
   return f[0] + f[7];
 }
 __attribute__((target("avx512f"))) inline float reduce512(__m512 v) {
-  return _mm512_reduce_add_ps(v);
+  alignas(64) float f[16];
+  _mm512_store_ps(f, v);
+  return f[0] + f[15];
 }
 FASTLAYERS_CHAINS(chains_avx2, "avx2,fma", __m256, 256, _mm256_set1_ps, _mm256_fmadd_ps, reduce256)
 FASTLAYERS_CHAINS(chains_avx512, "avx512f", __m512, 512, _mm512_set1_ps, _mm512_fmadd_ps, reduce512)
