@@ -35,6 +35,9 @@ CASES = [
     ((64, 3, 24, 24), 32, (3, 3), dict(padding=1)),  # the models' shapes
     ((8, 32, 14, 14), 64, (5, 5), dict(padding=2)),
     ((8, 6, 14, 14), 16, (5, 5), dict()),
+    # 16+ input channels per group at stride 1: grad_input runs as a conv with flipped weights
+    ((2, 32, 9, 8), 6, (3, 2), dict(groups=2, padding="same", dilation=(2, 1))),
+    ((1, 16, 5, 6), 4, (3, 3), dict(padding=3)),  # padding past the kernel: the col2im path
 ]
 IDS = [f"{'x'.join(map(str, c[0]))}-oc{c[1]}-k{c[2][0]}{c[2][1]}-{c[3]}" for c in CASES]
 

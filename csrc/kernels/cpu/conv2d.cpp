@@ -2,8 +2,10 @@
 //   forward      y[OCg, OH*OW]   = w[OCg, Cg*KH*KW] * cols[Cg*KH*KW, OH*OW]   (+ bias, ReLU)
 //   grad_input   cols            = w^T * gy, then col2im adds cols back into gx
 //   grad_weight  gw[OCg, Cg*KH*KW] += gy * cols^T
-// cols (im2col) is a workspace of one image and group, reused across images. A 1x1, stride-1,
-// unpadded conv needs no cols: the input plane is already the GEMM operand.
+// Forward and grad_weight are implicit GEMMs: the GEMM packs its panels straight from the image
+// (Im2col in gemm.h), so cols is never written. grad_input writes cols, a workspace of one image
+// and group reused across images. A 1x1, stride-1, unpadded conv needs no cols at all: the input
+// plane is already the GEMM operand.
 // Images are spread over threads when there are enough of them; otherwise each GEMM uses every
 // thread. grad_weight then keeps one partial sum per thread, added in a fixed order.
 #include "conv2d.h"
@@ -31,34 +33,6 @@ Dims dims_of(const Conv2dParams& p) {
   d.pointwise = p.KH == 1 && p.KW == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_top == 0 &&
                 p.pad_left == 0 && p.OH == p.H && p.OW == p.W;
   return d;
-}
-
-// cols[(c * KH + kh) * KW + kw][oh * OW + ow] = x[c][ih][iw], or 0 in the padding.
-template <typename T>
-void im2col(const Conv2dParams& p, int64_t channels, const T* x, T* cols) {
-  const int64_t OHW = p.OH * p.OW;
-  for (int64_t c = 0; c < channels; ++c) {
-    const T* plane = x + c * p.H * p.W;
-    for (int64_t kh = 0; kh < p.KH; ++kh) {
-      for (int64_t kw = 0; kw < p.KW; ++kw) {
-        T* row = cols + ((c * p.KH + kh) * p.KW + kw) * OHW;
-        for (int64_t oh = 0; oh < p.OH; ++oh) {
-          T* dst = row + oh * p.OW;
-          const int64_t ih = oh * p.stride_h - p.pad_top + kh * p.dilation_h;
-          if (ih < 0 || ih >= p.H) {
-            std::fill(dst, dst + p.OW, T(0));
-            continue;
-          }
-          const T* src = plane + ih * p.W;
-          const int64_t iw0 = kw * p.dilation_w - p.pad_left;
-          for (int64_t ow = 0; ow < p.OW; ++ow) {
-            const int64_t iw = iw0 + ow * p.stride_w;
-            dst[ow] = (iw >= 0 && iw < p.W) ? src[iw] : T(0);
-          }
-        }
-      }
-    }
-  }
 }
 
 // The adjoint of im2col: x = 0, then every cols element is added to the pixel it came from.
@@ -119,22 +93,107 @@ void for_each_image(const Context& ctx, const Conv2dParams& p, const ImageSplit&
   });
 }
 
+// Stride-1 convs run as a "padded-width" implicit GEMM. The image is copied once into a zero-
+// padded buffer of Hp x Wp per channel; output pixel (oh, ow) is given the index q = oh * Wp + ow,
+// so that im2col row k = (c, kh, kw) is one contiguous run of that buffer, starting at
+// off[k] = c * Hp * Wp + kh * dh * Wp + kw * dw. The GEMM packs B with plain copies from those
+// offsets (no index arithmetic per element) and writes outputs at every q; the Wp - OW columns
+// past each output row are computed and dropped when the result is copied out.
+struct PaddedWidth {
+  int64_t Hp, Wp, Q;          // buffer plane size; Q = number of q indices computed
+  std::vector<int64_t> off;   // per im2col row
+};
+
+PaddedWidth padded_width(const Conv2dParams& p, int64_t channels) {
+  PaddedWidth pw;
+  pw.Hp = std::max(p.H + p.pad_top, p.OH + (p.KH - 1) * p.dilation_h);
+  pw.Wp = std::max(p.W + p.pad_left, p.OW + (p.KW - 1) * p.dilation_w);
+  pw.Q = (p.OH - 1) * pw.Wp + p.OW;
+  pw.off.resize(static_cast<size_t>(channels * p.KH * p.KW));
+  for (int64_t c = 0; c < channels; ++c)
+    for (int64_t kh = 0; kh < p.KH; ++kh)
+      for (int64_t kw = 0; kw < p.KW; ++kw)
+        pw.off[(c * p.KH + kh) * p.KW + kw] =
+            c * pw.Hp * pw.Wp + kh * p.dilation_h * pw.Wp + kw * p.dilation_w;
+  return pw;
+}
+
+bool use_padded_width(const Conv2dParams& p) {
+  return p.stride_h == 1 && p.stride_w == 1 && p.OH > 0 && p.OW > 0;
+}
+
+// out[c][pad_top + h][pad_left + w] = x[c][h][w] (times mask[c][h][w] > 0, if a mask is given),
+// zero elsewhere.
+template <typename T>
+void pad_planes(const Conv2dParams& p, const PaddedWidth& pw, int64_t channels, const T* x,
+                const T* mask, T* out) {
+  std::fill(out, out + channels * pw.Hp * pw.Wp, T(0));
+  for (int64_t c = 0; c < channels; ++c) {
+    for (int64_t h = 0; h < p.H; ++h) {
+      const T* src = x + (c * p.H + h) * p.W;
+      T* dst = out + (c * pw.Hp + p.pad_top + h) * pw.Wp + p.pad_left;
+      if (mask) {
+        const T* m = mask + (c * p.H + h) * p.W;
+        for (int64_t w = 0; w < p.W; ++w) {
+          const T v = src[w], k = m[w];
+          dst[w] = k > T(0) ? v : T(0);
+        }
+      } else {
+        std::copy(src, src + p.W, dst);
+      }
+    }
+  }
+}
+
+// y = conv(x, w) + bias, then ReLU if asked, for a stride-1 conv (see PaddedWidth). With x_mask,
+// x reads as 0 wherever x_mask <= 0 (grad_input passes grad_output and the forward's output).
+template <typename T>
+void conv2d_padded_width(const Context& ctx, const Conv2dParams& p, const T* x, const T* x_mask,
+                         const T* w, const T* bias, T* y, bool relu) {
+  const Dims d = dims_of(p);
+  const PaddedWidth pw = padded_width(p, d.Cg);
+  const ImageSplit split = split_images(ctx, p);
+  const int64_t pad_size = d.Cg * pw.Hp * pw.Wp, out_size = d.OCg * p.OH * pw.Wp;
+  for_each_image<T>(ctx, p, split, pad_size + out_size, [&](int64_t, int64_t n, bool, T* buf) {
+    T* xpad = buf;
+    T* ypw = buf + pad_size;
+    for (int64_t g = 0; g < p.groups; ++g) {
+      const int64_t x_off = (n * p.C + g * d.Cg) * d.HW;
+      pad_planes(p, pw, d.Cg, x + x_off, x_mask ? x_mask + x_off : nullptr, xpad);
+      Operand<T> B{xpad, 0, 1};
+      B.row_offsets = pw.off.data();
+      const Operand<T> A{w + g * d.OCg * d.CKK, d.CKK, 1};
+      Epilogue<T> ep;
+      ep.row_bias = bias ? bias + g * d.OCg : nullptr;
+      ep.relu = relu;
+      gemm(split.inner, d.OCg, pw.Q, d.CKK, A, B, ypw, p.OH * pw.Wp, ep);
+      T* yg = y + (n * p.OC + g * d.OCg) * d.OHW;
+      for (int64_t oc = 0; oc < d.OCg; ++oc)
+        for (int64_t oh = 0; oh < p.OH; ++oh) {
+          const T* src = ypw + oc * p.OH * pw.Wp + oh * pw.Wp;
+          std::copy(src, src + p.OW, yg + oc * d.OHW + oh * p.OW);
+        }
+    }
+  });
+}
+
 }  // namespace
 
 template <typename T>
 void conv2d_forward(const Context& ctx, const Conv2dParams& p, const T* x, const T* w,
                     const T* bias, T* y, bool relu) {
   const Dims d = dims_of(p);
+  if (!d.pointwise && use_padded_width(p)) {
+    conv2d_padded_width(ctx, p, x, static_cast<const T*>(nullptr), w, bias, y, relu);
+    return;
+  }
   const ImageSplit split = split_images(ctx, p);
-  const int64_t cols_size = d.pointwise ? 0 : d.CKK * d.OHW;
-  for_each_image<T>(ctx, p, split, cols_size, [&](int64_t, int64_t n, bool, T* cols) {
+  for_each_image<T>(ctx, p, split, 0, [&](int64_t, int64_t n, bool, T*) {
     for (int64_t g = 0; g < p.groups; ++g) {
       const T* xg = x + (n * p.C + g * d.Cg) * d.HW;
+      const Im2col<T> cols{xg, &p};
       Operand<T> B{xg, d.HW, 1};
-      if (!d.pointwise) {
-        im2col(p, d.Cg, xg, cols);
-        B = Operand<T>{cols, d.OHW, 1};
-      }
+      if (!d.pointwise) B.im2col = &cols;
       const Operand<T> A{w + g * d.OCg * d.CKK, d.CKK, 1};
       Epilogue<T> ep;
       ep.row_bias = bias ? bias + g * d.OCg : nullptr;
@@ -148,6 +207,28 @@ template <typename T>
 void conv2d_grad_input(const Context& ctx, const Conv2dParams& p, const T* gy, const T* w,
                        const T* relu_output, T* gx) {
   const Dims d = dims_of(p);
+  // Stride 1: grad_input is itself a stride-1 conv, of grad_output (masked by the ReLU) with the
+  // weights flipped in space and transposed in channels, padded by (K - 1) * dilation - padding.
+  // Its GEMM has M = input channels: below 16 of them the register tile is mostly empty and the
+  // col2im path below is faster (measured: 1 to 6 input channels).
+  const int64_t pad_top = (p.KH - 1) * p.dilation_h - p.pad_top;
+  const int64_t pad_left = (p.KW - 1) * p.dilation_w - p.pad_left;
+  if (!d.pointwise && use_padded_width(p) && d.Cg >= 16 && pad_top >= 0 && pad_left >= 0 &&
+      p.H > 0 && p.W > 0) {
+    Conv2dParams t = p;
+    t.C = p.OC, t.H = p.OH, t.W = p.OW, t.OC = p.C, t.OH = p.H, t.OW = p.W;
+    t.pad_top = pad_top, t.pad_left = pad_left;
+    std::vector<T> wt(static_cast<size_t>(p.C * d.OCg * p.KH * p.KW));  // [C, OC/groups, KH, KW]
+    for (int64_t g = 0; g < p.groups; ++g)
+      for (int64_t oc = 0; oc < d.OCg; ++oc)
+        for (int64_t c = 0; c < d.Cg; ++c)
+          for (int64_t k = 0; k < p.KH * p.KW; ++k)
+            wt[(((g * d.Cg + c) * d.OCg + oc) * p.KH * p.KW) + (p.KH * p.KW - 1 - k)] =
+                w[((g * d.OCg + oc) * d.Cg + c) * p.KH * p.KW + k];
+    conv2d_padded_width(ctx, t, gy, relu_output, wt.data(), static_cast<const T*>(nullptr), gx,
+                        false);
+    return;
+  }
   const ImageSplit split = split_images(ctx, p);
   const int64_t cols_size = d.pointwise ? 0 : d.CKK * d.OHW;
   for_each_image<T>(ctx, p, split, cols_size, [&](int64_t, int64_t n, bool, T* cols) {
@@ -176,20 +257,17 @@ void conv2d_grad_weight(const Context& ctx, const Conv2dParams& p, const T* gy, 
     return;
   }
   const ImageSplit split = split_images(ctx, p);
-  const int64_t cols_size = d.pointwise ? 0 : d.CKK * d.OHW;
   // Chunk 0 sums into gw itself; the others into partial sums, added in chunk order below.
   std::vector<T> partial(static_cast<size_t>((split.chunks - 1) * w_size));
-  for_each_image<T>(ctx, p, split, cols_size, [&](int64_t chunk, int64_t n, bool first, T* cols) {
+  for_each_image<T>(ctx, p, split, 0, [&](int64_t chunk, int64_t n, bool first, T*) {
     T* out = chunk == 0 ? gw : partial.data() + (chunk - 1) * w_size;
     for (int64_t g = 0; g < p.groups; ++g) {
       const int64_t y_off = (n * p.OC + g * d.OCg) * d.OHW;
       const T* xg = x + (n * p.C + g * d.Cg) * d.HW;
       const Operand<T> A{gy + y_off, d.OHW, 1, relu_output ? relu_output + y_off : nullptr};
+      const Im2col<T> cols_t{xg, &p, /*transposed=*/true};
       Operand<T> B{xg, 1, d.HW};  // x_g^T
-      if (!d.pointwise) {
-        im2col(p, d.Cg, xg, cols);
-        B = Operand<T>{cols, 1, d.OHW};  // cols^T
-      }
+      if (!d.pointwise) B.im2col = &cols_t;  // cols^T
       Epilogue<T> ep;
       ep.accumulate = !first;
       gemm(split.inner, d.OCg, d.CKK, d.OHW, A, B, out + g * d.OCg * d.CKK, d.CKK, ep);

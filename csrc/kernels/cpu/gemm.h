@@ -6,6 +6,7 @@
 
 #include <cstdint>
 
+#include "../params.h"
 #include "parallel.h"
 
 namespace fastlayers::cpu {
@@ -15,11 +16,30 @@ namespace fastlayers::cpu {
 // element reads as 0 wherever relu_mask <= 0: this is how a ReLU's backward is fused into the GEMM
 // that consumes its gradient.
 template <typename T>
+struct Im2col;
+
+template <typename T>
 struct Operand {
   const T* data = nullptr;
   int64_t row_stride = 0;
   int64_t col_stride = 0;
   const T* relu_mask = nullptr;
+  // Row offsets (B only): when set, row k starts at data + row_offsets[k] instead of
+  // data + k * row_stride. A stride-1 conv's input, padded, is such a matrix (conv2d.cpp).
+  const int64_t* row_offsets = nullptr;
+  // Implicit GEMM: when set (B only), the operand is one image's im2col matrix, or its transpose,
+  // gathered straight into the packed panels; data, strides and relu_mask are then unused.
+  const Im2col<T>* im2col = nullptr;
+};
+
+// The im2col matrix of one image and group, never materialised: element (k, n) with
+// k = (c * KH + kh) * KW + kw and n = oh * OW + ow is x[c][ih][iw] (0 in the padding), where
+// ih = oh * stride_h - pad_top + kh * dilation_h and iw likewise. transposed swaps (k, n).
+template <typename T>
+struct Im2col {
+  const T* x;  // [channels, H, W]
+  const Conv2dParams* p;
+  bool transposed = false;
 };
 
 // What happens to each finished element of C: optionally added to the old C, then plus
