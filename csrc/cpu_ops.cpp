@@ -241,6 +241,39 @@ at::Tensor conv2d_grad_weight(const at::Tensor& grad_output, const at::Tensor& i
   return gw;
 }
 
+// --- conv2d_relu_max_pool2d ---------------------------------------------------------------------
+
+std::tuple<at::Tensor, at::Tensor> conv2d_relu_max_pool2d(
+    const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+    at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+    at::IntArrayRef pool_kernel_size, at::IntArrayRef pool_stride, at::IntArrayRef pool_padding,
+    at::IntArrayRef pool_dilation, bool pool_ceil_mode) {
+  const char* op = "conv2d_relu_max_pool2d";
+  check_input(op, "input", input);
+  check_like(op, "weight", weight, "input", input);
+  const Conv2dParams p =
+      conv2d_params(op, input.sizes(), weight.sizes(), stride, padding, dilation, groups);
+  if (bias.has_value()) {
+    check_like(op, "bias", *bias, "input", input);
+    check_shape(op, "bias", *bias, {p.OC});
+  }
+  const Pool2dParams pool = max_pool2d_params(op, {p.N, p.OC, p.OH, p.OW}, pool_kernel_size,
+                                              pool_stride, pool_padding, pool_dilation,
+                                              pool_ceil_mode);
+  const at::Tensor x = input.contiguous(), w = weight.contiguous(), b = contiguous_or_undefined(bias);
+  const std::vector<int64_t> out_size{p.N, p.OC, pool.OH, pool.OW};
+  at::Tensor y = at::empty(out_size, input.options());
+  at::Tensor indices = at::empty(out_size, input.options().dtype(at::kLong));
+  dispatch(x.scalar_type(), [&](auto tag) {
+    using scalar_t = decltype(tag);
+    cpu::conv2d_relu_max_pool2d_forward<scalar_t>(
+        cpu_context(), p, pool, x.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
+        data_or_null<scalar_t>(b), y.mutable_data_ptr<scalar_t>(),
+        indices.mutable_data_ptr<int64_t>());
+  });
+  return {y, indices};
+}
+
 // --- max_pool2d -----------------------------------------------------------------------------
 
 std::tuple<at::Tensor, at::Tensor> max_pool2d(const at::Tensor& input, at::IntArrayRef kernel_size,
@@ -338,6 +371,7 @@ TORCH_LIBRARY_IMPL(fastlayers, CPU, m) {
   m.impl("conv2d_relu", &conv2d_relu);
   m.impl("conv2d_grad_input", &conv2d_grad_input);
   m.impl("conv2d_grad_weight", &conv2d_grad_weight);
+  m.impl("conv2d_relu_max_pool2d", &conv2d_relu_max_pool2d);
   m.impl("max_pool2d", &max_pool2d);
   m.impl("max_pool2d_backward", &max_pool2d_backward);
   m.impl("relu", &relu);

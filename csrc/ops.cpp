@@ -32,6 +32,14 @@ TORCH_LIBRARY(fastlayers, m) {
         "int[2] dilation, bool ceil_mode) -> (Tensor, Tensor)");
   m.def("max_pool2d_backward(Tensor grad_output, Tensor indices, SymInt[4] input_size) -> Tensor");
 
+  // max_pool2d(relu(conv2d(...))) without writing the unpooled activation. Returns (output,
+  // indices into each plane of the activation); the backward composes relu_backward (on the
+  // pooled output), max_pool2d_backward and the conv2d gradients.
+  m.def("conv2d_relu_max_pool2d(Tensor input, Tensor weight, Tensor? bias, int[2] stride, "
+        "int[4] padding, int[2] dilation, int groups, int[2] pool_kernel_size, "
+        "int[2] pool_stride, int[2] pool_padding, int[2] pool_dilation, bool pool_ceil_mode) "
+        "-> (Tensor, Tensor)");
+
   m.def("relu(Tensor input) -> Tensor");
   m.def("relu_backward(Tensor grad_output, Tensor output) -> Tensor");
 }

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
+from ._shapes import conv2d_output_hw
+
 ops = torch.ops.fastlayers
 
 
@@ -38,7 +40,7 @@ def _conv2d_setup(ctx, input, weight, bias, stride, padding, dilation, groups, o
 
 @once_differentiable
 def _conv2d_grads(ctx, grad):
-    input, weight, relu_output = ctx.saved_tensors
+    input, weight, relu_output = ctx.saved_tensors[:3]
     need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
     grad_input = grad_weight = grad_bias = None
     if need_input:
@@ -60,6 +62,25 @@ def _max_pool2d_setup(ctx, input, indices):
 def _max_pool2d_grad(ctx, grad, _grad_indices):
     (indices,) = ctx.saved_tensors
     return ops.max_pool2d_backward(grad, indices, ctx.input_shape)
+
+
+def _conv2d_relu_max_pool2d_setup(ctx, input, weight, bias, stride, padding, dilation, groups, output):
+    out, indices = output
+    ctx.has_bias = bias is not None
+    ctx.geometry = (stride, padding, dilation, groups)
+    oh, ow = conv2d_output_hw(input.shape[2], input.shape[3], weight.shape[2:], stride, padding, dilation)
+    ctx.activation_shape = (input.shape[0], weight.shape[0], oh, ow)
+    ctx.mark_non_differentiable(indices)
+    ctx.save_for_backward(input, weight, None, out, indices)
+
+
+@once_differentiable
+def _conv2d_relu_max_pool2d_grads(ctx, grad, _grad_indices):
+    # The ReLU's mask on the activation, read at each window's maximum, is the pooled output > 0;
+    # the rest of the activation gets no gradient from the pool anyway.
+    out, indices = ctx.saved_tensors[3:]
+    grad = ops.max_pool2d_backward(ops.relu_backward(grad, out), indices, ctx.activation_shape)
+    return _conv2d_grads(ctx, grad)
 
 
 def _relu_setup(ctx, output):
@@ -103,6 +124,22 @@ class Conv2d(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         return *_conv2d_grads(ctx, grad), None, None, None, None, None
+
+
+class Conv2dReLUMaxPool2d(torch.autograd.Function):
+    """Returns (output, indices); padding is [top, bottom, left, right]; input is 4-D."""
+
+    @staticmethod
+    def forward(input, weight, bias, stride, padding, dilation, groups, *pool_args):
+        return ops.conv2d_relu_max_pool2d(input, weight, bias, stride, padding, dilation, groups, *pool_args)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _conv2d_relu_max_pool2d_setup(ctx, *inputs[:7], output)
+
+    @staticmethod
+    def backward(ctx, grad, grad_indices):
+        return *_conv2d_relu_max_pool2d_grads(ctx, grad, grad_indices), *([None] * 9)
 
 
 class MaxPool2d(torch.autograd.Function):
@@ -161,5 +198,10 @@ for _relu in (False, True):
         _conv2d_grads,
         lambda ctx, inputs, output, relu=_relu: _conv2d_setup(ctx, *inputs, output, relu),
     )
+_register(
+    "conv2d_relu_max_pool2d",
+    _conv2d_relu_max_pool2d_grads,
+    lambda ctx, inputs, output: _conv2d_relu_max_pool2d_setup(ctx, *inputs[:7], output),
+)
 _register("max_pool2d", _max_pool2d_grad, lambda ctx, inputs, output: _max_pool2d_setup(ctx, inputs[0], output[1]))
 _register("relu", _relu_grad, lambda ctx, inputs, output: _relu_setup(ctx, output))

@@ -97,6 +97,15 @@ def _(input, kernel_size, stride, padding, dilation, ceil_mode):
     return input.new_empty((n, c, oh, ow)), input.new_empty((n, c, oh, ow), dtype=torch.int64)
 
 
+@_fake("conv2d_relu_max_pool2d")
+def _(input, weight, bias, stride, padding, dilation, groups, pool_kernel_size, pool_stride, pool_padding, pool_dilation, pool_ceil_mode):
+    act = _conv2d("conv2d_relu_max_pool2d", input, weight, bias, stride, padding, dilation, groups)
+    n, c, h, w = act.shape
+    oh = _shapes.pool_output_size(h, pool_kernel_size[0], pool_padding[0], pool_stride[0], pool_dilation[0], pool_ceil_mode)
+    ow = _shapes.pool_output_size(w, pool_kernel_size[1], pool_padding[1], pool_stride[1], pool_dilation[1], pool_ceil_mode)
+    return input.new_empty((n, c, oh, ow)), input.new_empty((n, c, oh, ow), dtype=torch.int64)
+
+
 @_fake("max_pool2d_backward")
 def _(grad_output, indices, input_size):
     return grad_output.new_empty(input_size)

@@ -14,7 +14,7 @@ import torch
 from . import _autograd
 from ._shapes import IntOrPair, conv2d_padding, pair
 
-__all__ = ["linear", "linear_relu", "conv2d", "conv2d_relu", "max_pool2d", "relu"]
+__all__ = ["linear", "linear_relu", "conv2d", "conv2d_relu", "conv2d_relu_max_pool2d", "max_pool2d", "relu"]
 
 ops = torch.ops.fastlayers
 
@@ -82,6 +82,47 @@ def conv2d_relu(
 ) -> torch.Tensor:
     """relu(conv2d(...)) in one pass: bias and ReLU in the GEMM epilogue."""
     return _conv2d("conv2d_relu", input, weight, bias, stride, padding, dilation, groups, True)
+
+
+def conv2d_relu_max_pool2d(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor] = None,
+    stride: IntOrPair = 1,
+    padding=0,
+    dilation: IntOrPair = 1,
+    groups: int = 1,
+    pool_kernel_size: IntOrPair = 2,
+    pool_stride: Optional[IntOrPair] = None,
+    pool_padding: IntOrPair = 0,
+    pool_dilation: IntOrPair = 1,
+    ceil_mode: bool = False,
+    return_indices: bool = False,
+):
+    """max_pool2d(relu(conv2d(input, weight, bias, stride, padding, dilation, groups)),
+    pool_kernel_size, pool_stride, pool_padding, pool_dilation, ceil_mode) in one op that never
+    writes the unpooled activation. The indices (with return_indices) point into the activation's
+    planes, as max_pool2d's would."""
+    op = "conv2d_relu_max_pool2d"
+    if input.dim() not in (3, 4):
+        raise RuntimeError(f"fastlayers.{op}: expected input to be 3-D (C, H, W) or 4-D (N, C, H, W), but got {input.dim()}-D input of size {list(input.shape)}")
+    if weight.dim() != 4:
+        raise RuntimeError(f"fastlayers.{op}: expected weight to be 4-D (out_channels, in_channels / groups, kH, kW), but got {weight.dim()}-D weight of size {list(weight.shape)}")
+    stride = pair(stride, "stride", op)
+    dilation = pair(dilation, "dilation", op)
+    padding = conv2d_padding(padding, weight.shape[2:], stride, dilation, op)
+    kernel = pair(pool_kernel_size, "pool_kernel_size", op)
+    no_stride = pool_stride is None or (not isinstance(pool_stride, int) and len(pool_stride) == 0)
+    pool_args = (kernel, kernel if no_stride else pair(pool_stride, "pool_stride", op),
+                 pair(pool_padding, "pool_padding", op), pair(pool_dilation, "pool_dilation", op), bool(ceil_mode))
+    batched = input.dim() == 4
+    x = input if batched else input.unsqueeze(0)
+    args = (x, weight, bias, stride, padding, dilation, groups, *pool_args)
+    fused = _autograd.Conv2dReLUMaxPool2d.apply if _grad_needed(x, weight, bias) else ops.conv2d_relu_max_pool2d
+    out, indices = fused(*args)
+    if not batched:
+        out, indices = out.squeeze(0), indices.squeeze(0)
+    return (out, indices) if return_indices else out
 
 
 def max_pool2d(

@@ -5,7 +5,8 @@ the same parameter names, so a state_dict moves between the two unchanged:
     fast_model = fastlayers.models.build("cifar_cnn", layers="fastlayers")
     fast_model.load_state_dict(torch_model.state_dict())
 
-With layers="fastlayers", each Conv2d/Linear followed by ReLU is one fused layer."""
+With layers="fastlayers", each Conv2d/Linear followed by ReLU is one fused layer, and each
+Conv2d -> ReLU -> MaxPool2d one fused Conv2dReLUMaxPool2d."""
 
 from __future__ import annotations
 
@@ -32,17 +33,23 @@ class _Model(nn.Module):
         """The training loss of the model's task: cross-entropy on the class logits."""
         return F.cross_entropy(output, target)
 
-    def conv_relu(self, *args, **kwargs):
-        return (fnn.Conv2dReLU if self.fused else nn.Conv2d)(*args, **kwargs)
+    def conv_relu_pool(self, *args, pool, **kwargs):
+        """Conv2d whose output goes through ReLU and `pool` (see conv_block); fused into one
+        Conv2dReLUMaxPool2d with fastlayers layers."""
+        if not self.fused:
+            return nn.Conv2d(*args, **kwargs)
+        return fnn.Conv2dReLUMaxPool2d(*args, **kwargs, pool_kernel_size=pool.kernel_size, pool_stride=pool.stride,
+                                       pool_padding=pool.padding, pool_dilation=pool.dilation, ceil_mode=pool.ceil_mode)
+
+    def conv_block(self, conv, x):
+        """pool(relu(conv(x))): the pool and ReLU are already inside a fused conv."""
+        return conv(x) if self.fused else self.pool(self.relu(conv(x)))
 
     def linear_relu(self, *args, **kwargs):
         return (fnn.LinearReLU if self.fused else nn.Linear)(*args, **kwargs)
 
     def linear(self, *args, **kwargs):
         return (fnn.Linear if self.fused else nn.Linear)(*args, **kwargs)
-
-    def max_pool(self, *args, **kwargs):
-        return (fnn.MaxPool2d if self.fused else nn.MaxPool2d)(*args, **kwargs)
 
 
 class MLP(_Model):
@@ -89,15 +96,14 @@ class CifarCNN(_Model):
 
     def __init__(self, layers: str = "torch"):
         super().__init__(layers)
-        self.conv1 = self.conv_relu(3, 32, 3, padding=1)
-        self.conv2 = self.conv_relu(32, 64, 3, padding=1)
-        self.pool = self.max_pool(2)
+        self.pool = nn.MaxPool2d(2)
+        self.conv1 = self.conv_relu_pool(3, 32, 3, padding=1, pool=self.pool)
+        self.conv2 = self.conv_relu_pool(32, 64, 3, padding=1, pool=self.pool)
         self.fc1 = self.linear_relu(64 * 6 * 6, 128)
         self.fc2 = self.linear(128, 10)
 
     def forward(self, x):
-        x = self.pool(self.relu(self.conv1(x)))
-        x = self.pool(self.relu(self.conv2(x)))
+        x = self.conv_block(self.conv2, self.conv_block(self.conv1, x))
         return self.fc2(self.relu(self.fc1(torch.flatten(x, 1))))
 
 
@@ -110,16 +116,15 @@ class LeNet5(_Model):
 
     def __init__(self, layers: str = "torch"):
         super().__init__(layers)
-        self.conv1 = self.conv_relu(3, 6, 5)
-        self.conv2 = self.conv_relu(6, 16, 5)
-        self.pool = self.max_pool(2, 2)
+        self.pool = nn.MaxPool2d(2, 2)
+        self.conv1 = self.conv_relu_pool(3, 6, 5, pool=self.pool)
+        self.conv2 = self.conv_relu_pool(6, 16, 5, pool=self.pool)
         self.fc1 = self.linear_relu(400, 120)
         self.fc2 = self.linear_relu(120, 84)
         self.fc3 = self.linear(84, 10)
 
     def forward(self, x):
-        x = self.pool(self.relu(self.conv1(x)))
-        x = self.pool(self.relu(self.conv2(x)))
+        x = self.conv_block(self.conv2, self.conv_block(self.conv1, x))
         x = self.relu(self.fc1(torch.flatten(x, 1)))
         x = self.relu(self.fc2(x))
         return F.log_softmax(self.fc3(x), dim=1)
@@ -138,16 +143,15 @@ class MnistCNN(_Model):
 
     def __init__(self, layers: str = "torch"):
         super().__init__(layers)
-        self.conv1 = self.conv_relu(1, 32, 5, 1, 2)
-        self.conv2 = self.conv_relu(32, 64, 5, 1, 2)
-        self.pool = self.max_pool(2, 2)
+        self.pool = nn.MaxPool2d(2, 2)
+        self.conv1 = self.conv_relu_pool(1, 32, 5, 1, 2, pool=self.pool)
+        self.conv2 = self.conv_relu_pool(32, 64, 5, 1, 2, pool=self.pool)
         self.fc1 = self.linear_relu(3136, 1024)
         self.dropout = nn.Dropout(0.5)
         self.fc2 = self.linear(1024, 10)
 
     def forward(self, x):
-        x = self.pool(self.relu(self.conv1(x)))
-        x = self.pool(self.relu(self.conv2(x)))
+        x = self.conv_block(self.conv2, self.conv_block(self.conv1, x))
         x = self.dropout(self.relu(self.fc1(torch.flatten(x, 1))))
         return self.fc2(x)
 

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "gemm.h"
+#include "max_pool2d.h"
 
 namespace fastlayers::cpu {
 namespace {
@@ -285,13 +286,33 @@ void conv2d_grad_weight(const Context& ctx, const Conv2dParams& p, const T* gy, 
   }
 }
 
+template <typename T>
+void conv2d_relu_max_pool2d_forward(const Context& ctx, const Conv2dParams& p,
+                                    const Pool2dParams& pool, const T* x, const T* w,
+                                    const T* bias, T* y, int64_t* indices) {
+  const int64_t in_size = p.C * p.H * p.W, act_size = p.OC * p.OH * p.OW;
+  const int64_t out_size = p.OC * pool.OH * pool.OW;
+  Conv2dParams image = p;
+  image.N = 1;
+  Pool2dParams image_pool = pool;
+  image_pool.planes = p.OC;
+  const ImageSplit split = split_images(ctx, p);
+  for_each_image<T>(ctx, p, split, act_size, [&](int64_t, int64_t n, bool, T* act) {
+    conv2d_forward(split.inner, image, x + n * in_size, w, bias, act, /*relu=*/true);
+    max_pool2d_forward(split.inner, image_pool, act, y + n * out_size, indices + n * out_size);
+  });
+}
+
 #define FASTLAYERS_INSTANTIATE(T)                                                              \
   template void conv2d_forward<T>(const Context&, const Conv2dParams&, const T*, const T*,      \
                                   const T*, T*, bool);                                          \
   template void conv2d_grad_input<T>(const Context&, const Conv2dParams&, const T*, const T*,   \
                                      const T*, T*);                                             \
   template void conv2d_grad_weight<T>(const Context&, const Conv2dParams&, const T*, const T*,  \
-                                      const T*, T*);
+                                      const T*, T*);                                            \
+  template void conv2d_relu_max_pool2d_forward<T>(const Context&, const Conv2dParams&,          \
+                                                  const Pool2dParams&, const T*, const T*,      \
+                                                  const T*, T*, int64_t*);
 FASTLAYERS_INSTANTIATE(float)
 FASTLAYERS_INSTANTIATE(double)
 #undef FASTLAYERS_INSTANTIATE

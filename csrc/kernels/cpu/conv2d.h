@@ -25,4 +25,13 @@ template <typename T>
 void conv2d_grad_weight(const Context& ctx, const Conv2dParams& p, const T* gy, const T* x,
                         const T* relu_output, T* gw);
 
+// y, indices = max_pool2d(relu(conv2d(x, w) + bias)), one image at a time: each image's
+// activation lives in a per-thread workspace and is pooled while in cache, so the unpooled
+// [N, OC, OH, OW] tensor is never written. pool.planes must be N * OC; indices are offsets into
+// each OH x OW plane of the activation, as max_pool2d's.
+template <typename T>
+void conv2d_relu_max_pool2d_forward(const Context& ctx, const Conv2dParams& p,
+                                    const Pool2dParams& pool, const T* x, const T* w,
+                                    const T* bias, T* y, int64_t* indices);
+
 }  // namespace fastlayers::cpu
