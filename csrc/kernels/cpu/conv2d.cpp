@@ -124,11 +124,11 @@ bool use_padded_width(const Conv2dParams& p) {
 }
 
 // out[c][pad_top + h][pad_left + w] = x[c][h][w] (times mask[c][h][w] > 0, if a mask is given),
-// zero elsewhere.
+// zero elsewhere, including kGemmColumnSlack elements past the last plane.
 template <typename T>
 void pad_planes(const Conv2dParams& p, const PaddedWidth& pw, int64_t channels, const T* x,
                 const T* mask, T* out) {
-  std::fill(out, out + channels * pw.Hp * pw.Wp, T(0));
+  std::fill(out, out + channels * pw.Hp * pw.Wp + kGemmColumnSlack, T(0));
   for (int64_t c = 0; c < channels; ++c) {
     for (int64_t h = 0; h < p.H; ++h) {
       const T* src = x + (c * p.H + h) * p.W;
@@ -154,7 +154,9 @@ void conv2d_padded_width(const Context& ctx, const Conv2dParams& p, const T* x, 
   const Dims d = dims_of(p);
   const PaddedWidth pw = padded_width(p, d.Cg);
   const ImageSplit split = split_images(ctx, p);
-  const int64_t pad_size = d.Cg * pw.Hp * pw.Wp, out_size = d.OCg * p.OH * pw.Wp;
+  // The GEMM reads B in place, up to kGemmColumnSlack past the last row's end: zeros.
+  const int64_t pad_size = d.Cg * pw.Hp * pw.Wp + kGemmColumnSlack;
+  const int64_t out_size = d.OCg * p.OH * pw.Wp;
   for_each_image<T>(ctx, p, split, pad_size + out_size, [&](int64_t, int64_t n, bool, T* buf) {
     T* xpad = buf;
     T* ypw = buf + pad_size;

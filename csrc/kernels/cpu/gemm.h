@@ -15,6 +15,10 @@ namespace fastlayers::cpu {
 // k * col_stride], so transposes cost nothing. When relu_mask is set (same strides as data), the
 // element reads as 0 wherever relu_mask <= 0: this is how a ReLU's backward is fused into the GEMM
 // that consumes its gradient.
+// Elements past column N that a row-offsets B operand must keep readable (see Operand): the
+// widest register tile's NR.
+constexpr int64_t kGemmColumnSlack = 32;
+
 template <typename T>
 struct Im2col;
 
@@ -24,8 +28,10 @@ struct Operand {
   int64_t row_stride = 0;
   int64_t col_stride = 0;
   const T* relu_mask = nullptr;
-  // Row offsets (B only): when set, row k starts at data + row_offsets[k] instead of
-  // data + k * row_stride. A stride-1 conv's input, padded, is such a matrix (conv2d.cpp).
+  // Row offsets (B only, col_stride 1): when set, row k starts at data + row_offsets[k] instead
+  // of data + k * row_stride, and (without a mask) the micro-kernel reads B in place, unpacked;
+  // every row must then stay readable kGemmColumnSlack elements past column N. A stride-1 conv's
+  // input, padded, is such a matrix (conv2d.cpp).
   const int64_t* row_offsets = nullptr;
   // Implicit GEMM: when set (B only), the operand is one image's im2col matrix, or its transpose,
   // gathered straight into the packed panels; data, strides and relu_mask are then unused.

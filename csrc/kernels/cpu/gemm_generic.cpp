@@ -29,6 +29,21 @@ struct PortableKernel {
     for (int r = 0; r < ROWS; ++r)
       for (int64_t c = 0; c < NR; ++c) acc_out[r * NR + c] = acc[r][c];
   }
+  // The same with an unpacked B: row p of the panel is read straight from b + b_off[p].
+  template <int ROWS>
+  static void run_offsets(int64_t kc, const T* __restrict a, const T* __restrict b,
+                          const int64_t* __restrict b_off, T* __restrict acc_out) {
+    T acc[ROWS][NR] = {};
+    for (int64_t p = 0; p < kc; ++p) {
+      const T* row = b + b_off[p];
+      for (int r = 0; r < ROWS; ++r) {
+        const T ar = a[p * MR + r];
+        for (int64_t c = 0; c < NR; ++c) acc[r][c] += ar * row[c];
+      }
+    }
+    for (int r = 0; r < ROWS; ++r)
+      for (int64_t c = 0; c < NR; ++c) acc_out[r * NR + c] = acc[r][c];
+  }
 };
 
 template <typename T>
