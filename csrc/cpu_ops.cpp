@@ -156,10 +156,11 @@ at::Tensor bias_grad(const at::Tensor& grad_output, const std::optional<at::Tens
 
 // --- conv2d ---------------------------------------------------------------------------------
 
-at::Tensor conv2d_impl(const char* op, const at::Tensor& input, const at::Tensor& weight,
-                       const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
-                       at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
-                       bool relu) {
+// The checks of a conv forward (conv2d, conv2d_relu, conv2d_relu_max_pool2d) and its sizes.
+Conv2dParams conv2d_forward_params(const char* op, const at::Tensor& input,
+                                   const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                                   at::IntArrayRef stride, at::IntArrayRef padding,
+                                   at::IntArrayRef dilation, int64_t groups) {
   check_input(op, "input", input);
   check_like(op, "weight", weight, "input", input);
   const Conv2dParams p =
@@ -168,6 +169,15 @@ at::Tensor conv2d_impl(const char* op, const at::Tensor& input, const at::Tensor
     check_like(op, "bias", *bias, "input", input);
     check_shape(op, "bias", *bias, {p.OC});
   }
+  return p;
+}
+
+at::Tensor conv2d_impl(const char* op, const at::Tensor& input, const at::Tensor& weight,
+                       const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                       at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+                       bool relu) {
+  const Conv2dParams p =
+      conv2d_forward_params(op, input, weight, bias, stride, padding, dilation, groups);
   const at::Tensor x = input.contiguous(), w = weight.contiguous(), b = contiguous_or_undefined(bias);
   at::Tensor y = at::empty({p.N, p.OC, p.OH, p.OW}, input.options());
   dispatch(x.scalar_type(), [&](auto tag) {
@@ -249,14 +259,8 @@ std::tuple<at::Tensor, at::Tensor> conv2d_relu_max_pool2d(
     at::IntArrayRef pool_kernel_size, at::IntArrayRef pool_stride, at::IntArrayRef pool_padding,
     at::IntArrayRef pool_dilation, bool pool_ceil_mode) {
   const char* op = "conv2d_relu_max_pool2d";
-  check_input(op, "input", input);
-  check_like(op, "weight", weight, "input", input);
   const Conv2dParams p =
-      conv2d_params(op, input.sizes(), weight.sizes(), stride, padding, dilation, groups);
-  if (bias.has_value()) {
-    check_like(op, "bias", *bias, "input", input);
-    check_shape(op, "bias", *bias, {p.OC});
-  }
+      conv2d_forward_params(op, input, weight, bias, stride, padding, dilation, groups);
   const Pool2dParams pool = max_pool2d_params(op, {p.N, p.OC, p.OH, p.OW}, pool_kernel_size,
                                               pool_stride, pool_padding, pool_dilation,
                                               pool_ceil_mode);

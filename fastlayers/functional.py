@@ -40,14 +40,28 @@ def linear_relu(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
     return ops.linear_relu(input, weight, bias)
 
 
-def _conv2d(op, input, weight, bias, stride, padding, dilation, groups, relu):
+def _conv2d_args(op, input, weight, stride, padding, dilation):
+    """Checks the input and weight ranks; returns stride, [top, bottom, left, right] padding and
+    dilation as the ops take them."""
     if input.dim() not in (3, 4):
         raise RuntimeError(f"fastlayers.{op}: expected input to be 3-D (C, H, W) or 4-D (N, C, H, W), but got {input.dim()}-D input of size {list(input.shape)}")
     if weight.dim() != 4:
         raise RuntimeError(f"fastlayers.{op}: expected weight to be 4-D (out_channels, in_channels / groups, kH, kW), but got {weight.dim()}-D weight of size {list(weight.shape)}")
     stride = pair(stride, "stride", op)
     dilation = pair(dilation, "dilation", op)
-    padding = conv2d_padding(padding, weight.shape[2:], stride, dilation, op)
+    return stride, conv2d_padding(padding, weight.shape[2:], stride, dilation, op), dilation
+
+
+def _pool_args(op, kernel_size, stride, padding, dilation, ceil_mode, prefix=""):
+    """The op's (kernel, stride, padding, dilation, ceil_mode); no stride means the kernel's."""
+    kernel = pair(kernel_size, prefix + "kernel_size", op)
+    no_stride = stride is None or (not isinstance(stride, int) and len(stride) == 0)
+    stride = kernel if no_stride else pair(stride, prefix + "stride", op)
+    return kernel, stride, pair(padding, prefix + "padding", op), pair(dilation, prefix + "dilation", op), bool(ceil_mode)
+
+
+def _conv2d(op, input, weight, bias, stride, padding, dilation, groups, relu):
+    stride, padding, dilation = _conv2d_args(op, input, weight, stride, padding, dilation)
     batched = input.dim() == 4
     x = input if batched else input.unsqueeze(0)
     if _grad_needed(x, weight, bias):
@@ -104,17 +118,8 @@ def conv2d_relu_max_pool2d(
     writes the unpooled activation. The indices (with return_indices) point into the activation's
     planes, as max_pool2d's would."""
     op = "conv2d_relu_max_pool2d"
-    if input.dim() not in (3, 4):
-        raise RuntimeError(f"fastlayers.{op}: expected input to be 3-D (C, H, W) or 4-D (N, C, H, W), but got {input.dim()}-D input of size {list(input.shape)}")
-    if weight.dim() != 4:
-        raise RuntimeError(f"fastlayers.{op}: expected weight to be 4-D (out_channels, in_channels / groups, kH, kW), but got {weight.dim()}-D weight of size {list(weight.shape)}")
-    stride = pair(stride, "stride", op)
-    dilation = pair(dilation, "dilation", op)
-    padding = conv2d_padding(padding, weight.shape[2:], stride, dilation, op)
-    kernel = pair(pool_kernel_size, "pool_kernel_size", op)
-    no_stride = pool_stride is None or (not isinstance(pool_stride, int) and len(pool_stride) == 0)
-    pool_args = (kernel, kernel if no_stride else pair(pool_stride, "pool_stride", op),
-                 pair(pool_padding, "pool_padding", op), pair(pool_dilation, "pool_dilation", op), bool(ceil_mode))
+    stride, padding, dilation = _conv2d_args(op, input, weight, stride, padding, dilation)
+    pool_args = _pool_args(op, pool_kernel_size, pool_stride, pool_padding, pool_dilation, ceil_mode, "pool_")
     batched = input.dim() == 4
     x = input if batched else input.unsqueeze(0)
     args = (x, weight, bias, stride, padding, dilation, groups, *pool_args)
@@ -139,12 +144,9 @@ def max_pool2d(
     op = "max_pool2d"
     if input.dim() not in (3, 4):
         raise RuntimeError(f"fastlayers.{op}: expected input to be 3-D (C, H, W) or 4-D (N, C, H, W), but got {input.dim()}-D input of size {list(input.shape)}")
-    kernel = pair(kernel_size, "kernel_size", op)
-    no_stride = stride is None or (not isinstance(stride, int) and len(stride) == 0)
-    stride = kernel if no_stride else pair(stride, "stride", op)
+    args = _pool_args(op, kernel_size, stride, padding, dilation, ceil_mode)
     batched = input.dim() == 4
     x = input if batched else input.unsqueeze(0)
-    args = (kernel, stride, pair(padding, "padding", op), pair(dilation, "dilation", op), bool(ceil_mode))
     pool = _autograd.MaxPool2d.apply if _grad_needed(x) else ops.max_pool2d
     out, indices = pool(x, *args)
     if not batched:
