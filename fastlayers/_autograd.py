@@ -1,15 +1,17 @@
-"""Autograd for every forward op. Each layer has a torch.autograd.Function whose forward calls a
+"""Autograd for every op. Each layer has a torch.autograd.Function whose forward calls a
 fastlayers op and whose backward calls the matching backward ops, each only for the gradients that
 are needed. The same setup/backward code is registered on the ops themselves
 (torch.library.register_autograd), so torch.ops.fastlayers.* are differentiable when called
 directly too. A fused ReLU saves its output, and the backward ops apply its mask inside their own
-kernels."""
+kernels.
+
+The backward ops are differentiable too (their own autograd is registered at the end of this
+file, again in terms of fastlayers ops), so double backward (torch.autograd.gradgradcheck,
+gradient penalties) works to any order. A ReLU mask is piecewise constant: it has no gradient."""
 
 from __future__ import annotations
 
 import torch
-from torch.autograd.function import once_differentiable
-
 from ._shapes import conv2d_output_hw
 
 ops = torch.ops.fastlayers
@@ -22,7 +24,6 @@ def _linear_setup(ctx, input, weight, bias, output, relu):
     ctx.save_for_backward(input, weight, output if relu else None)
 
 
-@once_differentiable
 def _linear_grads(ctx, grad):
     input, weight, relu_output = ctx.saved_tensors
     need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
@@ -38,7 +39,6 @@ def _conv2d_setup(ctx, input, weight, bias, stride, padding, dilation, groups, o
     ctx.save_for_backward(input, weight, output if relu else None)
 
 
-@once_differentiable
 def _conv2d_grads(ctx, grad):
     input, weight, relu_output = ctx.saved_tensors[:3]
     need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
@@ -58,7 +58,6 @@ def _max_pool2d_setup(ctx, input, indices):
     ctx.save_for_backward(indices)
 
 
-@once_differentiable
 def _max_pool2d_grad(ctx, grad, _grad_indices):
     (indices,) = ctx.saved_tensors
     return ops.max_pool2d_backward(grad, indices, ctx.input_shape)
@@ -74,7 +73,6 @@ def _conv2d_relu_max_pool2d_setup(ctx, input, weight, bias, stride, padding, dil
     ctx.save_for_backward(input, weight, None, out, indices)
 
 
-@once_differentiable
 def _conv2d_relu_max_pool2d_grads(ctx, grad, _grad_indices):
     # The ReLU's mask on the activation, read at each window's maximum, is the pooled output > 0;
     # the rest of the activation gets no gradient from the pool anyway.
@@ -87,7 +85,6 @@ def _relu_setup(ctx, output):
     ctx.save_for_backward(output)
 
 
-@once_differentiable
 def _relu_grad(ctx, grad):
     (output,) = ctx.saved_tensors
     return ops.relu_backward(grad, output)
@@ -205,3 +202,84 @@ _register(
 )
 _register("max_pool2d", _max_pool2d_grad, lambda ctx, inputs, output: _max_pool2d_setup(ctx, inputs[0], output[1]))
 _register("relu", _relu_grad, lambda ctx, inputs, output: _relu_setup(ctx, output))
+
+
+# --- the backward ops' own autograd (double backward) -------------------------------------------
+# Each backward op is linear in its gradient argument and in its other tensor argument, so its
+# vector-Jacobian product is another fastlayers op: the adjoint of conv2d_grad_input with respect
+# to grad_output is conv2d itself, and so on. `relu_output` only selects a mask: no gradient.
+
+def _masked(grad, relu_output):
+    """grad where relu_output > 0 and 0 elsewhere; grad itself when there was no fused ReLU."""
+    return grad if relu_output is None else ops.relu_backward(grad, relu_output)
+
+
+def _setup_saving_tensors(ctx, inputs, output):
+    """Saves the op's tensor arguments (None stays None) and keeps the rest as they came."""
+    tensors = [a if isinstance(a, torch.Tensor) or a is None else None for a in inputs]
+    ctx.save_for_backward(*tensors)
+    ctx.args = [None if isinstance(a, torch.Tensor) or a is None else a for a in inputs]
+
+
+def _linear_grad_input_grads(ctx, gg):
+    grad, weight, relu_output = ctx.saved_tensors
+    need_grad, need_weight = ctx.needs_input_grad[:2]
+    d_grad = _masked(ops.linear(gg, weight, None), relu_output) if need_grad else None
+    d_weight = ops.linear_grad_weight(grad, gg, relu_output) if need_weight else None
+    return d_grad, d_weight
+
+
+def _linear_grad_weight_grads(ctx, gg):
+    grad, input, relu_output = ctx.saved_tensors
+    need_grad, need_input = ctx.needs_input_grad[:2]
+    d_grad = _masked(ops.linear(input, gg, None), relu_output) if need_grad else None
+    d_input = ops.linear_grad_input(grad, gg, relu_output) if need_input else None
+    return d_grad, d_input
+
+
+def _bias_grad_grads(ctx, gg):
+    grad, relu_output = ctx.saved_tensors[:2]
+    channel_dim = ctx.args[2]
+    shape = [1] * grad.dim()
+    shape[channel_dim] = grad.shape[channel_dim]
+    return _masked(gg.reshape(shape).expand(grad.shape), relu_output)
+
+
+def _conv2d_grad_input_grads(ctx, gg):
+    grad, weight, relu_output = (ctx.saved_tensors[i] for i in (0, 1, 7))
+    geometry = ctx.args[3:7]
+    need_grad, need_weight = ctx.needs_input_grad[:2]
+    d_grad = _masked(ops.conv2d(gg, weight, None, *geometry), relu_output) if need_grad else None
+    d_weight = ops.conv2d_grad_weight(grad, gg, weight.shape, *geometry, relu_output) if need_weight else None
+    return d_grad, d_weight
+
+
+def _conv2d_grad_weight_grads(ctx, gg):
+    grad, input, relu_output = (ctx.saved_tensors[i] for i in (0, 1, 7))
+    geometry = ctx.args[3:7]
+    need_grad, need_input = ctx.needs_input_grad[:2]
+    d_grad = _masked(ops.conv2d(input, gg, None, *geometry), relu_output) if need_grad else None
+    d_input = ops.conv2d_grad_input(grad, gg, input.shape, *geometry, relu_output) if need_input else None
+    return d_grad, d_input
+
+
+def _max_pool2d_backward_grads(ctx, gg):
+    """The adjoint of scattering each window's gradient to its maximum is gathering from it."""
+    indices = ctx.saved_tensors[1]
+    return gg.flatten(-2).gather(-1, indices.flatten(-2)).view(indices.shape)
+
+
+def _relu_backward_grads(ctx, gg):
+    return ops.relu_backward(gg, ctx.saved_tensors[1])
+
+
+for _name, _grads in [
+    ("linear_grad_input", _linear_grad_input_grads),
+    ("linear_grad_weight", _linear_grad_weight_grads),
+    ("bias_grad", _bias_grad_grads),
+    ("conv2d_grad_input", _conv2d_grad_input_grads),
+    ("conv2d_grad_weight", _conv2d_grad_weight_grads),
+    ("max_pool2d_backward", _max_pool2d_backward_grads),
+    ("relu_backward", _relu_backward_grads),
+]:
+    _register(_name, _grads, _setup_saving_tensors)

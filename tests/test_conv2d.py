@@ -91,6 +91,8 @@ def test_gradcheck(device, cpu_isa, shape, oc, kernel, kwargs, relu):
     fast = FF.conv2d_relu if relu else FF.conv2d
     assert torch.autograd.gradcheck(lambda x, w, b: fast(x, w, b, **kwargs), (x, w, b))
     assert torch.autograd.gradcheck(lambda x, w: fast(x, w, None, **kwargs), (x, w))
+    # Double backward: the backward ops are differentiable too.
+    assert torch.autograd.gradgradcheck(lambda x, w, b: fast(x, w, b, **kwargs), (x, w, b))
 
 
 @pytest.mark.parametrize("layout", ["channels_last", "sliced", "transposed"])

@@ -74,6 +74,8 @@ def test_gradcheck(device, cpu_isa, shape, oc, kernel, conv, pool):
     w = torch.randn(min(oc, 4 * groups), small[1] // groups, *kernel, dtype=torch.float64, device=device, requires_grad=True)
     b = torch.randn(w.shape[0], dtype=torch.float64, device=device, requires_grad=True)
     assert torch.autograd.gradcheck(lambda x, w, b: FF.conv2d_relu_max_pool2d(x, w, b, **conv, **pool), (x, w, b))
+    if x.numel() * w.numel() <= 50_000:  # double backward's numerical Jacobians grow with both
+        assert torch.autograd.gradgradcheck(lambda x, w, b: FF.conv2d_relu_max_pool2d(x, w, b, **conv, **pool), (x, w, b))
 
 
 def test_opcheck(device):

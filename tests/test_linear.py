@@ -62,6 +62,9 @@ def test_gradcheck(device, cpu_isa, relu, lead, k, n):
     fn = FF.linear_relu if relu else FF.linear
     assert torch.autograd.gradcheck(fn, (x, w, b))
     assert torch.autograd.gradcheck(lambda x, w: fn(x, w), (x, w))
+    # Double backward: the backward ops are differentiable too.
+    assert torch.autograd.gradgradcheck(fn, (x, w, b))
+    assert torch.autograd.gradgradcheck(torch.ops.fastlayers.linear_relu if relu else torch.ops.fastlayers.linear, (x, w, b))
 
 
 def test_only_requested_gradients(device):

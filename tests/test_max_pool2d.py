@@ -82,6 +82,7 @@ def test_gradcheck(device, shape, k, s, p, d, ceil):
     # Random inputs have no ties, so the max is differentiable at every point gradcheck probes.
     x = torch.randn(*shape, device=device, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda x: FF.max_pool2d(x, k, s, p, d, ceil_mode=ceil), (x,))
+    assert torch.autograd.gradgradcheck(lambda x: FF.max_pool2d(x, k, s, p, d, ceil_mode=ceil), (x,))
 
 
 @pytest.mark.parametrize("layout", ["channels_last", "sliced"])

@@ -36,6 +36,7 @@ def test_special_values(device):
 def test_gradcheck(device):
     x = torch.randn(4, 5, device=device, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(FF.relu, (x,))
+    assert torch.autograd.gradgradcheck(FF.relu, (x,))
 
 
 def test_non_contiguous(device):
