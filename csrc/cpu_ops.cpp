@@ -1,10 +1,12 @@
 // The CPU backend: validates (checks.h), makes inputs contiguous, allocates contiguous outputs,
-// dispatches on float32/float64 and calls the torch-free kernels in kernels/cpu/.
+// dispatches on float32/float64 and calls the torch-free kernels in kernels/cpu/. float16 and
+// bfloat16 calls are widened to float32 (cpu_half.h).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include "checks.h"
+#include "cpu_half.h"
 #include "cpu_context.h"
 #include "kernels/cpu/conv2d.h"
 #include "kernels/cpu/linear.h"
@@ -365,21 +367,22 @@ at::Tensor relu_backward(const at::Tensor& grad_output, const at::Tensor& output
 
 }  // namespace
 
+// Every op takes float16 and bfloat16 too, computed in float32 (cpu_half.h).
 TORCH_LIBRARY_IMPL(fastlayers, CPU, m) {
-  m.impl("linear", &linear);
-  m.impl("linear_relu", &linear_relu);
-  m.impl("linear_grad_input", &linear_grad_input);
-  m.impl("linear_grad_weight", &linear_grad_weight);
-  m.impl("bias_grad", &bias_grad);
-  m.impl("conv2d", &conv2d);
-  m.impl("conv2d_relu", &conv2d_relu);
-  m.impl("conv2d_grad_input", &conv2d_grad_input);
-  m.impl("conv2d_grad_weight", &conv2d_grad_weight);
-  m.impl("conv2d_relu_max_pool2d", &conv2d_relu_max_pool2d);
-  m.impl("max_pool2d", &max_pool2d);
-  m.impl("max_pool2d_backward", &max_pool2d_backward);
-  m.impl("relu", &relu);
-  m.impl("relu_backward", &relu_backward);
+  m.impl("linear", widened(&linear, "linear"));
+  m.impl("linear_relu", widened(&linear_relu, "linear_relu"));
+  m.impl("linear_grad_input", widened(&linear_grad_input, "linear_grad_input"));
+  m.impl("linear_grad_weight", widened(&linear_grad_weight, "linear_grad_weight"));
+  m.impl("bias_grad", widened(&bias_grad, "bias_grad"));
+  m.impl("conv2d", widened(&conv2d, "conv2d"));
+  m.impl("conv2d_relu", widened(&conv2d_relu, "conv2d_relu"));
+  m.impl("conv2d_grad_input", widened(&conv2d_grad_input, "conv2d_grad_input"));
+  m.impl("conv2d_grad_weight", widened(&conv2d_grad_weight, "conv2d_grad_weight"));
+  m.impl("conv2d_relu_max_pool2d", widened(&conv2d_relu_max_pool2d, "conv2d_relu_max_pool2d"));
+  m.impl("max_pool2d", widened(&max_pool2d, "max_pool2d"));
+  m.impl("max_pool2d_backward", widened(&max_pool2d_backward, "max_pool2d_backward"));
+  m.impl("relu", widened(&relu, "relu"));
+  m.impl("relu_backward", widened(&relu_backward, "relu_backward"));
 }
 
 }  // namespace fastlayers

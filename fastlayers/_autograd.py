@@ -19,9 +19,15 @@ ops = torch.ops.fastlayers
 
 # --- shared setup and backward, per layer ------------------------------------------------------
 
+def _as_computed(output, *tensors):
+    """The tensors as the op computed with them. Under torch.autocast the op casts its arguments
+    to the region's lower precision below this Function, so the backward must see them cast too."""
+    return [t if t is None or t.dtype == output.dtype else t.to(output.dtype) for t in tensors]
+
+
 def _linear_setup(ctx, input, weight, bias, output, relu):
     ctx.has_bias = bias is not None
-    ctx.save_for_backward(input, weight, output if relu else None)
+    ctx.save_for_backward(*_as_computed(output, input, weight), output if relu else None)
 
 
 def _linear_grads(ctx, grad):
@@ -36,7 +42,7 @@ def _linear_grads(ctx, grad):
 def _conv2d_setup(ctx, input, weight, bias, stride, padding, dilation, groups, output, relu):
     ctx.has_bias = bias is not None
     ctx.geometry = (stride, padding, dilation, groups)
-    ctx.save_for_backward(input, weight, output if relu else None)
+    ctx.save_for_backward(*_as_computed(output, input, weight), output if relu else None)
 
 
 def _conv2d_grads(ctx, grad):
@@ -70,7 +76,7 @@ def _conv2d_relu_max_pool2d_setup(ctx, input, weight, bias, stride, padding, dil
     oh, ow = conv2d_output_hw(input.shape[2], input.shape[3], weight.shape[2:], stride, padding, dilation)
     ctx.activation_shape = (input.shape[0], weight.shape[0], oh, ow)
     ctx.mark_non_differentiable(indices)
-    ctx.save_for_backward(input, weight, None, out, indices)
+    ctx.save_for_backward(*_as_computed(out, input, weight), None, out, indices)
 
 
 def _conv2d_relu_max_pool2d_grads(ctx, grad, _grad_indices):

@@ -143,6 +143,13 @@ def test_opcheck(device):
     torch.library.opcheck(ops.conv2d_grad_input.default, (gy, w.detach(), list(x.shape), *args, y))
     torch.library.opcheck(ops.conv2d_grad_weight.default, (gy, x.detach(), list(w.shape), *args, None))
     torch.library.opcheck(ops.bias_grad.default, (gy, y, 1))
+    # channels_last everywhere, with gradients through the registered autograd.
+    cl = lambda t: t.detach().to(memory_format=torch.channels_last)  # noqa: E731
+    xc, wc = cl(x).requires_grad_(), cl(w).requires_grad_()
+    torch.library.opcheck(ops.conv2d_relu.default, (xc, wc, b, *args))
+    torch.library.opcheck(ops.conv2d_grad_input.default, (cl(gy), wc.detach(), list(x.shape), *args, cl(y)))
+    torch.library.opcheck(ops.conv2d_grad_weight.default, (cl(gy), xc.detach(), list(w.shape), *args, cl(y)))
+    torch.library.opcheck(ops.bias_grad.default, (cl(gy), None, 1))
 
 
 @pytest.mark.parametrize("padding_mode", ["zeros", "reflect", "replicate", "circular"])

@@ -85,6 +85,8 @@ def test_opcheck(device):
     args = ([1, 1], [1, 1, 0, 1], [1, 1], 2, [2, 2], [2, 2], [0, 0], [1, 1], True)
     torch.library.opcheck(ops.conv2d_relu_max_pool2d, (x, w, b, *args))
     torch.library.opcheck(ops.conv2d_relu_max_pool2d, (x.to(memory_format=torch.channels_last), w, None, *args))
+    cl = lambda t: t.detach().to(memory_format=torch.channels_last).requires_grad_()  # noqa: E731
+    torch.library.opcheck(ops.conv2d_relu_max_pool2d, (cl(x), cl(w), b, *args))
 
 
 def test_module_matches_torch_sequence_and_shares_state_dict(device):

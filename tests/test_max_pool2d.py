@@ -101,6 +101,9 @@ def test_opcheck(device):
     torch.library.opcheck(ops.max_pool2d.default, (xc, [2, 2], [2, 2], [0, 0], [1, 1], False))
     out, idx = ops.max_pool2d(x.detach(), [3, 3], [2, 2], [1, 1], [1, 1], True)
     torch.library.opcheck(ops.max_pool2d_backward.default, (torch.randn_like(out), idx, list(x.shape)))
+    cl = lambda t: t.to(memory_format=torch.channels_last)  # noqa: E731
+    torch.library.opcheck(ops.max_pool2d.default, (cl(x.detach()).requires_grad_(), [3, 3], [2, 2], [1, 1], [1, 1], True))
+    torch.library.opcheck(ops.max_pool2d_backward.default, (cl(torch.randn_like(out)), cl(idx), list(x.shape)))
 
 
 def test_module_matches_torch(device):

@@ -73,6 +73,9 @@ def test_opcheck(device):
     torch.library.opcheck(ops.relu.default, (torch.randn(2, 3, 4, 5, device=device).to(memory_format=torch.channels_last),))
     y = ops.relu(x.detach())
     torch.library.opcheck(ops.relu_backward.default, (torch.randn_like(y), y))
+    c = torch.randn(2, 3, 4, 5, device=device).to(memory_format=torch.channels_last)
+    torch.library.opcheck(ops.relu.default, (c.requires_grad_(),))
+    torch.library.opcheck(ops.relu_backward.default, (torch.randn_like(c), ops.relu(c.detach())))
 
 
 @pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool, torch.complex64])
