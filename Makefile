@@ -1,10 +1,12 @@
 # make test   installs what is missing, builds, runs the C++ kernel tests and the pytest suite
 # make bench  installs what is missing, builds, runs the kernel speed benchmark
+# make sanitize  builds the CPU kernels with AddressSanitizer and UndefinedBehaviorSanitizer and
+#                runs the C++ kernel tests and the pytest suite against that build
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 CMAKE_BUILD := build/cmake
 
-.PHONY: deps build test test-cpp test-py bench clean
+.PHONY: deps build test test-cpp test-py bench sanitize clean
 
 # An installed torch (CPU or CUDA build) is kept; only where none is, the pinned CPU build is
 # installed. Never an unpinned torch: pip would fetch the newest CUDA build.
@@ -27,6 +29,21 @@ test: test-cpp test-py
 
 bench: build
 	$(PYTHON) -m fastlayers.bench
+
+# The sanitized extension is built beside the package (build/sanitize/fastlayers), and pytest runs
+# from there so that it imports that copy. Python itself is not instrumented, so the ASan runtime
+# is preloaded; leak detection is off because the interpreter keeps its allocations at exit.
+SANITIZE_DIR := build/sanitize
+SANITIZE_ENV := LD_PRELOAD="$$(gcc -print-file-name=libasan.so)" ASAN_OPTIONS=detect_leaks=0 \
+	UBSAN_OPTIONS=print_stacktrace=1
+sanitize: deps
+	cmake -S . -B build/cmake-sanitize -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFASTLAYERS_SANITIZE=ON > /dev/null
+	cmake --build build/cmake-sanitize -j 2
+	UBSAN_OPTIONS=print_stacktrace=1 ctest --test-dir build/cmake-sanitize --output-on-failure
+	FASTLAYERS_SANITIZE=1 $(PYTHON) setup.py -q build_ext --build-lib $(SANITIZE_DIR) --build-temp $(SANITIZE_DIR)-obj
+	cp fastlayers/*.py $(SANITIZE_DIR)/fastlayers/
+	cd $(SANITIZE_DIR) && $(SANITIZE_ENV) $(PYTHON) -c "import fastlayers; assert '$(SANITIZE_DIR)' in fastlayers._C.__file__"
+	cd $(SANITIZE_DIR) && $(SANITIZE_ENV) $(PYTHON) -m pytest -q -p no:cacheprovider --rootdir=$(CURDIR) $(CURDIR)/tests
 
 clean:
 	rm -rf build *.egg-info fastlayers/*.so
