@@ -223,6 +223,8 @@ class _Converter:
 
     def swap_problem(self, m: nn.Module) -> Optional[str]:
         """Why m (a torch layer convert handles) cannot run on fastlayers, or None."""
+        if "forward" in vars(m):
+            return "has its own forward set on the instance"
         tensors = [*m.parameters(), *m.buffers()]
         return _device_dtype_problem(tensors, "holds") if tensors else self.parameter_free_problem
 
@@ -303,15 +305,18 @@ class _Converter:
             for m, _ in modes:
                 m.training = training
             for m in watched:
+                patched.append((m, m.__dict__.get("forward")))   # a forward set on the instance is put back
                 m.forward = counting(m)
-                patched.append(m)
             graph = _Tracer().trace(root)
         except Exception as e:  # any failure of symbolic tracing means: no graph to reason about
             lines = str(e).strip().splitlines()
             return f"{type(e).__name__}: {lines[0][:200] if lines else ''}"
         finally:
-            for m in patched:
-                del m.forward
+            for m, own in patched:
+                if own is None:
+                    del m.forward
+                else:
+                    m.forward = own
             for m, mode in modes:
                 m.training = mode
         return graph, direct
@@ -334,6 +339,8 @@ class _Converter:
         hooks = _hooks(m)
         if hooks:
             return f"{name} has {' and '.join(hooks)} hooks, which would no longer run"
+        if "forward" in vars(m):
+            return f"{name} has its own forward set on the instance"
         if direct[id(m)]:
             return f"{name}.forward is called directly"
         if any(id(parent) not in inside for parent, _ in self.registrations[id(m)]):
@@ -479,6 +486,8 @@ class _Converter:
                     problem = self.head_problem(head, seq, {id(seq)}, Counter())
                 if not problem and _hooks(m):
                     problem = f"{names[-1]} has {' and '.join(_hooks(m))} hooks, which would no longer run"
+                if not problem and "forward" in vars(m):
+                    problem = f"{names[-1]} has its own forward set on the instance"
                 if not problem and kinds is _POOL and m.return_indices:
                     problem = f"{names[-1]} returns indices"
                 if problem:

@@ -351,17 +351,21 @@ class ZeroBiasConv(nn.Conv2d):
 
 def test_layers_it_cannot_take_are_kept_and_named():
     ref = nn.Sequential(ScaledConv(3, 4, 3), nn.ReLU(), ZeroBiasConv(4, 4, 3), nn.ReLU(), nn.Flatten(),
-                        nn.LazyLinear(5)).double()
+                        nn.LazyLinear(5), nn.ReLU()).double()
+    ref[6].forward = lambda x: torch.tanh(x)
     conv, report = fastlayers.convert(ref, report=True)
     assert report.skipped == [
         ("0", "test_convert.ScaledConv overrides forward of torch.nn.Conv2d"),
         ("2", "test_convert.ZeroBiasConv subclasses torch.nn.Conv2d; only torch.nn.Conv2d itself is swapped, "
               "so the subclass keeps its own behaviour"),
-        ("5", "LazyLinear is not initialised yet; run one forward pass before converting")]
+        ("5", "LazyLinear is not initialised yet; run one forward pass before converting"),
+        ("6", "has its own forward set on the instance")]
     assert report.fused == [] and [r[0] for r in report.replaced] == ["1", "3"]
     assert type(conv[0]) is ScaledConv and type(conv[2]) is ZeroBiasConv
     ref(torch.randn(2, 3, 8, 8, dtype=torch.float64))   # materialises the lazy layer; converting then swaps it
-    assert_same_function(ref, fastlayers.convert(ref), torch.randn(2, 3, 8, 8, dtype=torch.float64))
+    conv, report = fastlayers.convert(ref, report=True)
+    assert report.unfused == [(("5", "6"), "6 has its own forward set on the instance")]
+    assert_same_function(ref, conv, torch.randn(2, 3, 8, 8, dtype=torch.float64))
 
 
 def test_unsupported_dtype_is_skipped():
