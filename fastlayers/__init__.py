@@ -4,6 +4,7 @@ as drop-in PyTorch layers.
     import fastlayers
     layer = fastlayers.nn.Conv2dReLU(3, 32, 3, padding=1)   # a torch.nn.Conv2d + ReLU, fused
     y = fastlayers.functional.max_pool2d(layer(x), 2)
+    model = fastlayers.convert(torch_model)                  # any model onto fastlayers' layers
 
 The ops are also reachable as torch.ops.fastlayers.*.
 """
@@ -15,9 +16,10 @@ import torch
 from . import _C  # loads the kernels and registers torch.ops.fastlayers.*
 from . import _fake  # noqa: F401  (fake kernels for torch.compile / export)
 from . import functional, nn
+from ._convert import ConversionReport, convert
 
 __version__ = "0.1.0"
-__all__ = ["functional", "nn", "has_cuda", "cpu_isa", "cpu_isas", "set_cpu_isa"]
+__all__ = ["functional", "nn", "convert", "ConversionReport", "has_cuda", "cpu_isa", "cpu_isas", "set_cpu_isa"]
 
 
 def has_cuda() -> bool:
