@@ -54,7 +54,7 @@ _LINEAR = (nn.Linear, fnn.Linear)    # take a ReLU
 _RELU = (nn.ReLU, fnn.ReLU)
 _POOL = (nn.MaxPool2d, fnn.MaxPool2d)
 _FUSABLE = _CONV + _LINEAR + (fnn.Conv2dReLU,) + _RELU + _POOL
-_DTYPES = (torch.float32, torch.float64)
+_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 _HOOKS = {"forward": "_forward_hooks", "forward pre": "_forward_pre_hooks",
           "backward": "_backward_hooks", "backward pre": "_backward_pre_hooks"}
 
@@ -95,8 +95,8 @@ def convert(model: nn.Module, fuse: bool = True, inplace: bool = False, report: 
     state_dict keys, devices, dtypes, requires_grad and train/eval mode are kept.
 
     inplace=False converts a deep copy; inplace=True converts `model` itself and returns it.
-    Layers fastlayers cannot run (dtypes other than float32/float64, devices without kernels,
-    subclasses of the torch layers) stay as they are. A summary goes to the "fastlayers" logger at
+    Layers fastlayers cannot run (complex or integer dtypes, devices without kernels, subclasses
+    of the torch layers) stay as they are. A summary goes to the "fastlayers" logger at
     INFO; report=True returns (model, ConversionReport) with the details. Converting a converted
     model changes nothing."""
     if not isinstance(model, nn.Module):
@@ -158,7 +158,7 @@ def _device_dtype_problem(tensors, what: str) -> Optional[str]:
         if t.dtype in _DTYPES and (t.device.type == "cpu" or (t.device.type == "cuda" and has_cuda())):
             continue
         where = "CPU and CUDA" if has_cuda() else "CPU"
-        return f"{what} {t.dtype} on {t.device}; fastlayers runs float32 and float64 on {where}"
+        return f"{what} {t.dtype} on {t.device}; fastlayers runs float32, float64, float16 and bfloat16 on {where}"
     return None
 
 

@@ -369,15 +369,21 @@ def test_layers_it_cannot_take_are_kept_and_named():
 
 
 def test_unsupported_dtype_is_skipped():
-    ref = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(36, 5)).to(torch.bfloat16)
+    ref = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(36, 5)).to(torch.complex64)
     conv, report = fastlayers.convert(ref, report=True)
     assert report.replaced == report.fused == []
-    assert report.skipped == [
-        ("0", "holds torch.bfloat16 on cpu; fastlayers runs float32 and float64 on CPU"),
-        ("1", "the model holds torch.bfloat16 on cpu; fastlayers runs float32 and float64 on CPU"),
-        ("3", "holds torch.bfloat16 on cpu; fastlayers runs float32 and float64 on CPU")]
-    x = torch.randn(2, 3, 5, 5, dtype=torch.bfloat16)
+    supported = "fastlayers runs float32, float64, float16 and bfloat16 on CPU"
+    assert report.skipped == [("0", f"holds torch.complex64 on cpu; {supported}"), ("2", f"holds torch.complex64 on cpu; {supported}")]
+    x = torch.randn(2, 3, 5, 5, dtype=torch.complex64)
     assert torch.equal(conv(x), ref(x))
+
+
+def test_low_precision_models_are_converted():
+    ref = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(36, 5)).to(torch.bfloat16)
+    conv, report = fastlayers.convert(ref, report=True)
+    assert report.skipped == [] and len(report.fused) == 1
+    x = torch.randn(2, 3, 5, 5, dtype=torch.bfloat16)
+    torch.testing.assert_close(conv(x), ref(x), rtol=0.02, atol=0.02)
 
 
 def test_hooked_layers_keep_their_hooks_and_are_not_fused_away():
