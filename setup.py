@@ -13,7 +13,8 @@ def want_cuda():
     forced = os.environ.get("FASTLAYERS_CUDA")
     if forced is not None:
         return forced == "1"
-    return torch.version.cuda is not None and CUDA_HOME is not None
+    has_nvcc = CUDA_HOME is not None and os.path.exists(os.path.join(CUDA_HOME, "bin", "nvcc"))
+    return torch.version.cuda is not None and has_nvcc
 
 
 cuda = want_cuda()
@@ -27,11 +28,14 @@ else:
 # -O3 for the kernels; OpenMP is torch's own libgomp at run time (same soname, loaded first).
 # No -march=native: the wheel must run on any x86-64.
 cxx_flags = ["-O3", "-std=c++17", "-fopenmp", "-Wall", "-Wno-unknown-pragmas"]
+# torch adds its own (COMMON_NVCC_FLAGS: no implicit half conversions, --expt-relaxed-constexpr);
+# -lineinfo lets compute-sanitizer name source lines. scripts/cuda_compile_check.py uses the same.
+NVCC_FLAGS = ["-O3", "-std=c++17", "-lineinfo"]
 extension = CUDAExtension if cuda else CppExtension
 ext = extension(
     "fastlayers._C",
     sources,
-    extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++17"]} if cuda else cxx_flags,
+    extra_compile_args={"cxx": cxx_flags, "nvcc": NVCC_FLAGS} if cuda else cxx_flags,
     extra_link_args=["-fopenmp"],
 )
 
