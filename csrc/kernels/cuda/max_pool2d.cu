@@ -47,7 +47,7 @@ __global__ void __launch_bounds__(kElementwiseBlock)
 
 constexpr int kWarp = 32;
 
-// Deterministic backward: one warp per plane. The warp zeroes the plane, then takes its outputs
+// Deterministic backward: one warp per plane (__match_any_sync: sm_70 and newer). The warp zeroes the plane, then takes its outputs
 // 32 at a time, in order. Lanes whose indices are equal form a group (__match_any_sync); the
 // lowest lane of each group adds the group's gradients to gx in lane order. Groups of one chunk
 // write distinct elements, and chunks follow each other (__syncwarp orders the memory), so each
@@ -95,7 +95,8 @@ __global__ void __launch_bounds__(kElementwiseBlock)
 }
 
 // Non-deterministic backward: one thread per output, atomicAdd into gx (zeroed beforehand).
-// atomicAdd on __half needs sm_70 and on __nv_bfloat16 sm_80; the build targets sm_80 and up.
+// atomicAdd on __half is native from sm_70; on __nv_bfloat16 from sm_80 (a compare-and-swap loop
+// in cuda_bf16.hpp before that).
 template <typename T>
 __global__ void __launch_bounds__(kElementwiseBlock)
     max_pool2d_backward_atomic_kernel(Pool2dParams p, const T* gy, const int64_t* indices,
