@@ -1,4 +1,5 @@
-# make test   installs what is missing, builds, runs the C++ kernel tests and the pytest suite
+# make test   installs what is missing, builds, runs the C++ kernel tests, compiles the CUDA
+#             kernels and glue where nvcc is found (no GPU needed), and runs the pytest suite
 # make bench  installs what is missing, builds, runs the kernel speed benchmark
 # make sanitize  builds the CPU kernels with AddressSanitizer and UndefinedBehaviorSanitizer and
 #                runs the C++ kernel tests and the pytest suite against that build
@@ -6,7 +7,7 @@ PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 CMAKE_BUILD := build/cmake
 
-.PHONY: deps build test test-cpp test-py bench sanitize clean
+.PHONY: deps build test test-cpp test-cuda-compile test-py bench sanitize clean
 
 # An installed torch (CPU or CUDA build) is kept; only where none is, the pinned CPU build is
 # installed. Never an unpinned torch: pip would fetch the newest CUDA build.
@@ -22,10 +23,15 @@ test-cpp:
 	cmake --build $(CMAKE_BUILD) -j 2
 	ctest --test-dir $(CMAKE_BUILD) --output-on-failure
 
+# Every CUDA kernel compiled by nvcc for sm_80 and sm_90 with a per-kernel register/spill report,
+# and the CUDA glue syntax-checked against the torch headers; skipped where nvcc is not found.
+test-cuda-compile: deps
+	$(PYTHON) scripts/cuda_compile_check.py
+
 test-py: build
 	$(PYTHON) -m pytest -q tests
 
-test: test-cpp test-py
+test: test-cpp test-cuda-compile test-py
 
 bench: build
 	$(PYTHON) -m fastlayers.bench

@@ -13,7 +13,8 @@ def want_cuda():
     forced = os.environ.get("FASTLAYERS_CUDA")
     if forced is not None:
         return forced == "1"
-    return torch.version.cuda is not None and CUDA_HOME is not None
+    has_nvcc = CUDA_HOME is not None and os.path.exists(os.path.join(CUDA_HOME, "bin", "nvcc"))
+    return torch.version.cuda is not None and has_nvcc
 
 
 cuda = want_cuda()
@@ -34,11 +35,14 @@ if os.environ.get("FASTLAYERS_SANITIZE") == "1":
     sanitize = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g"]
     cxx_flags += sanitize
     link_flags += sanitize
+# torch adds its own (COMMON_NVCC_FLAGS: no implicit half conversions, --expt-relaxed-constexpr);
+# -lineinfo lets compute-sanitizer name source lines. scripts/cuda_compile_check.py uses the same.
+NVCC_FLAGS = ["-O3", "-std=c++17", "-lineinfo"]
 extension = CUDAExtension if cuda else CppExtension
 ext = extension(
     "fastlayers._C",
     sources,
-    extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++17"]} if cuda else cxx_flags,
+    extra_compile_args={"cxx": cxx_flags, "nvcc": NVCC_FLAGS} if cuda else cxx_flags,
     extra_link_args=link_flags,
 )
 

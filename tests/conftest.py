@@ -1,5 +1,6 @@
 """Shared fixtures: the device parameter (CUDA cases skip where there is no GPU or no CUDA
-build), NaN-poisoned allocations, and a float comparison that reports the worst element."""
+build), NaN-poisoned allocations, a float comparison that reports the worst element, and the
+float16/bfloat16 comparison against torch's own error at the same dtype."""
 
 from __future__ import annotations
 
@@ -9,7 +10,15 @@ import torch
 import fastlayers
 
 HAS_CUDA = torch.cuda.is_available() and fastlayers.has_cuda()
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU and a CUDA build"))]
+needs_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU and a CUDA build")
+DEVICES = ["cpu", pytest.param("cuda", marks=needs_cuda)]
+# The CUDA kernels take these too (accumulating in float32); the CPU ones do not.
+LOW_PRECISION = [torch.float16, torch.bfloat16]
+
+# torch's float32 results on CUDA are references in these tests, so they must be IEEE float32:
+# cuDNN convolutions default to TF32 (a 10-bit mantissa), which misses float32 tolerances by itself.
+torch.backends.cudnn.allow_tf32 = False
+torch.backends.cuda.matmul.allow_tf32 = False
 
 
 @pytest.fixture(params=DEVICES)
@@ -83,3 +92,24 @@ def assert_raises_with(call, words, exc=RuntimeError) -> None:
         call()
     for word in words:
         assert word in str(info.value), f"{word!r} missing from: {info.value}"
+
+
+def assert_close_low_precision(actual: torch.Tensor, expected: torch.Tensor, torch_actual: torch.Tensor,
+                               what: str = "", factor: float = 2.0) -> None:
+    """actual (float16 or bfloat16) against a float64 reference, allowed `factor` times the error
+    torch's own implementation makes at the same dtype (torch_actual), plus one unit of the dtype's
+    precision at the reference's scale (so that an exact torch does not demand an exact result)."""
+    assert actual.shape == expected.shape == torch_actual.shape, f"{what}: shapes {tuple(actual.shape)}, {tuple(expected.shape)}, {tuple(torch_actual.shape)}"
+    assert actual.dtype == torch_actual.dtype, f"{what}: dtype {actual.dtype} != torch's {torch_actual.dtype}"
+    if actual.numel() == 0:
+        return
+    a, e, t = actual.double().cpu(), expected.double().cpu(), torch_actual.double().cpu()
+    err = (a - e).abs().flatten()
+    torch_err = (t - e).abs().max().item()
+    floor = torch.finfo(actual.dtype).eps * e.abs().max().item()
+    bound = factor * torch_err + floor
+    worst = int(torch.nan_to_num(err, nan=float("inf")).argmax())
+    index = tuple(int(i) for i in torch.unravel_index(torch.tensor(worst), actual.shape))
+    assert err[worst] <= bound, (
+        f"{what}: largest error {err[worst].item():.3g} at {index} (got {a.flatten()[worst].item():.6g}, "
+        f"expected {e.flatten()[worst].item():.6g}) exceeds {factor} x torch's {torch_err:.3g} + {floor:.3g}")

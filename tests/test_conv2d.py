@@ -1,7 +1,8 @@
 """conv2d and conv2d_relu: forward and every gradient against torch (float32 against a float64
 reference) over a grid of strides, paddings ('same'/'valid' too), dilations, groups, odd sizes,
-batch 1, unbatched and empty batches; gradcheck in float64; opcheck; layouts; the Conv2d module's
-padding modes; and the errors bad input must raise."""
+batch 1, unbatched and empty batches (float16 and bfloat16 on CUDA against torch's own error);
+gradcheck in float64; opcheck; layouts; the Conv2d module's padding modes; and the errors bad
+input must raise."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch.nn.functional as F
 
 import fastlayers
 import fastlayers.functional as FF
-from conftest import assert_close, assert_raises_with, run_with_grads
+from conftest import LOW_PRECISION, assert_close, assert_close_low_precision, assert_raises_with, needs_cuda, run_with_grads
 
 ops = torch.ops.fastlayers
 
@@ -72,6 +73,29 @@ def test_forward_and_grads_match_torch(device, cpu_isa, shape, oc, kernel, kwarg
     terms = (oc * kernel[0] * kernel[1], per_channel * kernel[0] * kernel[1], per_channel)
     for name, g, r, t in zip(("grad_input", "grad_weight", "grad_bias"), grads, ref_grads, terms):
         assert_close(g, r, terms=t, what=name)
+
+
+@needs_cuda
+@pytest.mark.parametrize("shape,oc,kernel,kwargs", CASES, ids=IDS)
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("dtype", LOW_PRECISION)
+def test_low_precision_on_cuda(shape, oc, kernel, kwargs, relu, dtype):
+    x, w, b = make(shape, oc, kernel, kwargs.get("groups", 1), dtype, "cuda")
+    fast = FF.conv2d_relu if relu else FF.conv2d
+
+    def ref(*a):
+        y = F.conv2d(*a, **kwargs)
+        return torch.relu(y) if relu else y
+
+    out, grads, gy = run_with_grads(lambda *a: fast(*a, **kwargs), [x, w, b])
+    same = [t.detach().clone().requires_grad_() for t in (x, w, b)]
+    torch_out, torch_grads, _ = run_with_grads(ref, same, gy)
+    exact = [t.detach().double().requires_grad_() for t in (x, w, b)]
+    ref_out, ref_grads, _ = run_with_grads(ref, exact, gy.double())
+    assert out.dtype == dtype
+    assert_close_low_precision(out, ref_out, torch_out, "output")
+    for name, g, t, r in zip(("grad_input", "grad_weight", "grad_bias"), grads, torch_grads, ref_grads):
+        assert_close_low_precision(g, r, t, name)
 
 
 GRADCHECK = [

@@ -1,6 +1,7 @@
 """conv2d_relu_max_pool2d: the fused conv -> ReLU -> max-pool against torch's three ops (float32
-against a float64 reference), its indices against torch's, every gradient, gradcheck in float64,
-opcheck, the module, and the errors bad input must raise."""
+against a float64 reference; float16 and bfloat16 on CUDA against torch's own error), its indices
+against torch's, every gradient, gradcheck in float64, opcheck, the module, and the errors bad
+input must raise."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch.nn.functional as F
 
 import fastlayers
 import fastlayers.functional as FF
-from conftest import assert_close, assert_raises_with, run_with_grads
+from conftest import LOW_PRECISION, assert_close, assert_close_low_precision, assert_raises_with, needs_cuda, run_with_grads
 
 ops = torch.ops.fastlayers
 
@@ -64,6 +65,34 @@ def test_forward_indices_and_grads_match_torch(device, cpu_isa, shape, oc, kerne
         assert torch.equal(indices.cpu(), ref_indices.cpu())
     for name, g, r in zip(["grad_input", "grad_weight", "grad_bias"], grads, ref_grads):
         assert_close(g, r, terms * max(1, out.numel() // max(1, oc)), name)
+
+
+@needs_cuda
+@pytest.mark.parametrize("shape,oc,kernel,conv,pool", CASES, ids=IDS)
+@pytest.mark.parametrize("dtype", LOW_PRECISION)
+def test_low_precision_on_cuda(shape, oc, kernel, conv, pool, dtype):
+    # In half precision, rounding makes near-ties in a window pick different maxima in different
+    # implementations, which moves whole gradients. So the references pool at fastlayers' own
+    # indices (checked to be window maxima by the output comparison) and compare the arithmetic.
+    groups = conv.get("groups", 1)
+    x = torch.randn(*shape, dtype=dtype, device="cuda", requires_grad=True)
+    w = torch.randn(oc, shape[-3] // groups, *kernel, dtype=dtype, device="cuda", requires_grad=True)
+    b = torch.randn(oc, dtype=dtype, device="cuda", requires_grad=True)
+    out, grads, gy = run_with_grads(lambda *ts: FF.conv2d_relu_max_pool2d(*ts, **conv, **pool), [x, w, b])
+    _, idx = FF.conv2d_relu_max_pool2d(x.detach(), w.detach(), b.detach(), **conv, **pool, return_indices=True)
+
+    def pooled_at_indices(x, w, b):
+        act = torch.relu(F.conv2d(x, w, b, **conv))
+        return act.flatten(-2).gather(-1, idx.flatten(-2)).view(idx.shape)
+
+    same = [t.detach().clone().requires_grad_() for t in (x, w, b)]
+    torch_out, torch_grads, _ = run_with_grads(pooled_at_indices, same, gy)
+    exact = [t.detach().double().requires_grad_() for t in (x, w, b)]
+    ref_out, ref_grads, _ = run_with_grads(pooled_at_indices, exact, gy.double())
+    max_ref, _ = torch_reference(*[t.detach().double() for t in (x, w, b)], conv, pool)
+    assert_close_low_precision(out, max_ref, torch_out, "output (against the window maxima)")
+    for name, g, t, r in zip(["grad_input", "grad_weight", "grad_bias"], grads, torch_grads, ref_grads):
+        assert_close_low_precision(g, r, t, name)
 
 
 @pytest.mark.parametrize("shape,oc,kernel,conv,pool", [CASES[0], CASES[1], CASES[3]], ids=[IDS[0], IDS[1], IDS[3]])

@@ -1,5 +1,6 @@
 """linear and linear_relu: forward and every gradient against torch (float32 against a float64
-reference), gradcheck in float64, opcheck, thread counts, and the errors bad input must raise."""
+reference; float16 and bfloat16 on CUDA against torch's own error), gradcheck in float64, opcheck,
+thread counts, and the errors bad input must raise."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch.nn.functional as F
 
 import fastlayers
 import fastlayers.functional as FF
-from conftest import assert_close, assert_raises_with, run_with_grads
+from conftest import LOW_PRECISION, assert_close, assert_close_low_precision, assert_raises_with, needs_cuda, run_with_grads
 
 ops = torch.ops.fastlayers
 
@@ -51,6 +52,25 @@ def test_forward_and_grads_match_torch(device, cpu_isa, lead, k, n, bias, relu, 
     rows = x[..., 0].numel() if k else 0
     for name, g, r, terms in zip(("grad_input", "grad_weight", "grad_bias"), grads, ref_grads, (n, rows, rows)):
         assert_close(g, r, terms=terms, what=name)
+
+
+@needs_cuda
+@pytest.mark.parametrize("lead,k,n", SHAPES)
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("dtype", LOW_PRECISION)
+def test_low_precision_on_cuda(lead, k, n, relu, dtype):
+    x = torch.randn(*lead, k, device="cuda", dtype=dtype, requires_grad=True)
+    w = torch.randn(n, k, device="cuda", dtype=dtype, requires_grad=True)
+    b = torch.randn(n, device="cuda", dtype=dtype, requires_grad=True)
+    out, grads, gy = run_with_grads(FF.linear_relu if relu else FF.linear, [x, w, b])
+    same = [t.detach().clone().requires_grad_() for t in (x, w, b)]
+    torch_out, torch_grads, _ = run_with_grads(lambda *a: reference(*a, relu), same, gy)
+    exact = [t.detach().double().requires_grad_() for t in (x, w, b)]
+    ref_out, ref_grads, _ = run_with_grads(lambda *a: reference(*a, relu), exact, gy.double())
+    assert out.dtype == dtype
+    assert_close_low_precision(out, ref_out, torch_out, "output")
+    for name, g, t, r in zip(("grad_input", "grad_weight", "grad_bias"), grads, torch_grads, ref_grads):
+        assert_close_low_precision(g, r, t, name)
 
 
 @pytest.mark.parametrize("relu", [False, True])

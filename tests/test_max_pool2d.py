@@ -1,6 +1,7 @@
 """max_pool2d: outputs, indices and gradients equal to torch's over kernel sizes, strides,
-paddings, dilations and ceil_mode; NaN and -inf semantics; max_unpool2d compatibility; gradcheck
-in float64; opcheck; layouts; and the errors bad input must raise."""
+paddings, dilations and ceil_mode (float16 and bfloat16 too on CUDA); NaN and -inf semantics;
+max_unpool2d compatibility; gradcheck in float64; opcheck; layouts; and the errors bad input must
+raise."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch.nn.functional as F
 
 import fastlayers
 import fastlayers.functional as FF
-from conftest import assert_raises_with
+from conftest import LOW_PRECISION, assert_close_low_precision, assert_raises_with, needs_cuda
 
 ops = torch.ops.fastlayers
 
@@ -44,6 +45,25 @@ def test_matches_torch_exactly(device, shape, k, s, p, d, ceil, dtype):
     (gx,) = torch.autograd.grad(out, x, gy)
     (gr,) = torch.autograd.grad(ref, xr, gy)
     torch.testing.assert_close(gx, gr, rtol=1e-6, atol=1e-6)  # overlapping windows sum gradients
+
+
+@needs_cuda
+@pytest.mark.parametrize("shape,k,s,p,d,ceil", CASES)
+@pytest.mark.parametrize("dtype", LOW_PRECISION)
+def test_low_precision_on_cuda(shape, k, s, p, d, ceil, dtype):
+    x = torch.randn(*shape, device="cuda", dtype=dtype, requires_grad=True)
+    out, idx = FF.max_pool2d(x, k, s, p, d, ceil_mode=ceil, return_indices=True)
+    xr = x.detach().clone().requires_grad_()
+    ref, ref_idx = F.max_pool2d(xr, k, s, p, d, ceil_mode=ceil, return_indices=True)
+    assert torch.equal(out, ref) and torch.equal(idx, ref_idx)  # comparisons only: exact, ties too
+    gy = torch.randn_like(out)
+    (gx,) = torch.autograd.grad(out, x, gy)
+    (gr,) = torch.autograd.grad(ref, xr, gy)
+    # float64 reference: the gradients scattered to their indices in each plane (on the CPU,
+    # where scatter_add_ is deterministic)
+    exact = torch.zeros(*x.shape[:-2], x.shape[-2] * x.shape[-1], dtype=torch.float64)
+    exact.scatter_add_(-1, idx.flatten(-2).cpu(), gy.double().flatten(-2).cpu())
+    assert_close_low_precision(gx, exact.view(x.shape), gr, "grad_input")
 
 
 @pytest.mark.parametrize("ceil", [False, True])

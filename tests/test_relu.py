@@ -1,4 +1,5 @@
-"""relu: values (NaN, +-inf, 0 and random), gradient, in-place, the module, opcheck and errors."""
+"""relu: values (NaN, +-inf, 0 and random; float16 and bfloat16 too on CUDA), gradient, in-place,
+the module, opcheck and errors."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import torch
 
 import fastlayers
 import fastlayers.functional as FF
+from conftest import LOW_PRECISION, needs_cuda
 
 ops = torch.ops.fastlayers
 
@@ -22,6 +24,21 @@ def test_matches_torch(device, shape, dtype):
     yr = torch.relu(xr)
     (gr,) = torch.autograd.grad(yr, xr, gy)
     assert torch.equal(y, yr) and torch.equal(gx, gr)
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", LOW_PRECISION)
+def test_low_precision_on_cuda(dtype):
+    x = torch.randn(300, 301, device="cuda", dtype=dtype)
+    x[0, :7] = torch.tensor([float("nan"), float("inf"), float("-inf"), 0.0, -0.0, -1.5, 2.5])
+    x.requires_grad_()
+    y = FF.relu(x)
+    ref = torch.relu(x.detach())
+    assert y.dtype == dtype
+    assert torch.equal(y.isnan(), ref.isnan()) and torch.equal(y.nan_to_num(), ref.nan_to_num())
+    gy = torch.randn_like(y)
+    (gx,) = torch.autograd.grad(y, x, gy)
+    assert torch.equal(gx, torch.where(ref > 0, gy, torch.zeros_like(gy)))  # a select: exact
 
 
 def test_special_values(device):

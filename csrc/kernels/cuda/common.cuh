@@ -1,0 +1,84 @@
+// Device-side helpers shared by every CUDA kernel file: the accumulation type of each element
+// type, conversions, ceil_div, the block sizes with the reason for each, and grid-stride loop
+// bounds. Compiled only by nvcc (the .cu files include it; the torch layer never does). Tested
+// through every op's CUDA tests.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace fastlayers::cuda {
+
+// Half types accumulate in float (ATen's opmath_type); float and double in themselves.
+template <typename T>
+struct AccType {
+  using type = T;
+};
+template <>
+struct AccType<__half> {
+  using type = float;
+};
+template <>
+struct AccType<__nv_bfloat16> {
+  using type = float;
+};
+template <typename T>
+using acc_t = typename AccType<T>::type;
+
+__device__ __forceinline__ float to_acc(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_acc(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ float to_acc(float v) { return v; }
+__device__ __forceinline__ double to_acc(double v) { return v; }
+
+// Round-to-nearest-even back to T.
+template <typename T>
+__device__ __forceinline__ T from_acc(acc_t<T> v);
+template <>
+__device__ __forceinline__ __half from_acc<__half>(float v) { return __float2half_rn(v); }
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_acc<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+template <>
+__device__ __forceinline__ float from_acc<float>(float v) { return v; }
+template <>
+__device__ __forceinline__ double from_acc<double>(double v) { return v; }
+
+// torch.relu: NaN passes through (v != v), everything not above zero becomes +0.
+template <typename A>
+__device__ __forceinline__ A relu_value(A v) {
+  return (v > A(0) || v != v) ? v : A(0);
+}
+
+__host__ __device__ constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Elementwise and per-output kernels: 256 threads is 8 warps, enough to hide one load's latency
+// per thread at full occupancy on sm_80/sm_90 (2048 threads per SM = 8 blocks) while keeping
+// blocks small enough that the last wave is not mostly idle.
+constexpr int kElementwiseBlock = 256;
+
+// Kernels that loop over their work with a grid stride launch at most this many blocks: far
+// below the 2^31 - 1 limit of gridDim.x, and more than any GPU runs at once (132 SMs x 8 blocks
+// on an H100), so the cap never costs parallelism and the loops stay short.
+constexpr int64_t kMaxGridBlocks = int64_t{1} << 20;
+
+// Blocks for `work` items at `per_block` items per block, capped for a grid-stride loop. Callers
+// return before launching when work == 0 (a 0-block grid is a launch error).
+inline unsigned grid_size(int64_t work, int64_t per_block) {
+  const int64_t blocks = ceil_div(work, per_block);
+  return static_cast<unsigned>(blocks < kMaxGridBlocks ? blocks : kMaxGridBlocks);
+}
+
+// The first item of this thread in a 1-D grid-stride loop, and the stride; 64-bit, so that
+// tensors past 2^31 elements are indexed correctly.
+__device__ __forceinline__ int64_t global_thread_index() {
+  return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+}
+__device__ __forceinline__ int64_t grid_thread_count() {
+  return static_cast<int64_t>(gridDim.x) * blockDim.x;
+}
+
+}  // namespace fastlayers::cuda

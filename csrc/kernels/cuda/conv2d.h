@@ -1,0 +1,36 @@
+// conv2d on CUDA, NCHW, as implicit GEMMs on the GEMM engine (gemm.cuh): forward (with bias and
+// ReLU in the epilogue), grad_input and grad_weight (with the ReLU mask of a fused conv2d_relu
+// applied to grad_output as it is loaded). No im2col buffer is written. Launchers take raw
+// pointers to contiguous tensors and enqueue on ctx.stream; they return the first launch error.
+// T is float, double, __half or __nv_bfloat16. Tested by tests/test_conv2d.py and
+// tests/test_conv2d_relu_max_pool2d.py with device="cuda".
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime_api.h>
+
+#include "../params.h"
+#include "gemm.h"
+
+namespace fastlayers::cuda {
+
+// y[N, OC, OH, OW] = conv(x, w) + bias, then ReLU if relu. bias may be null.
+template <typename T>
+cudaError_t conv2d_forward(const GemmContext& ctx, const Conv2dParams& p, const T* x, const T* w,
+                           const T* bias, T* y, bool relu);
+
+// gx[N, C, H, W] from gy[N, OC, OH, OW]; gy reads as 0 wherever relu_output <= 0 when
+// relu_output is set. Each gx element is one thread's sum: deterministic.
+template <typename T>
+cudaError_t conv2d_grad_input(const GemmContext& ctx, const Conv2dParams& p, const T* gy,
+                              const T* w, const T* relu_output, T* gx);
+
+// gw[OC, C / groups, KH, KW] from gy and x, with the same optional ReLU mask. The sum over
+// images and output pixels is the GEMM's K: one block's k-loop, or split-K with a fixed-order
+// second pass. Deterministic.
+template <typename T>
+cudaError_t conv2d_grad_weight(const GemmContext& ctx, const Conv2dParams& p, const T* gy,
+                               const T* x, const T* relu_output, T* gw);
+
+}  // namespace fastlayers::cuda
