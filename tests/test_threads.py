@@ -42,6 +42,7 @@ def resident_bytes() -> int:
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads resident memory from /proc")
+@pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""), reason="AddressSanitizer holds freed memory in quarantine")
 def test_training_loop_does_not_leak():
     torch.manual_seed(0)
     model = torch.nn.Sequential(
