@@ -119,6 +119,23 @@ def test_gradcheck(device, cpu_isa, shape, oc, kernel, kwargs, relu):
     assert torch.autograd.gradgradcheck(lambda x, w, b: fast(x, w, b, **kwargs), (x, w, b))
 
 
+@pytest.mark.parametrize("in_channels", [3, 16])  # grad_input through col2im, and as a conv
+def test_relu_mask_passes_gradient_where_output_is_nan(device, cpu_isa, in_channels):
+    """torch's threshold_backward drops the gradient only where the output is <= 0: a NaN
+    output passes it, in grad_input, grad_weight and grad_bias alike."""
+    x = torch.randn(2, in_channels, 7, 8, device=device, dtype=torch.float64)
+    x[1, 0, 3, 4] = float("nan")
+    w = torch.randn(5, in_channels, 3, 3, device=device, dtype=torch.float64)
+    b = torch.randn(5, device=device, dtype=torch.float64)
+    gy = torch.randn(2, 5, 7, 8, device=device, dtype=torch.float64)
+    fast = [t.clone().requires_grad_() for t in (x, w, b)]
+    ref = [t.clone().requires_grad_() for t in (x, w, b)]
+    got = torch.autograd.grad(FF.conv2d_relu(*fast, padding=1), fast, gy)
+    want = torch.autograd.grad(torch.relu(F.conv2d(*ref, padding=1)), ref, gy)
+    for name, g, r in zip(("input", "weight", "bias"), got, want):
+        torch.testing.assert_close(g, r, equal_nan=True, msg=lambda m: f"{name}: {m}")
+
+
 @pytest.mark.parametrize("layout", ["channels_last", "sliced", "transposed"])
 def test_non_contiguous_inputs(device, layout):
     x = torch.randn(2, 4, 9, 10, device=device)

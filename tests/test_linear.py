@@ -125,6 +125,22 @@ def test_relu_backward_mask_drops_nan_grad(device, cpu_isa):
     assert gx.tolist() == [[2.0, 0.0]]
 
 
+def test_relu_mask_passes_gradient_where_output_is_nan(device, cpu_isa):
+    """torch's threshold_backward drops the gradient only where the output is <= 0, so a NaN
+    output passes it; the fused backward kernels must do the same, in every pass."""
+    x = torch.randn(4, 6, device=device, dtype=torch.float64)
+    x[1, 2] = float("nan")
+    w = torch.randn(5, 6, device=device, dtype=torch.float64)
+    b = torch.randn(5, device=device, dtype=torch.float64)
+    gy = torch.randn(4, 5, device=device, dtype=torch.float64)
+    fast = [t.clone().requires_grad_() for t in (x, w, b)]
+    ref = [t.clone().requires_grad_() for t in (x, w, b)]
+    got = torch.autograd.grad(FF.linear_relu(*fast), fast, gy)
+    want = torch.autograd.grad(torch.relu(F.linear(*ref)), ref, gy)
+    for name, g, r in zip(("input", "weight", "bias"), got, want):
+        torch.testing.assert_close(g, r, equal_nan=True, msg=lambda m: f"{name}: {m}")
+
+
 @pytest.mark.parametrize("relu", [False, True])
 def test_opcheck(device, relu):
     x = torch.randn(3, 4, 5, device=device, requires_grad=True)

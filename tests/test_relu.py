@@ -38,7 +38,7 @@ def test_low_precision_on_cuda(dtype):
     assert torch.equal(y.isnan(), ref.isnan()) and torch.equal(y.nan_to_num(), ref.nan_to_num())
     gy = torch.randn_like(y)
     (gx,) = torch.autograd.grad(y, x, gy)
-    assert torch.equal(gx, torch.where(ref > 0, gy, torch.zeros_like(gy)))  # a select: exact
+    assert torch.equal(gx, torch.where(ref <= 0, torch.zeros_like(gy), gy))  # a select: exact
 
 
 def test_special_values(device):
@@ -46,8 +46,11 @@ def test_special_values(device):
     y = FF.relu(x)
     ref = torch.relu(x.detach())
     assert torch.equal(y.isnan(), ref.isnan()) and torch.equal(y.nan_to_num(), ref.nan_to_num())
+    assert torch.equal(y.signbit(), ref.signbit())  # relu(-0.0) is -0.0
     (gx,) = torch.autograd.grad(y, x, torch.ones_like(y))
-    assert gx.tolist() == [0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0]  # threshold_backward: only y > 0 passes
+    (gr,) = torch.autograd.grad(torch.relu(x), x, torch.ones_like(y))
+    # threshold_backward: the gradient is dropped where y <= 0, so it passes where y is NaN.
+    assert gx.tolist() == gr.tolist() == [1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0]
 
 
 def test_gradcheck(device):

@@ -137,7 +137,7 @@ void pad_planes(const Conv2dParams& p, const PaddedWidth& pw, int64_t channels, 
         const T* m = mask + (c * p.H + h) * p.W;
         for (int64_t w = 0; w < p.W; ++w) {
           const T v = src[w], k = m[w];
-          dst[w] = k > T(0) ? v : T(0);
+          dst[w] = k <= T(0) ? T(0) : v;
         }
       } else {
         std::copy(src, src + p.W, dst);

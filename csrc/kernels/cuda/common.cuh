@@ -47,10 +47,10 @@ __device__ __forceinline__ float from_acc<float>(float v) { return v; }
 template <>
 __device__ __forceinline__ double from_acc<double>(double v) { return v; }
 
-// torch.relu: NaN passes through (v != v), everything not above zero becomes +0.
+// torch.relu: negatives become 0; NaN and -0.0 pass through.
 template <typename A>
 __device__ __forceinline__ A relu_value(A v) {
-  return (v > A(0) || v != v) ? v : A(0);
+  return v < A(0) ? A(0) : v;
 }
 
 __host__ __device__ constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }

@@ -50,7 +50,7 @@ struct ConvGeometry {
 template <typename T>
 __device__ acc_t<T> masked(const T* data, const T* mask, int64_t offset) {
   const acc_t<T> v = to_acc(data[offset]);
-  if (mask != nullptr && !(to_acc(mask[offset]) > acc_t<T>(0))) return acc_t<T>(0);
+  if (mask != nullptr && to_acc(mask[offset]) <= acc_t<T>(0)) return acc_t<T>(0);
   return v;
 }
 

@@ -55,7 +55,8 @@ struct BatchOffset {
 
 // A plain matrix: element (r, c) of entry z is data[batch(z) + r * row_stride + c * col_stride],
 // so transposes are strides, never copies. With relu_mask (same layout as data), the element
-// reads as 0 wherever relu_mask <= 0 or is NaN: the backward of a fused ReLU, applied on load.
+// reads as 0 wherever relu_mask <= 0 (a NaN mask passes, as in torch's threshold_backward): the
+// backward of a fused ReLU, applied on load.
 template <typename T>
 struct StridedOperand {
   const T* data;
@@ -70,7 +71,7 @@ struct StridedOperand {
     __device__ acc_t<T> operator()(int64_t r, int64_t c) const {
       const int64_t offset = r * row_stride + c * col_stride;
       const acc_t<T> v = to_acc(data[offset]);
-      if (mask != nullptr && !(to_acc(mask[offset]) > acc_t<T>(0))) return acc_t<T>(0);
+      if (mask != nullptr && to_acc(mask[offset]) <= acc_t<T>(0)) return acc_t<T>(0);
       return v;
     }
   };

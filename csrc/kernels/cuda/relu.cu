@@ -12,7 +12,7 @@ __global__ void __launch_bounds__(kElementwiseBlock)
   for (int64_t i = global_thread_index(); i < n; i += grid_thread_count()) {
     const T v = x[i];
     const acc_t<T> a = to_acc(v);
-    y[i] = (a > acc_t<T>(0) || a != a) ? v : from_acc<T>(acc_t<T>(0));  // NaN passes through
+    y[i] = a < acc_t<T>(0) ? from_acc<T>(acc_t<T>(0)) : v;  // NaN and -0.0 pass, as in torch.relu
   }
 }
 
@@ -20,7 +20,7 @@ template <typename T>
 __global__ void __launch_bounds__(kElementwiseBlock)
     relu_backward_kernel(int64_t n, const T* gy, const T* y, T* gx) {
   for (int64_t i = global_thread_index(); i < n; i += grid_thread_count()) {
-    gx[i] = to_acc(y[i]) > acc_t<T>(0) ? gy[i] : from_acc<T>(acc_t<T>(0));
+    gx[i] = to_acc(y[i]) <= acc_t<T>(0) ? from_acc<T>(acc_t<T>(0)) : gy[i];  // NaN y: gy passes
   }
 }
 
@@ -45,7 +45,7 @@ __global__ void __launch_bounds__(kReduceBlock)
       const int64_t o = j / inner, i = j - o * inner;
       const int64_t offset = (o * channels + c) * inner + i;
       const A v = to_acc(gy[offset]);
-      if (mask == nullptr || to_acc(mask[offset]) > A(0)) sum += v;
+      if (mask == nullptr || !(to_acc(mask[offset]) <= A(0))) sum += v;
     }
     partial[t] = sum;
     __syncthreads();
