@@ -10,14 +10,15 @@ fastlayers' op and on torch's, with the same inputs and the same thread count. T
 torch.ops.fastlayers.linear(x, w, None) against torch.mm(x, w.t()) for n x n operands. Then one
 full training step per model (forward, loss, backward, SGD(lr=0.01, momentum=0.9).step()) is timed
 with torch layers and with fastlayers layers holding the same weights. With --compile,
-torch.compile of the torch side is a second peer. Each case is checked against torch (outputs,
+torch.compile of the torch side is a second peer. With --memory, each model's peak training-step
+memory is measured against torch's, each side in a fresh process (see memory_probe). Each case is checked against torch (outputs,
 input and weight gradients, or the step losses) before it is timed; a mismatch prints FAIL, the
 case is skipped and the exit status is 1. Results: a table on stdout (with GFLOP/s against the
 measured FMA peak), a JSON document {"machine": {...}, "rows": [...]} (default
 bench/results/cpu-latest.json) and a bar chart of the ratios next to it (.png, needs matplotlib).
 
-    python -m fastlayers.bench [--quick] [--filter cifar] [--threads 1] [--compile] [--no-gemm]
-                               [--no-models] [--no-plot] [--out PATH]
+    python -m fastlayers.bench [--quick] [--filter cifar] [--threads 1] [--compile] [--memory]
+                               [--no-gemm] [--no-models] [--no-plot] [--out PATH]
 """
 
 from __future__ import annotations
@@ -261,6 +262,107 @@ def model_callables(name, dtype, device, with_compile):
     return callables, error, warm_compiled(callables)
 
 
+# Peak memory of a training step, measured in a fresh process per model and side (--memory). On
+# CPU it is resident memory: glibc is told to serve blocks of 64 KiB and more with mmap and to
+# return them on free, so the resident set follows live memory, and /proc/self/clear_refs resets
+# its high-water mark (VmHWM). Both sides import both libraries before measuring.
+MEMORY_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
+
+
+def _proc_status_bytes(key):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {key} in /proc/self/status")
+
+
+def memory_probe(name, layers, dtype, device):
+    """Peak memory of SGD training steps of model `name` built from `layers`, in bytes above what
+    the process held before the first step (the model and a batch already built):
+    first_steps: over the first three steps (gradients, momentum buffers, activations, kernel
+    workspaces and any lazily built caches); step: over one step after those (activations and
+    workspaces). Prints one JSON line; run it in a fresh process (see memory_rows)."""
+    cls = MODELS[name]
+    torch.manual_seed(0)
+    x = torch.randn(cls.batch_size, *cls.input_shape, dtype=dtype, device=device)
+    if name == "regression_mlp":
+        target = torch.randn(cls.batch_size, 1, dtype=dtype, device=device)
+    else:
+        target = torch.randint(0, 10, (cls.batch_size,), device=device)
+    model = build(name, layers).to(device, dtype)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        model.loss(model(x), target).backward()
+        opt.step()
+
+    if device == "cuda":
+        def current():
+            torch.cuda.synchronize()
+            return torch.cuda.memory_allocated()
+
+        def reset():
+            torch.cuda.reset_peak_memory_stats()
+
+        def peak():
+            torch.cuda.synchronize()
+            return torch.cuda.max_memory_allocated()
+    else:
+        def current():
+            return _proc_status_bytes("VmRSS")
+
+        def reset():
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+
+        def peak():
+            return _proc_status_bytes("VmHWM")
+
+    reset()
+    before = current()
+    for _ in range(3):
+        step()
+    first_steps = peak() - before
+    reset()
+    before = current()
+    step()
+    print(json.dumps({"first_steps": first_steps, "step": peak() - before}))
+
+
+def memory_rows(names, dtype_name, device, threads, common):
+    """One row per model: memory_probe of each side in its own process; memory_ratio is
+    fastlayers / torch (below 1: fastlayers needs less)."""
+    rows = []
+    for name in names:
+        result = {}
+        for side in ("torch", "fastlayers"):
+            cmd = [sys.executable, "-m", "fastlayers.bench", "--memory-probe", name, side,
+                   "--dtype", dtype_name, "--device", device, "--threads", str(threads)]
+            out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **MEMORY_ENV}, timeout=600)
+            if out.returncode != 0:
+                raise RuntimeError(f"memory probe {name} {side} failed:\n{out.stderr}")
+            result[side] = json.loads(out.stdout.strip().splitlines()[-1])
+        mib = {side: {k: v / 2**20 for k, v in r.items()} for side, r in result.items()}
+        rows.append({"op": "train_step", "model": name, "mode": "memory", **common,
+                     "torch_first_steps_mib": mib["torch"]["first_steps"], "first_steps_mib": mib["fastlayers"]["first_steps"],
+                     "torch_step_mib": mib["torch"]["step"], "step_mib": mib["fastlayers"]["step"],
+                     "memory_ratio": mib["fastlayers"]["first_steps"] / mib["torch"]["first_steps"]})
+    return rows
+
+
+def print_memory_table(rows):
+    print("\npeak memory above the built model (MiB): first three training steps, and one step after them; "
+          "ratio = fastlayers / torch")
+    header = ["model", "fastlayers", "torch", "ratio", "fastlayers, 1 step", "torch, 1 step"]
+    lines = [[r["model"], f"{r['first_steps_mib']:.1f}", f"{r['torch_first_steps_mib']:.1f}", f"{r['memory_ratio']:.2f}",
+              f"{r['step_mib']:.2f}", f"{r['torch_step_mib']:.2f}"] for r in rows]
+    widths = [max(len(line[i]) for line in [header] + lines) for i in range(len(header))]
+    for line in [header, ["-" * w for w in widths]] + lines:
+        print("  ".join(s.ljust(w) if i == 0 else s.rjust(w) for i, (s, w) in enumerate(zip(line, widths))))
+
+
 def measure(fn, threads, min_run_time):
     m = Timer("fn()", globals={"fn": fn}, num_threads=threads).blocked_autorange(min_run_time=min_run_time)
     return m.median, m.iqr
@@ -406,7 +508,18 @@ def main(argv=None):
     parser.add_argument("--no-plot", action="store_true", help="do not draw the PNG bar chart of the ratios")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--memory", action="store_true", help="also measure each model's peak training-step memory "
+                        "against torch's (fresh processes; CPU: Linux only)")
+    parser.add_argument("--memory-probe", nargs=2, metavar=("MODEL", "LAYERS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.memory_probe:
+        if args.threads is not None:
+            torch.set_num_threads(args.threads)
+        memory_probe(*args.memory_probe, getattr(torch, args.dtype), args.device)
+        return 0
+    if args.memory and args.device == "cpu" and not os.path.exists("/proc/self/clear_refs"):
+        print("error: --memory on CPU reads /proc/self (Linux)", file=sys.stderr)
+        return 2
 
     if args.device == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda, but torch sees no CUDA device (or this torch build has no CUDA)", file=sys.stderr)
@@ -459,6 +572,12 @@ def main(argv=None):
                      for side in SIDES if (mode, side) in callables}
             rows.append(make_row(job, mode, times, common, peak, args.compile, compile_error))
 
+    memory = []
+    if args.memory:
+        names = [name for name in MODELS if args.filter in name or args.filter in "train_step"]
+        print(f"peak memory: {len(names)} models, each side in a fresh process", file=sys.stderr, flush=True)
+        memory = memory_rows(names, args.dtype, args.device, threads, common)
+
     peers = "torch eager and torch.compile" if args.compile else "torch eager"
     peak_text = f", FMA peak {peak:.0f} GFLOP/s" if peak else ""
     print(f"\nfastlayers {fastlayers.__version__} ({common['cpu_isa'] or args.device}{peak_text}) vs {peers} "
@@ -466,12 +585,16 @@ def main(argv=None):
           f"median of blocked_autorange(min_run_time={min_run_time})\n")
     if rows:
         print_table(rows, args.compile)
+    if memory:
+        print_memory_table(memory)
+    if rows or memory:
         os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
         machine = {**common, "fastlayers_version": fastlayers.__version__, "peak_gflops": peak,
                    "min_run_time": min_run_time, "compile": args.compile}
         with open(out_path, "w") as f:
-            json.dump({"machine": machine, "rows": rows}, f, indent=1)
-        print(f"\nwrote {len(rows)} rows to {out_path}")
+            json.dump({"machine": machine, "rows": rows, "memory": memory}, f, indent=1)
+        print(f"\nwrote {len(rows)} timing rows and {len(memory)} memory rows to {out_path}")
+    if rows:
         if not args.no_plot:
             plot(rows, os.path.splitext(out_path)[0] + ".png",
                  f"fastlayers vs {peers}: {common['device']}, {threads} threads, {args.dtype}")
