@@ -234,12 +234,15 @@ at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& 
   const Pool2dParams p = max_pool2d_backward_args(kCpu, op, grad_output, indices, in_size);
   const at::Tensor gy = grad_output.contiguous(), ind = indices.contiguous();
   at::Tensor gx = at::empty(in_size, grad_output.options());
+  bool ok = true;
   dispatch(gy.scalar_type(), [&](auto tag) {
     using scalar_t = decltype(tag);
-    cpu::max_pool2d_backward<scalar_t>(cpu_context(), p, gy.const_data_ptr<scalar_t>(),
-                                       ind.const_data_ptr<int64_t>(),
-                                       gx.mutable_data_ptr<scalar_t>());
+    ok = cpu::max_pool2d_backward<scalar_t>(cpu_context(), p, gy.const_data_ptr<scalar_t>(),
+                                            ind.const_data_ptr<int64_t>(),
+                                            gx.mutable_data_ptr<scalar_t>());
   });
+  FASTLAYERS_CHECK(ok, op, "found an index outside its ", p.H, " x ", p.W, " input plane; ",
+                   "indices must come from max_pool2d on an input of size ", in_size);
   return gx;
 }
 

@@ -286,7 +286,8 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d(const at::Tensor& input, at::IntAr
   return max_pool2d_forward(call, p, input);
 }
 
-// Indices outside their plane get no gradient, as on the CPU (see kernels/cuda/max_pool2d.h).
+// Indices outside their plane are skipped, not reported (see kernels/cuda/max_pool2d.h): the
+// CPU backend's error would need a device-to-host synchronisation here.
 at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& indices,
                                c10::SymIntArrayRef input_size) {
   const char* op = "max_pool2d_backward";

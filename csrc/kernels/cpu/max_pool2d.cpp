@@ -120,12 +120,14 @@ void max_pool2d_forward(const Context& ctx, const Pool2dParams& p, const T* x, T
 }
 
 template <typename T>
-void max_pool2d_backward(const Context& ctx, const Pool2dParams& p, const T* gy,
+bool max_pool2d_backward(const Context& ctx, const Pool2dParams& p, const T* gy,
                          const int64_t* indices, T* gx) {
   const int64_t HW = p.H * p.W, OHW = p.OH * p.OW;
+  int64_t bad = 0;
   // Parallel over planes: each plane's scatter stays in one thread, so no atomics are needed.
   parallel_for(ctx, p.planes, ceil_div(65536, std::max<int64_t>(1, HW + OHW)),
                [&](int64_t begin, int64_t end) {
+                 int64_t local_bad = 0;
                  for (int64_t plane = begin; plane < end; ++plane) {
                    T* out = gx + plane * HW;
                    const T* g = gy + plane * OHW;
@@ -133,19 +135,30 @@ void max_pool2d_backward(const Context& ctx, const Pool2dParams& p, const T* gy,
                    std::fill(out, out + HW, T(0));
                    for (int64_t o = 0; o < OHW; ++o) {
                      const int64_t i = ind[o];
-                     if (i >= 0 && i < HW) out[i] += g[o];
+                     if (i < 0 || i >= HW) {
+                       ++local_bad;
+                       continue;
+                     }
+                     out[i] += g[o];
                    }
                  }
+                 if (local_bad) {
+#ifdef _OPENMP
+#pragma omp atomic
+#endif
+                   bad += local_bad;
+                 }
                });
+  return bad == 0;
 }
 
 template void max_pool2d_forward<float>(const Context&, const Pool2dParams&, const float*, float*,
                                         int64_t*);
 template void max_pool2d_forward<double>(const Context&, const Pool2dParams&, const double*,
                                          double*, int64_t*);
-template void max_pool2d_backward<float>(const Context&, const Pool2dParams&, const float*,
+template bool max_pool2d_backward<float>(const Context&, const Pool2dParams&, const float*,
                                          const int64_t*, float*);
-template void max_pool2d_backward<double>(const Context&, const Pool2dParams&, const double*,
+template bool max_pool2d_backward<double>(const Context&, const Pool2dParams&, const double*,
                                           const int64_t*, double*);
 
 }  // namespace fastlayers::cpu

@@ -14,11 +14,10 @@ template <typename T>
 void max_pool2d_forward(const Context& ctx, const Pool2dParams& p, const T* x, T* y,
                         int64_t* indices);
 
-// gx = 0, then gx[plane][indices[o]] += gy[o]. An index outside its H*W plane gets no gradient,
-// as in torch: max_pool2d gives one to a window that lies entirely in the padding (its output is
-// -inf), e.g. kernel 2, padding 1, dilation 3 on a 2 x 2 plane.
+// gx = 0, then gx[plane][indices[o]] += gy[o]. Returns false (and skips them) if any index lies
+// outside its H*W plane, which only hand-made indices can do.
 template <typename T>
-void max_pool2d_backward(const Context& ctx, const Pool2dParams& p, const T* gy,
+bool max_pool2d_backward(const Context& ctx, const Pool2dParams& p, const T* gy,
                          const int64_t* indices, T* gx);
 
 }  // namespace fastlayers::cpu

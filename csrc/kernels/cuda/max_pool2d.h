@@ -21,8 +21,8 @@ cudaError_t max_pool2d_forward(cudaStream_t stream, const Pool2dParams& p, const
 
 // gx = 0, then gx[plane][indices[o]] += gy[o] for every output o of the plane. Only p.planes,
 // H, W, OH and OW are read (the op's schema carries no window geometry: the indices say where
-// each gradient goes). An index outside its H*W plane gets no gradient, as in torch: max_pool2d
-// gives one to a window that lies entirely in the padding (its output is -inf).
+// each gradient goes). An index outside its H*W plane, which only hand-made indices can hold,
+// is skipped: reporting it would need a device-to-host synchronisation.
 //   deterministic: one warp per plane adds the gradients in output order, so every gx element
 //                  is summed in the same order as on the CPU (bitwise equal for float/double).
 //   otherwise:     one thread per output, atomicAdd into gx (order-dependent rounding where
