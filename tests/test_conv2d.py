@@ -130,6 +130,24 @@ def test_thread_counts_agree(device, cpu_isa):
         torch.set_num_threads(old)
 
 
+@pytest.mark.parametrize("channels", [2, 16])  # col2im grad_input, and the flipped-weight conv
+def test_relu_backward_mask_passes_nan_outputs(device, cpu_isa, channels):
+    # A NaN output of conv2d_relu passes its gradient on, as torch.relu's threshold_backward does
+    # (it stops the gradient only where the output is <= 0): NaN where the mask keeps it.
+    x = torch.randn(2, channels, 6, 6, device=device, dtype=torch.float64)
+    x[0, 0, 2, 3] = float("nan")
+    w = torch.randn(3, channels, 3, 3, device=device, dtype=torch.float64)
+    b = torch.randn(3, device=device, dtype=torch.float64)
+    gy = torch.randn(2, 3, 6, 6, device=device, dtype=torch.float64)
+    leaves = [t.clone().requires_grad_() for t in (x, w, b)]
+    got = torch.autograd.grad(FF.conv2d_relu(*leaves, padding=1), leaves, gy)
+    refs = [t.clone().requires_grad_() for t in (x, w, b)]
+    want = torch.autograd.grad(torch.relu(F.conv2d(*refs, padding=1)), refs, gy)
+    for name, g, r in zip(("grad_input", "grad_weight", "grad_bias"), got, want):
+        assert torch.equal(g.isnan(), r.isnan()), name
+        torch.testing.assert_close(g, r, equal_nan=True, msg=lambda m: f"{name}: {m}")
+
+
 def test_opcheck(device):
     x, w, b = make((2, 4, 6, 7), 6, (3, 3), 2, torch.float32, device)
     args = ([1, 2], [1, 0, 1, 1], [1, 1], 2)

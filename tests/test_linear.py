@@ -102,6 +102,23 @@ def test_relu_backward_mask_drops_nan_grad(device, cpu_isa):
     assert gx.tolist() == [[2.0, 0.0]]
 
 
+def test_relu_backward_mask_passes_nan_outputs(device, cpu_isa):
+    # A NaN output of linear_relu passes its gradient on, as torch.relu's threshold_backward does
+    # (it stops the gradient only where the output is <= 0): into grad_input, grad_weight and
+    # grad_bias alike.
+    x = torch.randn(5, 4, device=device, dtype=torch.float64)
+    x[1, 2] = float("nan")
+    w = torch.randn(3, 4, device=device, dtype=torch.float64)
+    b = torch.randn(3, device=device, dtype=torch.float64)
+    gy = torch.randn(5, 3, device=device, dtype=torch.float64)
+    leaves = [t.clone().requires_grad_() for t in (x, w, b)]
+    got = torch.autograd.grad(FF.linear_relu(*leaves), leaves, gy)
+    refs = [t.clone().requires_grad_() for t in (x, w, b)]
+    want = torch.autograd.grad(torch.relu(F.linear(*refs)), refs, gy)
+    for name, g, r in zip(("grad_input", "grad_weight", "grad_bias"), got, want):
+        torch.testing.assert_close(g, r, equal_nan=True, msg=lambda m: f"{name}: {m}")
+
+
 @pytest.mark.parametrize("relu", [False, True])
 def test_opcheck(device, relu):
     x = torch.randn(3, 4, 5, device=device, requires_grad=True)

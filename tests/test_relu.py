@@ -30,7 +30,22 @@ def test_special_values(device):
     ref = torch.relu(x.detach())
     assert torch.equal(y.isnan(), ref.isnan()) and torch.equal(y.nan_to_num(), ref.nan_to_num())
     (gx,) = torch.autograd.grad(y, x, torch.ones_like(y))
-    assert gx.tolist() == [0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0]  # threshold_backward: only y > 0 passes
+    # threshold_backward: the gradient stops where y <= 0, so a NaN output passes it on.
+    assert gx.tolist() == [1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0]
+    xr = x.detach().clone().requires_grad_()
+    assert torch.equal(gx, torch.autograd.grad(torch.relu(xr), xr, torch.ones_like(y))[0])
+
+
+@pytest.mark.parametrize("n", [7, 100_000])  # scalar loop and the threaded, vectorised one
+def test_nan_output_passes_the_gradient_like_torch(device, n):
+    x = torch.randn(n, device=device)
+    x[::3] = float("nan")
+    x.requires_grad_()
+    gy = torch.randn(n, device=device)
+    (gx,) = torch.autograd.grad(FF.relu(x), x, gy)
+    xr = x.detach().clone().requires_grad_()
+    (gr,) = torch.autograd.grad(torch.relu(xr), xr, gy)
+    assert torch.equal(gx, gr)
 
 
 def test_gradcheck(device):

@@ -123,8 +123,8 @@ bool use_padded_width(const Conv2dParams& p) {
   return p.stride_h == 1 && p.stride_w == 1 && p.OH > 0 && p.OW > 0;
 }
 
-// out[c][pad_top + h][pad_left + w] = x[c][h][w] (times mask[c][h][w] > 0, if a mask is given),
-// zero elsewhere, including kGemmColumnSlack elements past the last plane.
+// out[c][pad_top + h][pad_left + w] = x[c][h][w] (or 0 where mask[c][h][w] <= 0, if a mask is
+// given), zero elsewhere, including kGemmColumnSlack elements past the last plane.
 template <typename T>
 void pad_planes(const Conv2dParams& p, const PaddedWidth& pw, int64_t channels, const T* x,
                 const T* mask, T* out) {
@@ -137,7 +137,7 @@ void pad_planes(const Conv2dParams& p, const PaddedWidth& pw, int64_t channels, 
         const T* m = mask + (c * p.H + h) * p.W;
         for (int64_t w = 0; w < p.W; ++w) {
           const T v = src[w], k = m[w];
-          dst[w] = k > T(0) ? v : T(0);
+          dst[w] = k <= T(0) ? T(0) : v;
         }
       } else {
         std::copy(src, src + p.W, dst);

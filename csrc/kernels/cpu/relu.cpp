@@ -27,12 +27,12 @@ void relu_backward(const Context& ctx, int64_t n, const T* gy, const T* y, T* gx
   parallel_for(ctx, n, kElementwiseGrain, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const T g = gy[i], out = y[i];  // both loaded unconditionally, so the select vectorises
-      gx[i] = out > T(0) ? g : T(0);
+      gx[i] = out <= T(0) ? T(0) : g;
     }
   });
 }
 
-// Sum of g[i] over i < n where the mask (if any) is positive. The mask is applied in a separate
+// Sum of g[i] over i < n, skipping those where the mask (if any) is <= 0. The mask is applied in a separate
 // select loop (branch-free, vectorised: a branch on random signs mispredicts half the time), then
 // 16 independent float lanes add up a block (a single running sum would serialise on the add
 // latency); blocks are added in double.
@@ -48,7 +48,7 @@ double masked_sum(const T* g, const T* mask, int64_t n) {
       const T* m = mask + b;
       for (int64_t i = 0; i < len; ++i) {
         const T v = src[i], k = m[i];  // unconditional loads: the select vectorises
-        selected[i] = k > T(0) ? v : T(0);
+        selected[i] = k <= T(0) ? T(0) : v;
       }
       src = selected;
     }
@@ -78,7 +78,7 @@ void bias_grad(const Context& ctx, int64_t outer, int64_t channels, int64_t inne
                      if (m) {  // select in T first: a select that widens does not vectorise
                        for (int64_t c = 0; c < end - begin; ++c) {
                          const T v = g[c], k = m[c];
-                         row[c] = k > T(0) ? v : T(0);
+                         row[c] = k <= T(0) ? T(0) : v;
                        }
                        g = row.data();
                      }
