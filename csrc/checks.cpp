@@ -130,6 +130,13 @@ Conv2dParams conv2d_params(const char* op, c10::IntArrayRef input_size,
   p.pad_top = padding[0], p.pad_left = padding[2];
   p.dilation_h = dilation[0], p.dilation_w = dilation[1];
   p.groups = groups;
+  // torch refuses both: a convolution without output channels, and empty planes in a batch of
+  // channels (an empty batch, or zero channels, may have empty planes if the padding fills them).
+  FASTLAYERS_CHECK(p.OC > 0, op, "expected out_channels (weight.size(0)) to be positive, but got ",
+                   "weight of size ", weight_size);
+  FASTLAYERS_CHECK(p.N == 0 || p.C == 0 || (p.H > 0 && p.W > 0), op, "expected non-empty ",
+                   "planes (H and W > 0) in an input with a batch and channels, but got input of ",
+                   "size ", input_size);
   FASTLAYERS_CHECK(p.C % groups == 0, op, "expected in_channels (", p.C,
                    ") to be divisible by groups (", groups, ")");
   FASTLAYERS_CHECK(p.OC % groups == 0, op, "expected out_channels (weight.size(0) = ", p.OC,

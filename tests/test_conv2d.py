@@ -187,6 +187,17 @@ def test_module_is_a_torch_conv2d_with_its_state_dict(device):
     back.load_state_dict(fast.state_dict())
 
 
+def test_empty_planes_in_an_empty_batch_or_no_channels(device):
+    # torch accepts empty planes when the batch or the channels are empty too; the padding makes
+    # the output plane. With no input channels the convolution is its bias (torch returns a
+    # tensor of zero channels there, whatever the weight; fastlayers returns the bias).
+    w, b = torch.randn(6, 4, 3, 3, device=device), torch.randn(6, device=device)
+    out = FF.conv2d(torch.randn(0, 4, 0, 8, device=device), w, b, padding=2)
+    assert out.shape == F.conv2d(torch.randn(0, 4, 0, 8, device=device), w, b, padding=2).shape == (0, 6, 2, 10)
+    out = FF.conv2d(torch.randn(3, 0, 0, 5, device=device), torch.randn(6, 0, 3, 3, device=device), b, padding=2)
+    assert torch.equal(out, b.view(1, 6, 1, 1).expand(3, 6, 2, 7))
+
+
 def test_same_padding_with_stride_is_refused():
     with pytest.raises(RuntimeError, match="padding='same' is not supported for strided convolutions"):
         FF.conv2d(torch.randn(1, 2, 5, 5), torch.randn(3, 2, 3, 3), stride=2, padding="same")
@@ -218,6 +229,10 @@ ERRORS = [
     ("device mismatch", lambda: FF.conv2d(X, W.to("meta")), ["weight", "same device as input", "meta"]),
     ("grad_output shape", lambda: ops.conv2d_grad_input(torch.randn(2, 6, 5, 5), W, [2, 4, 8, 8], [1, 1], [0] * 4, [1, 1], 1, None), ["conv2d_grad_input", "grad_output", "[2, 6, 6, 6]", "[2, 6, 5, 5]"]),
     ("padding list length", lambda: ops.conv2d(X, W, None, [1, 1], [1, 1], [1, 1], 1), ["padding", "4 values"]),
+    # refused by torch too
+    ("no out_channels", lambda: FF.conv2d(X, torch.randn(0, 4, 3, 3)), ["out_channels (weight.size(0)) to be positive", "[0, 4, 3, 3]"]),
+    ("empty planes", lambda: FF.conv2d(torch.randn(2, 4, 0, 8), W, padding=1), ["non-empty planes", "[2, 4, 0, 8]"]),
+    ("empty planes, conv2d_relu", lambda: FF.conv2d_relu(torch.randn(1, 4, 8, 0), W, padding=1), ["fastlayers.conv2d_relu", "non-empty planes"]),
 ]
 
 
