@@ -229,6 +229,10 @@ ERRORS = [
     ("device mismatch", lambda: FF.conv2d(X, W.to("meta")), ["weight", "same device as input", "meta"]),
     ("grad_output shape", lambda: ops.conv2d_grad_input(torch.randn(2, 6, 5, 5), W, [2, 4, 8, 8], [1, 1], [0] * 4, [1, 1], 1, None), ["conv2d_grad_input", "grad_output", "[2, 6, 6, 6]", "[2, 6, 5, 5]"]),
     ("padding list length", lambda: ops.conv2d(X, W, None, [1, 1], [1, 1], [1, 1], 1), ["padding", "4 values"]),
+    # sizes whose arithmetic int64 cannot hold (dilation 2**62 wrapped the kernel's extent to 1)
+    ("dilation overflows", lambda: FF.conv2d(X, W, dilation=2**62), ["dilated kernel height", "overflows int64"]),
+    ("padding overflows", lambda: FF.conv2d(X, W, padding=(1, 2**62)), ["padded width", "overflows int64"]),
+    ("grad_weight dilation overflows", lambda: ops.conv2d_grad_weight(torch.randn(2, 6, 6, 6), X, [6, 4, 3, 3], [1, 1], [0] * 4, [1, 2**62], 1, None), ["conv2d_grad_weight", "overflows int64"]),
     # refused by torch too
     ("no out_channels", lambda: FF.conv2d(X, torch.randn(0, 4, 3, 3)), ["out_channels (weight.size(0)) to be positive", "[0, 4, 3, 3]"]),
     ("empty planes", lambda: FF.conv2d(torch.randn(2, 4, 0, 8), W, padding=1), ["non-empty planes", "[2, 4, 0, 8]"]),

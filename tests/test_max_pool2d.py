@@ -77,6 +77,19 @@ def test_indices_work_with_max_unpool2d(device):
     assert torch.equal(restored, F.max_unpool2d(ref_out, ref_idx, 2, output_size=x.shape[-2:]))
 
 
+def test_windows_and_strides_near_int64(device):
+    # A 2**62-row window padded by 2**61 is one window over every row (the walk to its first row
+    # used to step through the padding one row at a time); a 2**63 - 1 stride in ceil mode gives
+    # one window. Both as torch gives them with small numbers.
+    x = torch.randn(2, 3, 7, 5, device=device)
+    out, idx = FF.max_pool2d(x, (2**62, 2), (2**62, 1), (2**61, 0), return_indices=True)
+    ref, ref_idx = F.max_pool2d(x, (7, 2), (7, 1), return_indices=True)
+    assert torch.equal(out, ref) and torch.equal(idx, ref_idx)
+    out, idx = FF.max_pool2d(x, 3, 2**63 - 1, 1, ceil_mode=True, return_indices=True)
+    ref, ref_idx = F.max_pool2d(x, 3, 100, 1, ceil_mode=True, return_indices=True)
+    assert torch.equal(out, ref) and torch.equal(idx, ref_idx)
+
+
 @pytest.mark.parametrize("shape,k,s,p,d,ceil", [((2, 2, 6, 7), 3, 2, 1, 1, True), ((1, 3, 5, 5), 2, 1, 0, 2, False), ((2, 4, 4), 2, None, 1, 1, False)])
 def test_gradcheck(device, shape, k, s, p, d, ceil):
     # Random inputs have no ties, so the max is differentiable at every point gradcheck probes.
@@ -126,6 +139,9 @@ ERRORS = [
     ("empty plane", lambda: FF.max_pool2d(torch.randn(1, 0, 4, 4), 2), ["non-zero C, H and W"]),
     ("integer input", lambda: FF.max_pool2d(X.long(), 2), ["input", "torch.int64"]),
     ("bad indices", lambda: ops.max_pool2d_backward(torch.randn(1, 1, 2, 2), torch.full((1, 1, 2, 2), 99), [1, 1, 4, 4]), ["max_pool2d_backward", "outside its 4 x 4 input plane"]),
+    # dilation 2**62 wrapped the window's extent around to 1
+    ("window overflows", lambda: FF.max_pool2d(X, 5, dilation=(1, 2**62)), ["dilated window", "overflows int64"]),
+    ("window overflows, fused", lambda: FF.conv2d_relu_max_pool2d(X, torch.randn(2, 3, 1, 1), pool_kernel_size=3, pool_dilation=2**62), ["conv2d_relu_max_pool2d", "overflows int64"]),
     ("indices dtype", lambda: ops.max_pool2d_backward(torch.randn(1, 1, 2, 2), torch.zeros(1, 1, 2, 2, dtype=torch.int32), [1, 1, 4, 4]), ["indices", "torch.int64", "torch.int32"]),
 ]
 
