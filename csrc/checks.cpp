@@ -91,6 +91,7 @@ void check_dtype(const char* op, const char* name, const at::Tensor& t,
 
 void check_like(const char* op, const char* name, const at::Tensor& t, const char* ref_name,
                 const at::Tensor& ref) {
+  FASTLAYERS_CHECK(t.defined(), op, "expected ", name, " to be a tensor, but got None");
   FASTLAYERS_CHECK(t.device() == ref.device(), op, "expected ", name,
                    " to be on the same device as ", ref_name, " (", ref.device(), "), but got ",
                    t.device());
@@ -142,6 +143,9 @@ Conv2dParams conv2d_params(const char* op, c10::IntArrayRef input_size,
   FASTLAYERS_CHECK(weight_size.size() == 4, op,
                    "expected weight to be 4-D (out_channels, in_channels / groups, kH, kW), but got ",
                    weight_size.size(), "-D weight of size ", weight_size);
+  for (int64_t s : input_size) {
+    FASTLAYERS_CHECK(s >= 0, op, "expected input sizes to be non-negative, but got ", input_size);
+  }
   for (int64_t s : weight_size) {
     FASTLAYERS_CHECK(s >= 0, op, "expected weight sizes to be non-negative, but got ", weight_size);
   }

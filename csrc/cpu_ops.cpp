@@ -2,7 +2,10 @@
 // dispatches on float32/float64 and calls the torch-free kernels in kernels/cpu/.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <c10/util/safe_numerics.h>
 #include <torch/library.h>
+
+#include <algorithm>
 
 #include "checks.h"
 #include "cpu_context.h"
@@ -310,6 +313,12 @@ at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& 
                    indices.device());
   const auto in_size = C10_AS_INTARRAYREF_SLOW(input_size);
   FASTLAYERS_CHECK(in_size.size() == 4, op, "expected input_size to have 4 values (N, C, H, W), ",
+                   "but got ", in_size);
+  uint64_t numel = 0;
+  const bool overflows = c10::safe_multiplies_u64(in_size, &numel);
+  FASTLAYERS_CHECK(std::all_of(in_size.begin(), in_size.end(), [](int64_t s) { return s >= 0; }) &&
+                       !overflows && numel <= uint64_t(INT64_MAX),
+                   op, "expected input_size to be non-negative sizes whose product int64 can hold, ",
                    "but got ", in_size);
   check_dim(op, "grad_output", grad_output, 4, "(N, C, OH, OW)");
   FASTLAYERS_CHECK(grad_output.size(0) == in_size[0] && grad_output.size(1) == in_size[1], op,

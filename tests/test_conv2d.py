@@ -187,6 +187,23 @@ def test_module_is_a_torch_conv2d_with_its_state_dict(device):
     back.load_state_dict(fast.state_dict())
 
 
+TYPE_ERRORS = [
+    ("input a list", lambda: FF.conv2d([[1.0]], W), ["fastlayers.conv2d", "input", "Tensor", "list"]),
+    ("weight None", lambda: FF.conv2d_relu(X, None), ["fastlayers.conv2d_relu", "weight", "NoneType"]),
+    ("stride a float", lambda: FF.conv2d(X, W, stride=1.5), ["fastlayers.conv2d", "stride", "1.5"]),
+    ("dilation a string", lambda: FF.conv2d(X, W, dilation="2"), ["dilation", "'2'"]),
+]
+
+
+@pytest.mark.parametrize("what,call,words", TYPE_ERRORS, ids=[e[0] for e in TYPE_ERRORS])
+def test_wrong_argument_types_raise_type_error(what, call, words):
+    assert_raises_with(call, words, TypeError)
+
+
+def test_undefined_weight_through_the_op_is_named():
+    assert_raises_with(lambda: ops.conv2d(X, None, None, [1, 1], [0] * 4, [1, 1], 1), ["fastlayers.conv2d", "weight", "None"])
+
+
 def test_empty_planes_in_an_empty_batch_or_no_channels(device):
     # torch accepts empty planes when the batch or the channels are empty too; the padding makes
     # the output plane. With no input channels the convolution is its bias (torch returns a

@@ -161,6 +161,8 @@ ERRORS = [
     ("device mismatch", lambda: FF.linear(torch.randn(3, 5), torch.randn(4, 5, device="meta")), RuntimeError, ["weight", "same device as input", "meta"]),
     ("grad_output width", lambda: ops.linear_grad_input(torch.randn(3, 5), torch.randn(4, 6), None), RuntimeError, ["linear_grad_input", "out_features=4"]),
     ("relu_output shape", lambda: ops.linear_grad_weight(torch.randn(3, 4), torch.randn(3, 6), torch.randn(3, 5)), RuntimeError, ["relu_output", "[3, 4]"]),
+    ("input a list", lambda: FF.linear([[1.0]], torch.randn(4, 1)), TypeError, ["fastlayers.linear", "input", "list"]),
+    ("weight None", lambda: FF.linear_relu(torch.randn(3, 5), None), RuntimeError, ["fastlayers.linear_relu", "weight", "None"]),
     ("bias_grad channel_dim", lambda: ops.bias_grad(torch.randn(3, 4), None, 2), RuntimeError, ["bias_grad", "channel_dim"]),
 ]
 

@@ -142,6 +142,8 @@ ERRORS = [
     # dilation 2**62 wrapped the window's extent around to 1
     ("window overflows", lambda: FF.max_pool2d(X, 5, dilation=(1, 2**62)), ["dilated window", "overflows int64"]),
     ("window overflows, fused", lambda: FF.conv2d_relu_max_pool2d(X, torch.randn(2, 3, 1, 1), pool_kernel_size=3, pool_dilation=2**62), ["conv2d_relu_max_pool2d", "overflows int64"]),
+    ("negative input_size", lambda: ops.max_pool2d_backward(torch.randn(1, 1, 2, 2), torch.zeros(1, 1, 2, 2, dtype=torch.int64), [1, 1, -4, 4]), ["max_pool2d_backward", "input_size", "non-negative"]),
+    ("input_size past int64", lambda: ops.max_pool2d_backward(torch.randn(1, 1, 2, 2), torch.zeros(1, 1, 2, 2, dtype=torch.int64), [1, 1, 2**62, 4]), ["max_pool2d_backward", "input_size", "int64"]),
     ("indices dtype", lambda: ops.max_pool2d_backward(torch.randn(1, 1, 2, 2), torch.zeros(1, 1, 2, 2, dtype=torch.int32), [1, 1, 4, 4]), ["indices", "torch.int64", "torch.int32"]),
 ]
 
@@ -149,3 +151,8 @@ ERRORS = [
 @pytest.mark.parametrize("what,call,words", ERRORS, ids=[e[0] for e in ERRORS])
 def test_bad_input_raises_clear_error(what, call, words):
     assert_raises_with(call, words)
+
+
+def test_wrong_argument_types_raise_type_error():
+    assert_raises_with(lambda: FF.max_pool2d(None, 2), ["fastlayers.max_pool2d", "input", "NoneType"], TypeError)
+    assert_raises_with(lambda: FF.max_pool2d(X, 2.5), ["fastlayers.max_pool2d", "kernel_size", "2.5"], TypeError)

@@ -95,6 +95,11 @@ def test_unsupported_dtype_raises(dtype):
         FF.relu(torch.ones(3, dtype=dtype))
 
 
+def test_not_a_tensor_raises_type_error():
+    with pytest.raises(TypeError, match=r"fastlayers.relu: expected input to be a Tensor, but got list"):
+        FF.relu([1.0, -1.0])
+
+
 def test_relu_backward_shape_mismatch_raises():
     with pytest.raises(RuntimeError, match=r"relu_backward: expected output of size \[3\], but got \[4\]"):
         ops.relu_backward(torch.randn(3), torch.randn(4))
