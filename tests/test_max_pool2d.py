@@ -69,6 +69,29 @@ def test_all_minus_inf_window_takes_torchs_index(device):
         assert torch.equal(out, ref) and torch.equal(idx, ref_idx)
 
 
+# A dilated window that starts in the padding can step over the whole input: its output is -inf
+# and its index (torch's) is none of its taps: past the end of the plane (first case), or the
+# next row's first element (second case). Its output depends on no input: it passes no gradient.
+# (torch's backward adds it at that index: past the plane, that writes out of bounds.)
+EMPTY_WINDOWS = [((1, 1, 1, 1), (1, 2), (1, 2), (0, 1), (1, 2)), ((2, 3, 4, 2), (3, 2), (2, 2), (1, 1), (2, 3))]
+
+
+@pytest.mark.parametrize("shape,k,s,p,d", EMPTY_WINDOWS)
+@pytest.mark.parametrize("api", ["functional", "op"])
+def test_window_wholly_in_the_padding_passes_no_gradient(device, shape, k, s, p, d, api):
+    x = torch.randn(*shape, device=device, dtype=torch.float64, requires_grad=True)
+    pool = (lambda x: FF.max_pool2d(x, k, s, p, d, return_indices=True)) if api == "functional" else (lambda x: ops.max_pool2d(x, k, s, p, d, False))
+    out, idx = pool(x)
+    ref, ref_idx = F.max_pool2d(x.detach(), k, s, p, d, return_indices=True)
+    assert torch.equal(out, ref) and torch.equal(idx, ref_idx)
+    empty = F.max_pool2d(torch.zeros(shape[2:], device=device)[None], k, s, p, d)[0].isneginf()  # no tap inside
+    assert empty.any() and out[..., empty].isneginf().all()
+    gy = torch.randn_like(out)
+    (gx,) = torch.autograd.grad(out, x, gy)
+    expected = torch.zeros_like(x).flatten(-2).scatter_add(-1, idx.masked_fill(empty, 0).flatten(-2), gy.masked_fill(empty, 0).flatten(-2))
+    assert torch.equal(gx, expected.view_as(x))
+
+
 def test_indices_work_with_max_unpool2d(device):
     x = torch.randn(2, 3, 8, 8, device=device)
     out, idx = FF.max_pool2d(x, 2, return_indices=True)
