@@ -1,10 +1,15 @@
 # make test   installs what is missing, builds, runs the C++ kernel tests and the pytest suite
 # make bench  installs what is missing, builds, runs the kernel speed benchmark
+# make fuzz   installs what is missing, builds, runs the fuzz tests in their deep profile: 10,000
+#             random valid cases per op against torch, 10,000 invalid ones per op, and the corpus
+#             of bad inputs; prints the cases per op and writes bench/results/fuzz-latest.json.
+#             make test runs the same files in their fast profile (50 fixed cases per op).
+#             FUZZ_SEED=N replays a run (the seed is in the JSON); FUZZ_EXAMPLES=N changes the count.
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 CMAKE_BUILD := build/cmake
 
-.PHONY: deps build test test-cpp test-py bench clean
+.PHONY: deps build test test-cpp test-py bench fuzz clean
 
 # An installed torch (CPU or CUDA build) is kept; only where none is, the pinned CPU build is
 # installed. Never an unpinned torch: pip would fetch the newest CUDA build.
@@ -27,6 +32,15 @@ test: test-cpp test-py
 
 bench: build
 	$(PYTHON) -m fastlayers.bench
+
+FUZZ_SEED ?= $(shell date +%s)
+FUZZ_EXAMPLES ?= 10000
+FUZZ_FILES := tests/test_fuzz.py tests/test_fuzz_invalid.py tests/test_bad_inputs.py
+
+fuzz: build
+	FASTLAYERS_FUZZ=deep FASTLAYERS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) \
+	FASTLAYERS_FUZZ_SUMMARY=bench/results/fuzz-latest.json \
+	$(PYTHON) -m pytest -q $(FUZZ_FILES) --hypothesis-seed=$(FUZZ_SEED)
 
 clean:
 	rm -rf build *.egg-info fastlayers/*.so
