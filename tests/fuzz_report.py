@@ -56,6 +56,9 @@ def _git_commit() -> str:
         return "unknown"
 
 
+GIT_COMMIT = _git_commit()  # when the run starts: the code it tests
+
+
 def summary(profile: str, seed) -> dict:
     rows = []
     for (kind, op), c in sorted(counts.items()):
@@ -70,7 +73,7 @@ def summary(profile: str, seed) -> dict:
         "seconds": round(sum(r["seconds"] for r in rows), 1),
         "torch": torch.__version__,
         "cuda": torch.cuda.is_available(),
-        "git_commit": _git_commit(),
+        "git_commit": GIT_COMMIT,
         "python": platform.python_version(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
