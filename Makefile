@@ -3,11 +3,16 @@
 # make bench  installs what is missing, builds, runs the kernel speed benchmark
 # make sanitize  builds the CPU kernels with AddressSanitizer and UndefinedBehaviorSanitizer and
 #                runs the C++ kernel tests and the pytest suite against that build
+# make fuzz   installs what is missing, builds, runs the fuzz tests in their deep profile: 10,000
+#             random valid cases per op against torch, 10,000 invalid ones per op, and the corpus
+#             of bad inputs; prints the cases per op and writes bench/results/fuzz-latest.json.
+#             make test runs the same files in their fast profile (50 fixed cases per op).
+#             FUZZ_SEED=N replays a run (the seed is in the JSON); FUZZ_EXAMPLES=N changes the count.
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 CMAKE_BUILD := build/cmake
 
-.PHONY: deps build test test-cpp test-cuda-compile test-py bench sanitize clean
+.PHONY: deps build test test-cpp test-cuda-compile test-py bench sanitize fuzz clean
 
 # An installed torch (CPU or CUDA build) is kept; only where none is, the pinned CPU build is
 # installed. Never an unpinned torch: pip would fetch the newest CUDA build.
@@ -50,6 +55,15 @@ sanitize: deps
 	cp fastlayers/*.py $(SANITIZE_DIR)/fastlayers/
 	cd $(SANITIZE_DIR) && $(SANITIZE_ENV) $(PYTHON) -c "import fastlayers; assert '$(SANITIZE_DIR)' in fastlayers._C.__file__"
 	cd $(SANITIZE_DIR) && $(SANITIZE_ENV) $(PYTHON) -m pytest -q -p no:cacheprovider --rootdir=$(CURDIR) $(CURDIR)/tests
+
+FUZZ_SEED ?= $(shell date +%s)
+FUZZ_EXAMPLES ?= 10000
+FUZZ_FILES := tests/test_fuzz.py tests/test_fuzz_invalid.py tests/test_bad_inputs.py
+
+fuzz: build
+	FASTLAYERS_FUZZ=deep FASTLAYERS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) \
+	FASTLAYERS_FUZZ_SUMMARY=bench/results/fuzz-latest.json \
+	$(PYTHON) -m pytest -q $(FUZZ_FILES) --hypothesis-seed=$(FUZZ_SEED)
 
 clean:
 	rm -rf build *.egg-info fastlayers/*.so

@@ -3,6 +3,7 @@
 #include "checks.h"
 
 #include <c10/util/irange.h>
+#include <c10/util/safe_numerics.h>
 
 #include <sstream>
 
@@ -31,6 +32,27 @@ void check_non_negative(const char* op, const char* name, c10::IntArrayRef v) {
     FASTLAYERS_CHECK(x >= 0, op, "expected ", name, " to be non-negative, but got ", name, "=",
                      list(v));
   }
+}
+
+// a + b and a * b for the geometry arithmetic, refusing arguments (padding, dilation, stride near
+// 2^63) whose padded sizes or dilated windows int64 cannot hold, instead of wrapping around.
+int64_t checked_add(const char* op, int64_t a, int64_t b, const char* what) {
+  int64_t out = 0;
+  FASTLAYERS_CHECK(!c10::add_overflows(a, b, &out), op, what, " overflows int64 (", a, " + ", b,
+                   ")");
+  return out;
+}
+
+int64_t checked_mul(const char* op, int64_t a, int64_t b, const char* what) {
+  int64_t out = 0;
+  FASTLAYERS_CHECK(!c10::mul_overflows(a, b, &out), op, what, " overflows int64 (", a, " * ", b,
+                   ")");
+  return out;
+}
+
+// dilation * (kernel - 1) + 1: the extent of a dilated window.
+int64_t window_extent(const char* op, int64_t kernel, int64_t dilation, const char* what) {
+  return checked_add(op, checked_mul(op, dilation, kernel - 1, what), 1, what);
 }
 
 }  // namespace
@@ -69,6 +91,7 @@ void check_dtype(const char* op, const char* name, const at::Tensor& t,
 
 void check_like(const char* op, const char* name, const at::Tensor& t, const char* ref_name,
                 const at::Tensor& ref) {
+  FASTLAYERS_CHECK(t.defined(), op, "expected ", name, " to be a tensor, but got None");
   FASTLAYERS_CHECK(t.device() == ref.device(), op, "expected ", name,
                    " to be on the same device as ", ref_name, " (", ref.device(), "), but got ",
                    t.device());
@@ -120,6 +143,9 @@ Conv2dParams conv2d_params(const char* op, c10::IntArrayRef input_size,
   FASTLAYERS_CHECK(weight_size.size() == 4, op,
                    "expected weight to be 4-D (out_channels, in_channels / groups, kH, kW), but got ",
                    weight_size.size(), "-D weight of size ", weight_size);
+  for (int64_t s : input_size) {
+    FASTLAYERS_CHECK(s >= 0, op, "expected input sizes to be non-negative, but got ", input_size);
+  }
   for (int64_t s : weight_size) {
     FASTLAYERS_CHECK(s >= 0, op, "expected weight sizes to be non-negative, but got ", weight_size);
   }
@@ -130,6 +156,13 @@ Conv2dParams conv2d_params(const char* op, c10::IntArrayRef input_size,
   p.pad_top = padding[0], p.pad_left = padding[2];
   p.dilation_h = dilation[0], p.dilation_w = dilation[1];
   p.groups = groups;
+  // torch refuses both: a convolution without output channels, and empty planes in a batch of
+  // channels (an empty batch, or zero channels, may have empty planes if the padding fills them).
+  FASTLAYERS_CHECK(p.OC > 0, op, "expected out_channels (weight.size(0)) to be positive, but got ",
+                   "weight of size ", weight_size);
+  FASTLAYERS_CHECK(p.N == 0 || p.C == 0 || (p.H > 0 && p.W > 0), op, "expected non-empty ",
+                   "planes (H and W > 0) in an input with a batch and channels, but got input of ",
+                   "size ", input_size);
   FASTLAYERS_CHECK(p.C % groups == 0, op, "expected in_channels (", p.C,
                    ") to be divisible by groups (", groups, ")");
   FASTLAYERS_CHECK(p.OC % groups == 0, op, "expected out_channels (weight.size(0) = ", p.OC,
@@ -139,8 +172,12 @@ Conv2dParams conv2d_params(const char* op, c10::IntArrayRef input_size,
                    ", but got weight of size ", weight_size);
   FASTLAYERS_CHECK(p.KH > 0 && p.KW > 0, op, "expected a non-empty kernel, but got weight of size ",
                    weight_size);
-  const int64_t padded_h = p.H + padding[0] + padding[1], padded_w = p.W + padding[2] + padding[3];
-  const int64_t kernel_h = p.dilation_h * (p.KH - 1) + 1, kernel_w = p.dilation_w * (p.KW - 1) + 1;
+  const int64_t padded_h = checked_add(op, checked_add(op, p.H, padding[0], "the padded height"),
+                                       padding[1], "the padded height");
+  const int64_t padded_w = checked_add(op, checked_add(op, p.W, padding[2], "the padded width"),
+                                       padding[3], "the padded width");
+  const int64_t kernel_h = window_extent(op, p.KH, p.dilation_h, "the dilated kernel height");
+  const int64_t kernel_w = window_extent(op, p.KW, p.dilation_w, "the dilated kernel width");
   FASTLAYERS_CHECK(kernel_h <= padded_h && kernel_w <= padded_w, op, "expected the (dilated) ",
                    "kernel (", kernel_h, " x ", kernel_w, ") to fit in the padded input (",
                    padded_h, " x ", padded_w, "); the kernel can't be larger than the input");
@@ -151,11 +188,19 @@ Conv2dParams conv2d_params(const char* op, c10::IntArrayRef input_size,
 
 int64_t pool_output_size(int64_t in, int64_t kernel, int64_t pad, int64_t stride,
                          int64_t dilation, bool ceil_mode) {
-  const int64_t span = in + 2 * pad - dilation * (kernel - 1) - 1 + (ceil_mode ? stride - 1 : 0);
-  // Floor division, also for a negative span (ATen's div_rtn).
-  int64_t out = (span >= 0 ? span / stride : -((-span + stride - 1) / stride)) + 1;
-  // In ceil mode, the last window must start inside the input or its left padding.
-  if (ceil_mode && (out - 1) * stride >= in + pad) --out;
+  // ATen's floor((in + 2 * pad - extent + (ceil_mode ? stride - 1 : 0)) / stride) + 1, as a floor
+  // or ceil division of span by the stride, for either sign of span: nothing here can wrap around
+  // for the sizes max_pool2d_params lets through (in + 2 * pad and the extent fit in int64).
+  const int64_t span = in + 2 * pad - (dilation * (kernel - 1) + 1);
+  int64_t out = 1;
+  if (ceil_mode) {
+    out += span >= 0 ? span / stride + (span % stride != 0) : -(-span / stride);
+  } else {
+    out += span >= 0 ? span / stride : -((-span - 1) / stride) - 1;
+  }
+  // In ceil mode, the last window must start inside the input or its left padding:
+  // (out - 1) * stride < in + pad, compared without the product.
+  if (ceil_mode && out > 1 && out - 1 > (in + pad - 1) / stride) --out;
   return out;
 }
 
@@ -180,6 +225,11 @@ Pool2dParams max_pool2d_params(const char* op, c10::IntArrayRef input_size,
                    input_size.size(), "-D input of size ", input_size);
   FASTLAYERS_CHECK(input_size[1] > 0 && input_size[2] > 0 && input_size[3] > 0, op,
                    "expected input with non-zero C, H and W, but got input of size ", input_size);
+  // pool_output_size needs in + 2 * pad and the window's extent in int64.
+  for (const auto i : c10::irange(2)) {
+    checked_add(op, input_size[2 + i], 2 * padding[i], "the padded input");
+    window_extent(op, kernel_size[i], dilation[i], "the dilated window");
+  }
   Pool2dParams p{};
   p.planes = input_size[0] * input_size[1];
   p.H = input_size[2], p.W = input_size[3];

@@ -3,6 +3,7 @@
 // kernels/cpu/. float16 and bfloat16 calls are widened to float32 (cpu_half.h).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <c10/util/safe_numerics.h>
 #include <torch/library.h>
 
 #include "cpu_context.h"

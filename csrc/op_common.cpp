@@ -3,6 +3,9 @@
 #include "op_common.h"
 
 #include <c10/util/accumulate.h>
+#include <c10/util/safe_numerics.h>
+
+#include <algorithm>
 
 namespace fastlayers {
 
@@ -152,6 +155,12 @@ Pool2dParams max_pool2d_backward_args(const Backend& backend, const char* op,
                    indices.device());
   FASTLAYERS_CHECK(input_size.size() == 4, op, "expected input_size to have 4 values (N, C, H, ",
                    "W), but got ", input_size);
+  uint64_t numel = 0;
+  const bool overflows = c10::safe_multiplies_u64(input_size, &numel);
+  FASTLAYERS_CHECK(std::all_of(input_size.begin(), input_size.end(), [](int64_t s) { return s >= 0; }) &&
+                       !overflows && numel <= uint64_t(INT64_MAX),
+                   op, "expected input_size to be non-negative sizes whose product int64 can hold, ",
+                   "but got ", input_size);
   check_dim(op, "grad_output", grad_output, 4, "(N, C, OH, OW)");
   FASTLAYERS_CHECK(grad_output.size(0) == input_size[0] && grad_output.size(1) == input_size[1],
                    op, "expected grad_output to have the batch and channels of input_size ",

@@ -58,19 +58,46 @@ def _conv2d_grads(ctx, grad):
     return grad_input, grad_weight, grad_bias
 
 
-def _max_pool2d_setup(ctx, input, indices):
+def _empty_windows(input_hw, output_hw, kernel, stride, padding, dilation, device):
+    """The (OH, OW) mask of the pooling windows that lie wholly in the padding, or None where the
+    geometry has none: only a dilated window that starts in the padding can step over the whole
+    input, the padding being at most half the window. Such a window gives -inf and, as in torch,
+    an index that is not one of its own taps (past the end of the plane, or the next row's first
+    element); its output depends on no input, so its gradient must go nowhere."""
+    if not any(p > 0 and d > 1 for p, d in zip(padding, dilation)):
+        return None
+    empty = []
+    for size, out, k, s, p, d in zip(input_hw, output_hw, kernel, stride, padding, dilation):
+        start = torch.arange(out, dtype=torch.int64) * s - p
+        first = (-start).clamp(min=0).add(d - 1).div(d, rounding_mode="floor")  # first tap >= 0
+        empty.append((first >= k) | (start + first * d >= size))
+    return (empty[0][:, None] | empty[1][None, :]).to(device)
+
+
+def _pool_backward(grad, indices, input_shape, geometry):
+    """max_pool2d_backward for indices from fastlayers' forward, the empty windows' gradients
+    dropped (see _empty_windows). geometry is (kernel, stride, padding, dilation)."""
+    empty = _empty_windows(input_shape[-2:], grad.shape[-2:], *geometry, grad.device)
+    if empty is not None:  # the geometry decides, not the data: torch.compile traces it whole
+        grad, indices = grad.masked_fill(empty, 0), indices.masked_fill(empty, 0)
+    return ops.max_pool2d_backward(grad, indices, input_shape)
+
+
+def _max_pool2d_setup(ctx, input, indices, kernel, stride, padding, dilation):
     ctx.input_shape = input.shape
+    ctx.pool_geometry = (kernel, stride, padding, dilation)
     ctx.mark_non_differentiable(indices)
     ctx.save_for_backward(indices)
 
 
 def _max_pool2d_grad(ctx, grad, _grad_indices):
     (indices,) = ctx.saved_tensors
-    return ops.max_pool2d_backward(grad, indices, ctx.input_shape)
+    return _pool_backward(grad, indices, ctx.input_shape, ctx.pool_geometry)
 
 
-def _conv2d_relu_max_pool2d_setup(ctx, input, weight, bias, stride, padding, dilation, groups, output):
+def _conv2d_relu_max_pool2d_setup(ctx, input, weight, bias, stride, padding, dilation, groups, pool_args, output):
     out, indices = output
+    ctx.pool_geometry = tuple(pool_args[:4])
     ctx.has_bias = bias is not None
     ctx.geometry = (stride, padding, dilation, groups)
     oh, ow = conv2d_output_hw(input.shape[2], input.shape[3], weight.shape[2:], stride, padding, dilation)
@@ -83,7 +110,7 @@ def _conv2d_relu_max_pool2d_grads(ctx, grad, _grad_indices):
     # The ReLU's mask on the activation, read at each window's maximum, is the pooled output > 0;
     # the rest of the activation gets no gradient from the pool anyway.
     out, indices = ctx.saved_tensors[3:]
-    grad = ops.max_pool2d_backward(ops.relu_backward(grad, out), indices, ctx.activation_shape)
+    grad = _pool_backward(ops.relu_backward(grad, out), indices, ctx.activation_shape, ctx.pool_geometry)
     return _conv2d_grads(ctx, grad)
 
 
@@ -138,7 +165,7 @@ class Conv2dReLUMaxPool2d(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        _conv2d_relu_max_pool2d_setup(ctx, *inputs[:7], output)
+        _conv2d_relu_max_pool2d_setup(ctx, *inputs[:7], inputs[7:], output)
 
     @staticmethod
     def backward(ctx, grad, grad_indices):
@@ -154,7 +181,7 @@ class MaxPool2d(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        _max_pool2d_setup(ctx, inputs[0], output[1])
+        _max_pool2d_setup(ctx, inputs[0], output[1], *inputs[1:5])
 
     @staticmethod
     def backward(ctx, grad, grad_indices):
@@ -204,9 +231,9 @@ for _relu in (False, True):
 _register(
     "conv2d_relu_max_pool2d",
     _conv2d_relu_max_pool2d_grads,
-    lambda ctx, inputs, output: _conv2d_relu_max_pool2d_setup(ctx, *inputs[:7], output),
+    lambda ctx, inputs, output: _conv2d_relu_max_pool2d_setup(ctx, *inputs[:7], inputs[7:], output),
 )
-_register("max_pool2d", _max_pool2d_grad, lambda ctx, inputs, output: _max_pool2d_setup(ctx, inputs[0], output[1]))
+_register("max_pool2d", _max_pool2d_grad, lambda ctx, inputs, output: _max_pool2d_setup(ctx, inputs[0], output[1], *inputs[1:5]))
 _register("relu", _relu_grad, lambda ctx, inputs, output: _relu_setup(ctx, output))
 
 

@@ -11,7 +11,7 @@ IntOrPair = Union[int, Sequence[int]]
 
 def pair(value: IntOrPair, name: str, op: str) -> list[int]:
     """An int or a pair of ints as a list of two ints, as torch.nn.modules.utils._pair."""
-    if isinstance(value, bool):
+    if isinstance(value, bool) or not isinstance(value, (int, Sequence)) or isinstance(value, str):
         raise TypeError(f"fastlayers.{op}: expected {name} to be an int or a pair of ints, but got {value!r}")
     if isinstance(value, int):
         return [value, value]

@@ -23,11 +23,17 @@ def _grad_needed(*tensors) -> bool:
     """Whether autograd must record this call. When it need not (inference, torch.no_grad), the
     op is called directly: torch.autograd.Function.apply alone costs ~15 us, more than a small
     layer's whole forward."""
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    return torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in tensors)
+
+
+def _check_tensor(op, name, t):
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"fastlayers.{op}: expected {name} to be a Tensor, but got {type(t).__name__}")
 
 
 def linear(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """y = input @ weight.T + bias over the last dimension, like torch.nn.functional.linear."""
+    _check_tensor("linear", "input", input)
     if _grad_needed(input, weight, bias):
         return _autograd.Linear.apply(input, weight, bias, False)
     return ops.linear(input, weight, bias)
@@ -35,6 +41,7 @@ def linear(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tenso
 
 def linear_relu(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """relu(linear(input, weight, bias)) in one kernel: bias and ReLU in the GEMM epilogue."""
+    _check_tensor("linear_relu", "input", input)
     if _grad_needed(input, weight, bias):
         return _autograd.Linear.apply(input, weight, bias, True)
     return ops.linear_relu(input, weight, bias)
@@ -43,6 +50,8 @@ def linear_relu(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
 def _conv2d_args(op, input, weight, stride, padding, dilation):
     """Checks the input and weight ranks; returns stride, [top, bottom, left, right] padding and
     dilation as the ops take them."""
+    _check_tensor(op, "input", input)
+    _check_tensor(op, "weight", weight)
     if input.dim() not in (3, 4):
         raise RuntimeError(f"fastlayers.{op}: expected input to be 3-D (C, H, W) or 4-D (N, C, H, W), but got {input.dim()}-D input of size {list(input.shape)}")
     if weight.dim() != 4:
@@ -142,6 +151,7 @@ def max_pool2d(
     """2-D max pooling with torch's semantics (-inf padding, ceil_mode, NaN propagation); the
     indices are torch's, usable by torch.nn.functional.max_unpool2d."""
     op = "max_pool2d"
+    _check_tensor(op, "input", input)
     if input.dim() not in (3, 4):
         raise RuntimeError(f"fastlayers.{op}: expected input to be 3-D (C, H, W) or 4-D (N, C, H, W), but got {input.dim()}-D input of size {list(input.shape)}")
     args = _pool_args(op, kernel_size, stride, padding, dilation, ceil_mode)
@@ -157,5 +167,6 @@ def max_pool2d(
 def relu(input: torch.Tensor, inplace: bool = False) -> torch.Tensor:
     """max(input, 0), NaN propagated. With inplace=True the result is written back into input
     (and input is returned), with the same autograd rules as torch's in-place ReLU."""
+    _check_tensor("relu", "input", input)
     out = _autograd.ReLU.apply(input) if _grad_needed(input) else ops.relu(input)
     return input.copy_(out) if inplace else out

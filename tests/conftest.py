@@ -1,13 +1,42 @@
 """Shared fixtures: the device parameter (CUDA cases skip where there is no GPU or no CUDA
 build), NaN-poisoned allocations, a float comparison that reports the worst element, and the
-float16/bfloat16 comparison against torch's own error at the same dtype."""
+float16/bfloat16 comparison against torch's own error at the same dtype. Also the hypothesis
+profiles of the fuzz tests (FASTLAYERS_FUZZ=fast, the default, or deep) and the hooks that count
+their cases per op (fuzz_report.py)."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+from hypothesis import HealthCheck, settings
 
 import fastlayers
+import fuzz_report
+
+# fast: make test; derandomized (the same cases every run) and about 50 per op, so the fuzz files
+# take well under a minute. deep: make fuzz; 10,000 cases per op (FASTLAYERS_FUZZ_EXAMPLES), drawn
+# from --hypothesis-seed.
+# No example database: a failure is reproduced from the printed seed or blob, not from local state.
+_FUZZ_SETTINGS = dict(
+    deadline=None,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile("fast", max_examples=50, derandomize=True, **_FUZZ_SETTINGS)
+settings.register_profile("deep", max_examples=int(os.environ.get("FASTLAYERS_FUZZ_EXAMPLES", 10_000)), **_FUZZ_SETTINGS)
+FUZZ_PROFILE = os.environ.get("FASTLAYERS_FUZZ", "fast")
+settings.load_profile(FUZZ_PROFILE)
+
+
+def pytest_runtest_logreport(report):
+    fuzz_report.record(report)
+
+
+def pytest_terminal_summary(terminalreporter):
+    fuzz_report.terminal_summary(terminalreporter, FUZZ_PROFILE, terminalreporter.config.getoption("hypothesis_seed", None))
 
 HAS_CUDA = torch.cuda.is_available() and fastlayers.has_cuda()
 needs_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU and a CUDA build")

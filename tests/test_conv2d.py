@@ -173,6 +173,24 @@ def test_thread_counts_agree(device, cpu_isa):
         torch.set_num_threads(old)
 
 
+@pytest.mark.parametrize("channels", [2, 16])  # col2im grad_input, and the flipped-weight conv
+def test_relu_backward_mask_passes_nan_outputs(device, cpu_isa, channels):
+    # A NaN output of conv2d_relu passes its gradient on, as torch.relu's threshold_backward does
+    # (it stops the gradient only where the output is <= 0): NaN where the mask keeps it.
+    x = torch.randn(2, channels, 6, 6, device=device, dtype=torch.float64)
+    x[0, 0, 2, 3] = float("nan")
+    w = torch.randn(3, channels, 3, 3, device=device, dtype=torch.float64)
+    b = torch.randn(3, device=device, dtype=torch.float64)
+    gy = torch.randn(2, 3, 6, 6, device=device, dtype=torch.float64)
+    leaves = [t.clone().requires_grad_() for t in (x, w, b)]
+    got = torch.autograd.grad(FF.conv2d_relu(*leaves, padding=1), leaves, gy)
+    refs = [t.clone().requires_grad_() for t in (x, w, b)]
+    want = torch.autograd.grad(torch.relu(F.conv2d(*refs, padding=1)), refs, gy)
+    for name, g, r in zip(("grad_input", "grad_weight", "grad_bias"), got, want):
+        assert torch.equal(g.isnan(), r.isnan()), name
+        torch.testing.assert_close(g, r, equal_nan=True, msg=lambda m: f"{name}: {m}")
+
+
 def test_opcheck(device):
     x, w, b = make((2, 4, 6, 7), 6, (3, 3), 2, torch.float32, device)
     args = ([1, 2], [1, 0, 1, 1], [1, 1], 2)
@@ -219,6 +237,34 @@ def test_module_is_a_torch_conv2d_with_its_state_dict(device):
     back.load_state_dict(fast.state_dict())
 
 
+TYPE_ERRORS = [
+    ("input a list", lambda: FF.conv2d([[1.0]], W), ["fastlayers.conv2d", "input", "Tensor", "list"]),
+    ("weight None", lambda: FF.conv2d_relu(X, None), ["fastlayers.conv2d_relu", "weight", "NoneType"]),
+    ("stride a float", lambda: FF.conv2d(X, W, stride=1.5), ["fastlayers.conv2d", "stride", "1.5"]),
+    ("dilation a string", lambda: FF.conv2d(X, W, dilation="2"), ["dilation", "'2'"]),
+]
+
+
+@pytest.mark.parametrize("what,call,words", TYPE_ERRORS, ids=[e[0] for e in TYPE_ERRORS])
+def test_wrong_argument_types_raise_type_error(what, call, words):
+    assert_raises_with(call, words, TypeError)
+
+
+def test_undefined_weight_through_the_op_is_named():
+    assert_raises_with(lambda: ops.conv2d(X, None, None, [1, 1], [0] * 4, [1, 1], 1), ["fastlayers.conv2d", "weight", "None"])
+
+
+def test_empty_planes_in_an_empty_batch_or_no_channels(device):
+    # torch accepts empty planes when the batch or the channels are empty too; the padding makes
+    # the output plane. With no input channels the convolution is its bias (torch returns a
+    # tensor of zero channels there, whatever the weight; fastlayers returns the bias).
+    w, b = torch.randn(6, 4, 3, 3, device=device), torch.randn(6, device=device)
+    out = FF.conv2d(torch.randn(0, 4, 0, 8, device=device), w, b, padding=2)
+    assert out.shape == F.conv2d(torch.randn(0, 4, 0, 8, device=device), w, b, padding=2).shape == (0, 6, 2, 10)
+    out = FF.conv2d(torch.randn(3, 0, 0, 5, device=device), torch.randn(6, 0, 3, 3, device=device), b, padding=2)
+    assert torch.equal(out, b.view(1, 6, 1, 1).expand(3, 6, 2, 7))
+
+
 def test_same_padding_with_stride_is_refused():
     with pytest.raises(RuntimeError, match="padding='same' is not supported for strided convolutions"):
         FF.conv2d(torch.randn(1, 2, 5, 5), torch.randn(3, 2, 3, 3), stride=2, padding="same")
@@ -250,6 +296,14 @@ ERRORS = [
     ("device mismatch", lambda: FF.conv2d(X, W.to("meta")), ["weight", "same device as input", "meta"]),
     ("grad_output shape", lambda: ops.conv2d_grad_input(torch.randn(2, 6, 5, 5), W, [2, 4, 8, 8], [1, 1], [0] * 4, [1, 1], 1, None), ["conv2d_grad_input", "grad_output", "[2, 6, 6, 6]", "[2, 6, 5, 5]"]),
     ("padding list length", lambda: ops.conv2d(X, W, None, [1, 1], [1, 1], [1, 1], 1), ["padding", "4 values"]),
+    # sizes whose arithmetic int64 cannot hold (dilation 2**62 wrapped the kernel's extent to 1)
+    ("dilation overflows", lambda: FF.conv2d(X, W, dilation=2**62), ["dilated kernel height", "overflows int64"]),
+    ("padding overflows", lambda: FF.conv2d(X, W, padding=(1, 2**62)), ["padded width", "overflows int64"]),
+    ("grad_weight dilation overflows", lambda: ops.conv2d_grad_weight(torch.randn(2, 6, 6, 6), X, [6, 4, 3, 3], [1, 1], [0] * 4, [1, 2**62], 1, None), ["conv2d_grad_weight", "overflows int64"]),
+    # refused by torch too
+    ("no out_channels", lambda: FF.conv2d(X, torch.randn(0, 4, 3, 3)), ["out_channels (weight.size(0)) to be positive", "[0, 4, 3, 3]"]),
+    ("empty planes", lambda: FF.conv2d(torch.randn(2, 4, 0, 8), W, padding=1), ["non-empty planes", "[2, 4, 0, 8]"]),
+    ("empty planes, conv2d_relu", lambda: FF.conv2d_relu(torch.randn(1, 4, 8, 0), W, padding=1), ["fastlayers.conv2d_relu", "non-empty planes"]),
 ]
 
 

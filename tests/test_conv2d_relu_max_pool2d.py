@@ -107,6 +107,21 @@ def test_gradcheck(device, cpu_isa, shape, oc, kernel, conv, pool):
         assert torch.autograd.gradgradcheck(lambda x, w, b: FF.conv2d_relu_max_pool2d(x, w, b, **conv, **pool), (x, w, b))
 
 
+def test_pool_window_wholly_in_the_padding_passes_no_gradient(device):
+    # 1 x 1 activations, a dilated pool window starting in the padding: the output is -inf, its
+    # index lies past the plane (as torch's), and nothing depends on the input: zero gradients.
+    # (torch's max_pool2d backward writes past the plane there, so the gradient is computed here.)
+    x = torch.randn(3, 2, 1, 1, device=device, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 2, 1, 1, device=device, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(4, device=device, dtype=torch.float64, requires_grad=True)
+    pool = dict(pool_kernel_size=(1, 2), pool_stride=(1, 2), pool_padding=(0, 1), pool_dilation=(1, 2))
+    out, idx = FF.conv2d_relu_max_pool2d(x, w, b, **pool, return_indices=True)
+    ref, ref_idx = torch_reference(x.detach(), w.detach(), b.detach(), {}, pool)
+    assert torch.equal(out, ref) and torch.equal(idx, ref_idx) and out.isneginf().all()
+    for g in torch.autograd.grad(out, (x, w, b), torch.randn_like(out)):
+        assert not g.any()
+
+
 def test_opcheck(device):
     x = torch.randn(2, 4, 9, 8, device=device, requires_grad=True)
     w = torch.randn(6, 2, 3, 3, device=device, requires_grad=True)

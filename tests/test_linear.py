@@ -125,19 +125,20 @@ def test_relu_backward_mask_drops_nan_grad(device, cpu_isa):
     assert gx.tolist() == [[2.0, 0.0]]
 
 
-def test_relu_mask_passes_gradient_where_output_is_nan(device, cpu_isa):
-    """torch's threshold_backward drops the gradient only where the output is <= 0, so a NaN
-    output passes it; the fused backward kernels must do the same, in every pass."""
-    x = torch.randn(4, 6, device=device, dtype=torch.float64)
+def test_relu_backward_mask_passes_nan_outputs(device, cpu_isa):
+    # A NaN output of linear_relu passes its gradient on, as torch.relu's threshold_backward does
+    # (it stops the gradient only where the output is <= 0): into grad_input, grad_weight and
+    # grad_bias alike.
+    x = torch.randn(5, 4, device=device, dtype=torch.float64)
     x[1, 2] = float("nan")
-    w = torch.randn(5, 6, device=device, dtype=torch.float64)
-    b = torch.randn(5, device=device, dtype=torch.float64)
-    gy = torch.randn(4, 5, device=device, dtype=torch.float64)
-    fast = [t.clone().requires_grad_() for t in (x, w, b)]
-    ref = [t.clone().requires_grad_() for t in (x, w, b)]
-    got = torch.autograd.grad(FF.linear_relu(*fast), fast, gy)
-    want = torch.autograd.grad(torch.relu(F.linear(*ref)), ref, gy)
-    for name, g, r in zip(("input", "weight", "bias"), got, want):
+    w = torch.randn(3, 4, device=device, dtype=torch.float64)
+    b = torch.randn(3, device=device, dtype=torch.float64)
+    gy = torch.randn(5, 3, device=device, dtype=torch.float64)
+    leaves = [t.clone().requires_grad_() for t in (x, w, b)]
+    got = torch.autograd.grad(FF.linear_relu(*leaves), leaves, gy)
+    refs = [t.clone().requires_grad_() for t in (x, w, b)]
+    want = torch.autograd.grad(torch.relu(F.linear(*refs)), refs, gy)
+    for name, g, r in zip(("grad_input", "grad_weight", "grad_bias"), got, want):
         torch.testing.assert_close(g, r, equal_nan=True, msg=lambda m: f"{name}: {m}")
 
 
@@ -183,6 +184,8 @@ ERRORS = [
     ("device mismatch", lambda: FF.linear(torch.randn(3, 5), torch.randn(4, 5, device="meta")), RuntimeError, ["weight", "same device as input", "meta"]),
     ("grad_output width", lambda: ops.linear_grad_input(torch.randn(3, 5), torch.randn(4, 6), None), RuntimeError, ["linear_grad_input", "out_features=4"]),
     ("relu_output shape", lambda: ops.linear_grad_weight(torch.randn(3, 4), torch.randn(3, 6), torch.randn(3, 5)), RuntimeError, ["relu_output", "[3, 4]"]),
+    ("input a list", lambda: FF.linear([[1.0]], torch.randn(4, 1)), TypeError, ["fastlayers.linear", "input", "list"]),
+    ("weight None", lambda: FF.linear_relu(torch.randn(3, 5), None), RuntimeError, ["fastlayers.linear_relu", "weight", "None"]),
     ("bias_grad channel_dim", lambda: ops.bias_grad(torch.randn(3, 4), None, 2), RuntimeError, ["bias_grad", "channel_dim"]),
 ]
 

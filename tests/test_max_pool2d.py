@@ -89,12 +89,48 @@ def test_all_minus_inf_window_takes_torchs_index(device):
         assert torch.equal(out, ref) and torch.equal(idx, ref_idx)
 
 
+# A dilated window that starts in the padding can step over the whole input: its output is -inf
+# and its index (torch's) is none of its taps: past the end of the plane (first case), or the
+# next row's first element (second case). Its output depends on no input: it passes no gradient.
+# (torch's backward adds it at that index: past the plane, that writes out of bounds.)
+EMPTY_WINDOWS = [((1, 1, 1, 1), (1, 2), (1, 2), (0, 1), (1, 2)), ((2, 3, 4, 2), (3, 2), (2, 2), (1, 1), (2, 3))]
+
+
+@pytest.mark.parametrize("shape,k,s,p,d", EMPTY_WINDOWS)
+@pytest.mark.parametrize("api", ["functional", "op"])
+def test_window_wholly_in_the_padding_passes_no_gradient(device, shape, k, s, p, d, api):
+    x = torch.randn(*shape, device=device, dtype=torch.float64, requires_grad=True)
+    pool = (lambda x: FF.max_pool2d(x, k, s, p, d, return_indices=True)) if api == "functional" else (lambda x: ops.max_pool2d(x, k, s, p, d, False))
+    out, idx = pool(x)
+    ref, ref_idx = F.max_pool2d(x.detach(), k, s, p, d, return_indices=True)
+    assert torch.equal(out, ref) and torch.equal(idx, ref_idx)
+    empty = F.max_pool2d(torch.zeros(shape[2:], device=device)[None], k, s, p, d)[0].isneginf()  # no tap inside
+    assert empty.any() and out[..., empty].isneginf().all()
+    gy = torch.randn_like(out)
+    (gx,) = torch.autograd.grad(out, x, gy)
+    expected = torch.zeros_like(x).flatten(-2).scatter_add(-1, idx.masked_fill(empty, 0).flatten(-2), gy.masked_fill(empty, 0).flatten(-2))
+    assert torch.equal(gx, expected.view_as(x))
+
+
 def test_indices_work_with_max_unpool2d(device):
     x = torch.randn(2, 3, 8, 8, device=device)
     out, idx = FF.max_pool2d(x, 2, return_indices=True)
     restored = F.max_unpool2d(out, idx, 2, output_size=x.shape[-2:])
     ref_out, ref_idx = F.max_pool2d(x, 2, return_indices=True)
     assert torch.equal(restored, F.max_unpool2d(ref_out, ref_idx, 2, output_size=x.shape[-2:]))
+
+
+def test_windows_and_strides_near_int64(device):
+    # A 2**62-row window padded by 2**61 is one window over every row (the walk to its first row
+    # used to step through the padding one row at a time); a 2**63 - 1 stride in ceil mode gives
+    # one window. Both as torch gives them with small numbers.
+    x = torch.randn(2, 3, 7, 5, device=device)
+    out, idx = FF.max_pool2d(x, (2**62, 2), (2**62, 1), (2**61, 0), return_indices=True)
+    ref, ref_idx = F.max_pool2d(x, (7, 2), (7, 1), return_indices=True)
+    assert torch.equal(out, ref) and torch.equal(idx, ref_idx)
+    out, idx = FF.max_pool2d(x, 3, 2**63 - 1, 1, ceil_mode=True, return_indices=True)
+    ref, ref_idx = F.max_pool2d(x, 3, 100, 1, ceil_mode=True, return_indices=True)
+    assert torch.equal(out, ref) and torch.equal(idx, ref_idx)
 
 
 @pytest.mark.parametrize("shape,k,s,p,d,ceil", [((2, 2, 6, 7), 3, 2, 1, 1, True), ((1, 3, 5, 5), 2, 1, 0, 2, False), ((2, 4, 4), 2, None, 1, 1, False)])
@@ -150,6 +186,11 @@ ERRORS = [
     ("empty plane", lambda: FF.max_pool2d(torch.randn(1, 0, 4, 4), 2), ["non-zero C, H and W"]),
     ("integer input", lambda: FF.max_pool2d(X.long(), 2), ["input", "torch.int64"]),
     ("bad indices", lambda: ops.max_pool2d_backward(torch.randn(1, 1, 2, 2), torch.full((1, 1, 2, 2), 99), [1, 1, 4, 4]), ["max_pool2d_backward", "outside its 4 x 4 input plane"]),
+    # dilation 2**62 wrapped the window's extent around to 1
+    ("window overflows", lambda: FF.max_pool2d(X, 5, dilation=(1, 2**62)), ["dilated window", "overflows int64"]),
+    ("window overflows, fused", lambda: FF.conv2d_relu_max_pool2d(X, torch.randn(2, 3, 1, 1), pool_kernel_size=3, pool_dilation=2**62), ["conv2d_relu_max_pool2d", "overflows int64"]),
+    ("negative input_size", lambda: ops.max_pool2d_backward(torch.randn(1, 1, 2, 2), torch.zeros(1, 1, 2, 2, dtype=torch.int64), [1, 1, -4, 4]), ["max_pool2d_backward", "input_size", "non-negative"]),
+    ("input_size past int64", lambda: ops.max_pool2d_backward(torch.randn(1, 1, 2, 2), torch.zeros(1, 1, 2, 2, dtype=torch.int64), [1, 1, 2**62, 4]), ["max_pool2d_backward", "input_size", "int64"]),
     ("indices dtype", lambda: ops.max_pool2d_backward(torch.randn(1, 1, 2, 2), torch.zeros(1, 1, 2, 2, dtype=torch.int32), [1, 1, 4, 4]), ["indices", "torch.int64", "torch.int32"]),
 ]
 
@@ -157,3 +198,8 @@ ERRORS = [
 @pytest.mark.parametrize("what,call,words", ERRORS, ids=[e[0] for e in ERRORS])
 def test_bad_input_raises_clear_error(what, call, words):
     assert_raises_with(call, words)
+
+
+def test_wrong_argument_types_raise_type_error():
+    assert_raises_with(lambda: FF.max_pool2d(None, 2), ["fastlayers.max_pool2d", "input", "NoneType"], TypeError)
+    assert_raises_with(lambda: FF.max_pool2d(X, 2.5), ["fastlayers.max_pool2d", "kernel_size", "2.5"], TypeError)

@@ -48,9 +48,22 @@ def test_special_values(device):
     assert torch.equal(y.isnan(), ref.isnan()) and torch.equal(y.nan_to_num(), ref.nan_to_num())
     assert torch.equal(y.signbit(), ref.signbit())  # relu(-0.0) is -0.0
     (gx,) = torch.autograd.grad(y, x, torch.ones_like(y))
-    (gr,) = torch.autograd.grad(torch.relu(x), x, torch.ones_like(y))
-    # threshold_backward: the gradient is dropped where y <= 0, so it passes where y is NaN.
-    assert gx.tolist() == gr.tolist() == [1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0]
+    # threshold_backward: the gradient stops where y <= 0, so a NaN output passes it on.
+    assert gx.tolist() == [1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0]
+    xr = x.detach().clone().requires_grad_()
+    assert torch.equal(gx, torch.autograd.grad(torch.relu(xr), xr, torch.ones_like(y))[0])
+
+
+@pytest.mark.parametrize("n", [7, 100_000])  # scalar loop and the threaded, vectorised one
+def test_nan_output_passes_the_gradient_like_torch(device, n):
+    x = torch.randn(n, device=device)
+    x[::3] = float("nan")
+    x.requires_grad_()
+    gy = torch.randn(n, device=device)
+    (gx,) = torch.autograd.grad(FF.relu(x), x, gy)
+    xr = x.detach().clone().requires_grad_()
+    (gr,) = torch.autograd.grad(torch.relu(xr), xr, gy)
+    assert torch.equal(gx, gr)
 
 
 def test_gradcheck(device):
@@ -102,6 +115,11 @@ def test_opcheck(device):
 def test_unsupported_dtype_raises(dtype):
     with pytest.raises(RuntimeError, match=r"fastlayers.relu: expected input to be torch.float32 or torch.float64 on CPU, but got torch\."):
         FF.relu(torch.ones(3, dtype=dtype))
+
+
+def test_not_a_tensor_raises_type_error():
+    with pytest.raises(TypeError, match=r"fastlayers.relu: expected input to be a Tensor, but got list"):
+        FF.relu([1.0, -1.0])
 
 
 def test_relu_backward_shape_mismatch_raises():

@@ -123,8 +123,8 @@ bool use_padded_width(const Conv2dParams& p) {
   return p.stride_h == 1 && p.stride_w == 1 && p.OH > 0 && p.OW > 0;
 }
 
-// out[c][pad_top + h][pad_left + w] = x[c][h][w] (times mask[c][h][w] > 0, if a mask is given),
-// zero elsewhere, including kGemmColumnSlack elements past the last plane.
+// out[c][pad_top + h][pad_left + w] = x[c][h][w] (or 0 where mask[c][h][w] <= 0, if a mask is
+// given), zero elsewhere, including kGemmColumnSlack elements past the last plane.
 template <typename T>
 void pad_planes(const Conv2dParams& p, const PaddedWidth& pw, int64_t channels, const T* x,
                 const T* mask, T* out) {

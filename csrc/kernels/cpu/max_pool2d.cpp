@@ -13,17 +13,26 @@ namespace fastlayers::cpu {
 
 namespace {
 
+// The first of start, start + step, start + 2 * step, ... that is >= 0: a window's first row or
+// column inside the plane. Computed, not stepped to: the padding can be as large as half a
+// window of any size.
+inline int64_t first_in_bounds(int64_t start, int64_t step) {
+  if (start >= 0) return start;
+  const int64_t steps = -start / step + (-start % step != 0);
+  return start + steps * step;
+}
+
 // The general walk, for any padding, dilation and partial (ceil_mode) window.
 template <typename T>
 void pool_plane(const Pool2dParams& p, const T* in, T* out, int64_t* ind) {
   for (int64_t oh = 0; oh < p.OH; ++oh) {
-    int64_t h0 = oh * p.stride_h - p.pad_h;
-    const int64_t h1 = std::min(h0 + (p.kernel_h - 1) * p.dilation_h + 1, p.H);
-    while (h0 < 0) h0 += p.dilation_h;
+    const int64_t start_h = oh * p.stride_h - p.pad_h;
+    const int64_t h1 = std::min(start_h + (p.kernel_h - 1) * p.dilation_h + 1, p.H);
+    const int64_t h0 = first_in_bounds(start_h, p.dilation_h);
     for (int64_t ow = 0; ow < p.OW; ++ow) {
-      int64_t w0 = ow * p.stride_w - p.pad_w;
-      const int64_t w1 = std::min(w0 + (p.kernel_w - 1) * p.dilation_w + 1, p.W);
-      while (w0 < 0) w0 += p.dilation_w;
+      const int64_t start_w = ow * p.stride_w - p.pad_w;
+      const int64_t w1 = std::min(start_w + (p.kernel_w - 1) * p.dilation_w + 1, p.W);
+      const int64_t w0 = first_in_bounds(start_w, p.dilation_w);
       int64_t best_index = h0 * p.W + w0;
       T best = -std::numeric_limits<T>::infinity();
       for (int64_t h = h0; h < h1; h += p.dilation_h) {
@@ -109,7 +118,9 @@ template <typename T>
 void max_pool2d_forward(const Context& ctx, const Pool2dParams& p, const T* x, T* y,
                         int64_t* indices) {
   const int64_t HW = p.H * p.W, OHW = p.OH * p.OW;
-  const int64_t work_per_plane = std::max<int64_t>(1, OHW * p.kernel_h * p.kernel_w);
+  // A window reads at most the whole plane, however large the kernel.
+  const int64_t window = std::min(p.kernel_h, p.H) * std::min(p.kernel_w, p.W);
+  const int64_t work_per_plane = std::max<int64_t>(1, OHW * window);
   const PlaneFn<T> kernel = plane_kernel<T>(p);
   // Parallel over planes (N * C).
   parallel_for(ctx, p.planes, ceil_div(65536, work_per_plane), [&](int64_t begin, int64_t end) {

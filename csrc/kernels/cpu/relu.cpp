@@ -32,7 +32,7 @@ void relu_backward(const Context& ctx, int64_t n, const T* gy, const T* y, T* gx
   });
 }
 
-// Sum of g[i] over i < n where the mask (if any) is positive. The mask is applied in a separate
+// Sum of g[i] over i < n, skipping those where the mask (if any) is <= 0. The mask is applied in a separate
 // select loop (branch-free, vectorised: a branch on random signs mispredicts half the time), then
 // 16 independent float lanes add up a block (a single running sum would serialise on the add
 // latency); blocks are added in double.

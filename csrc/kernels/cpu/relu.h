@@ -12,7 +12,9 @@ namespace fastlayers::cpu {
 template <typename T>
 void relu_forward(const Context& ctx, int64_t n, const T* x, T* y);
 
-// gx = gy where y > 0, else 0 (torch's threshold_backward on the output).
+// gx = 0 where y <= 0, else gy: torch's threshold_backward on the output, so a NaN output passes
+// its gradient. Every fused ReLU mask (bias_grad, the GEMM's operand masks, conv2d's padded
+// planes) selects the same way.
 template <typename T>
 void relu_backward(const Context& ctx, int64_t n, const T* gy, const T* y, T* gx);
 
