@@ -1,5 +1,8 @@
 """The functional API: same names, signatures and defaults as torch.nn.functional, computed by
-fastlayers' kernels, differentiable through fastlayers' backward kernels.
+fastlayers' kernels, differentiable through fastlayers' backward kernels. Each function calls its
+op, whose autograd is registered on the op itself (_autograd.py), so torch.autocast casts before
+autograd records, as for torch's layers; fastlayers.autograd has the same layers as
+torch.autograd.Function classes, one Python layer slower per call.
 
     import fastlayers.functional as FF
     y = FF.conv2d_relu(x, weight, bias, padding="same")
@@ -11,19 +14,12 @@ from typing import Optional
 
 import torch
 
-from . import _autograd
+from . import _autograd  # noqa: F401  (registers the ops' autograd)
 from ._shapes import IntOrPair, conv2d_padding, pair
 
 __all__ = ["linear", "linear_relu", "conv2d", "conv2d_relu", "conv2d_relu_max_pool2d", "max_pool2d", "relu"]
 
 ops = torch.ops.fastlayers
-
-
-def _grad_needed(*tensors) -> bool:
-    """Whether autograd must record this call. When it need not (inference, torch.no_grad), the
-    op is called directly: torch.autograd.Function.apply alone costs ~15 us, more than a small
-    layer's whole forward."""
-    return torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in tensors)
 
 
 def _check_tensor(op, name, t):
@@ -34,16 +30,12 @@ def _check_tensor(op, name, t):
 def linear(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """y = input @ weight.T + bias over the last dimension, like torch.nn.functional.linear."""
     _check_tensor("linear", "input", input)
-    if _grad_needed(input, weight, bias):
-        return _autograd.Linear.apply(input, weight, bias, False)
     return ops.linear(input, weight, bias)
 
 
 def linear_relu(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """relu(linear(input, weight, bias)) in one kernel: bias and ReLU in the GEMM epilogue."""
     _check_tensor("linear_relu", "input", input)
-    if _grad_needed(input, weight, bias):
-        return _autograd.Linear.apply(input, weight, bias, True)
     return ops.linear_relu(input, weight, bias)
 
 
@@ -73,10 +65,7 @@ def _conv2d(op, input, weight, bias, stride, padding, dilation, groups, relu):
     stride, padding, dilation = _conv2d_args(op, input, weight, stride, padding, dilation)
     batched = input.dim() == 4
     x = input if batched else input.unsqueeze(0)
-    if _grad_needed(x, weight, bias):
-        y = _autograd.Conv2d.apply(x, weight, bias, stride, padding, dilation, groups, relu)
-    else:
-        y = (ops.conv2d_relu if relu else ops.conv2d)(x, weight, bias, stride, padding, dilation, groups)
+    y = (ops.conv2d_relu if relu else ops.conv2d)(x, weight, bias, stride, padding, dilation, groups)
     return y if batched else y.squeeze(0)
 
 
@@ -132,8 +121,7 @@ def conv2d_relu_max_pool2d(
     batched = input.dim() == 4
     x = input if batched else input.unsqueeze(0)
     args = (x, weight, bias, stride, padding, dilation, groups, *pool_args)
-    fused = _autograd.Conv2dReLUMaxPool2d.apply if _grad_needed(x, weight, bias) else ops.conv2d_relu_max_pool2d
-    out, indices = fused(*args)
+    out, indices = ops.conv2d_relu_max_pool2d(*args)
     if not batched:
         out, indices = out.squeeze(0), indices.squeeze(0)
     return (out, indices) if return_indices else out
@@ -157,8 +145,7 @@ def max_pool2d(
     args = _pool_args(op, kernel_size, stride, padding, dilation, ceil_mode)
     batched = input.dim() == 4
     x = input if batched else input.unsqueeze(0)
-    pool = _autograd.MaxPool2d.apply if _grad_needed(x) else ops.max_pool2d
-    out, indices = pool(x, *args)
+    out, indices = ops.max_pool2d(x, *args)
     if not batched:
         out, indices = out.squeeze(0), indices.squeeze(0)
     return (out, indices) if return_indices else out
@@ -168,5 +155,5 @@ def relu(input: torch.Tensor, inplace: bool = False) -> torch.Tensor:
     """max(input, 0), NaN propagated. With inplace=True the result is written back into input
     (and input is returned), with the same autograd rules as torch's in-place ReLU."""
     _check_tensor("relu", "input", input)
-    out = _autograd.ReLU.apply(input) if _grad_needed(input) else ops.relu(input)
+    out = ops.relu(input)
     return input.copy_(out) if inplace else out
