@@ -18,7 +18,7 @@ CMAKE_BUILD := build/cmake
 # installed. Never an unpinned torch: pip would fetch the newest CUDA build.
 deps:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install torch==2.13.0
-	$(PIP) install -q ninja pybind11 pytest numpy hypothesis "setuptools>=64" wheel
+	$(PIP) install -q ninja pybind11 pytest numpy hypothesis tqdm scikit-learn matplotlib "setuptools>=64" wheel
 
 build: deps
 	$(PIP) install -q --no-build-isolation --no-deps -e .
