@@ -510,6 +510,7 @@ def main(argv=None):
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--memory", action="store_true", help="also measure each model's peak training-step memory "
                         "against torch's (fresh processes; CPU: Linux only)")
+    parser.add_argument("--memory-only", action="store_true", help="only the peak-memory comparison (--memory), no timing")
     parser.add_argument("--memory-probe", nargs=2, metavar=("MODEL", "LAYERS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_probe:
@@ -531,7 +532,7 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     threads, dtype = torch.get_num_threads(), getattr(torch, args.dtype)
     min_run_time = 0.02 if args.quick else 1.0
-    out_path = args.out or os.path.join("bench", "results", f"{args.device}-latest.json")
+    out_path = args.out or os.path.join("bench", "results", f"{args.device}-{'memory' if args.memory_only else 'latest'}.json")
     cpu = args.device == "cpu"
     common = {"dtype": args.dtype, "device": device_name(args.device), "threads": threads,
               "torch_version": torch.__version__, "git_commit": git_commit(), "cpu_isa": fastlayers.cpu_isa() if cpu else None}
@@ -547,7 +548,9 @@ def main(argv=None):
                   "make": lambda name=name: model_callables(name, dtype, args.device, args.compile)}
                  for name, cls in MODELS.items()]
     jobs = [job for job in jobs if args.filter in (job["model"] or "") or args.filter in job["op"]]
-    if not jobs:
+    if args.memory_only:
+        jobs, args.memory = [], True
+    elif not jobs:
         print(f"error: no case matches --filter {args.filter!r}", file=sys.stderr)
         return 2
 
