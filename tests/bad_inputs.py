@@ -30,7 +30,8 @@ CLEAN_ERRORS = (RuntimeError, ValueError, TypeError)
 CONV_OPS = ("conv2d", "conv2d_relu", "conv2d_relu_max_pool2d")
 BIG = 2**62  # fits int64, but doubles, squares and sums of it do not
 TOO_BIG = 2**63  # does not fit int64
-OTHER_DEVICES = ["meta"] + (["cuda"] if torch.cuda.is_available() else [])
+# A tensor on another device than the input's: meta everywhere, a GPU where fastlayers has CUDA kernels.
+OTHER_DEVICES = ["meta"] + (["cuda"] if torch.cuda.is_available() and fastlayers.has_cuda() else [])
 
 
 # --- configs and calls ------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ void check(int64_t M, int64_t N, int64_t K, bool trans_a, bool trans_b, bool acc
   const Operand<T> B{b.data(), trans_b ? 1 : N, trans_b ? K : 1, mask_b ? mb.data() : nullptr};
   auto at = [](const Operand<T>& op, int64_t i, int64_t k) {
     const int64_t o = i * op.row_stride + k * op.col_stride;
-    return (op.relu_mask && !(op.relu_mask[o] > 0)) ? 0.0 : double(op.data[o]);
+    return (op.relu_mask && op.relu_mask[o] <= 0) ? 0.0 : double(op.data[o]);  // NaN passes
   };
   Epilogue<T> ep;
   ep.accumulate = accumulate;
