@@ -43,10 +43,13 @@ bench: build
 
 # The sanitized extension is built beside the package (build/sanitize/fastlayers), and pytest runs
 # from there so that it imports that copy. Python itself is not instrumented, so the ASan runtime
-# is preloaded; leak detection is off because the interpreter keeps its allocations at exit. The
-# real-MNIST training test is left out: its 750 training steps run the ops the other tests cover.
+# is preloaded, with libstdc++ (ASan must find the real __cxa_throw when it starts, or the first
+# C++ exception aborts); leak detection is off because the interpreter keeps its allocations at
+# exit. The real-MNIST training test is left out: its 750 training steps run the ops the other
+# tests cover.
 SANITIZE_DIR := build/sanitize
-SANITIZE_ENV := LD_PRELOAD="$$(gcc -print-file-name=libasan.so)" ASAN_OPTIONS=detect_leaks=0 \
+SANITIZE_ENV := LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libstdc++.so)" \
+	ASAN_OPTIONS=detect_leaks=0 \
 	UBSAN_OPTIONS=print_stacktrace=1
 sanitize: deps
 	cmake -S . -B build/cmake-sanitize -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFASTLAYERS_SANITIZE=ON > /dev/null
