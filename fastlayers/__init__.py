@@ -15,11 +15,11 @@ import torch
 
 from . import _C  # loads the kernels and registers torch.ops.fastlayers.*
 from . import _fake  # noqa: F401  (fake kernels for torch.compile / export)
-from . import functional, nn
+from . import autograd, functional, models, nn
 from ._convert import ConversionReport, convert
 
 __version__ = "0.1.0"
-__all__ = ["functional", "nn", "convert", "ConversionReport", "has_cuda", "cpu_isa", "cpu_isas", "set_cpu_isa"]
+__all__ = ["autograd", "functional", "models", "nn", "convert", "ConversionReport", "has_cuda", "cpu_isa", "cpu_isas", "set_cpu_isa"]
 
 
 def has_cuda() -> bool:
