@@ -199,7 +199,12 @@ def fit(plan: Plan, log=print) -> History:
             torch.cuda.set_device(plan.device)
         dist.init_process_group("nccl" if plan.device.type == "cuda" else "gloo")
     try:
-        return _fit(plan, log if plan.rank == 0 else (lambda *a, **k: None))
+        history = _fit(plan, log if plan.rank == 0 else (lambda *a, **k: None))
+        if plan.distributed:
+            # Rank 0 still writes checkpoints when the others finish; gloo aborts a process that tears its
+            # group down while a peer is still connected, so every rank waits here first.
+            dist.barrier()
+        return history
     finally:
         if plan.distributed:
             dist.destroy_process_group()
