@@ -191,6 +191,23 @@ def test_relu_backward_mask_passes_nan_outputs(device, cpu_isa, channels):
         torch.testing.assert_close(g, r, equal_nan=True, msg=lambda m: f"{name}: {m}")
 
 
+@pytest.mark.parametrize("value", [float("inf"), float("nan")])
+@pytest.mark.parametrize("pixel", [(0, 0), (2, 6), (6, 6)])  # corner, right edge, bottom corner
+def test_grad_weight_with_a_non_finite_input_matches_torch(device, cpu_isa, value, pixel):
+    # Stride-1 grad_weight runs on rows padded to a common pitch, whose padding columns meet real
+    # pixels; an image holding an Inf or a NaN must not turn those 0 * Inf products into NaNs
+    # that torch does not have. Only the weights that really see the pixel become non-finite.
+    x = torch.randn(2, 3, 7, 7, device=device, dtype=torch.float64)
+    x[1, 2, pixel[0], pixel[1]] = value
+    w = torch.randn(4, 3, 3, 3, device=device, dtype=torch.float64)
+    gy = torch.randn(2, 4, 5, 5, device=device, dtype=torch.float64)
+    got = ops.conv2d_grad_weight(gy, x, list(w.shape), [1, 1], [0, 0, 0, 0], [1, 1], 1, None)
+    want = torch.ops.aten.convolution_backward(gy, x, w, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1,
+                                               [False, True, False])[1]
+    assert torch.equal(got.isfinite(), want.isfinite()) and not got.isfinite().all()
+    torch.testing.assert_close(got, want, equal_nan=True)
+
+
 def test_opcheck(device):
     x, w, b = make((2, 4, 6, 7), 6, (3, 3), 2, torch.float32, device)
     args = ([1, 2], [1, 0, 1, 1], [1, 1], 2)

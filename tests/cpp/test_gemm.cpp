@@ -1,7 +1,8 @@
 // The CPU GEMM engine against a naive double-precision triple loop, with no torch involved:
 // every operand layout (plain and transposed strides), sizes on both sides of each cache block
 // (MC/KC/NC), every epilogue (accumulate, row and column bias, ReLU), the ReLU mask on either
-// operand, 1 or 2 threads, and every ISA's micro-kernel this CPU can run. Built and run by CMake/ctest (`make test` runs it).
+// operand, 1 or 2 threads, and every ISA's micro-kernel this CPU can run; and the dot-product
+// form (gemm_dot) with B's rows at arbitrary, overlapping offsets. Built and run by CMake/ctest (`make test` runs it).
 #include <cmath>
 #include <cstdio>
 #include <random>
@@ -13,6 +14,8 @@ using fastlayers::cpu::Context;
 using fastlayers::cpu::Isa;
 using fastlayers::cpu::Epilogue;
 using fastlayers::cpu::gemm;
+using fastlayers::cpu::gemm_dot;
+using fastlayers::cpu::kGemmDotAlign;
 using fastlayers::cpu::Operand;
 
 namespace {
@@ -88,6 +91,60 @@ int run_all(Isa isa) {
   return cases;
 }
 
+// gemm_dot: C (+)= A * B^T with B's rows at overlapping offsets into one buffer (as a conv's
+// shifted input rows are), A's rows padded with zeros from K to a multiple of kGemmDotAlign.
+template <typename T>
+void check_dot(int64_t M, int64_t N, int64_t K, bool accumulate, int threads, Isa isa) {
+  std::mt19937 rng(static_cast<unsigned>(M * 7 + N * 131 + K));
+  std::normal_distribution<double> normal;
+  const int64_t Kp = (K + kGemmDotAlign - 1) / kGemmDotAlign * kGemmDotAlign;
+  const int64_t lda = Kp + 3;
+  std::vector<T> a(static_cast<size_t>(M * lda)), b(static_cast<size_t>(N * 5 + Kp)), c0(M * N);
+  for (auto& x : a) x = static_cast<T>(normal(rng));
+  for (auto& x : b) x = static_cast<T>(normal(rng));
+  for (auto& x : c0) x = static_cast<T>(normal(rng));
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t k = K; k < Kp; ++k) a[i * lda + k] = T(0);
+  std::vector<int64_t> off(static_cast<size_t>(N));
+  for (int64_t j = 0; j < N; ++j) off[j] = (j * 37) % (N * 5 + 1);  // overlapping, unordered
+  std::vector<T> c = c0;
+  gemm_dot(Context{threads, isa}, M, N, Kp, a.data(), lda, b.data(), off.data(), c.data(), N,
+           accumulate);
+  const double tol = (sizeof(T) == 4 ? 1e-5 : 1e-12) * std::sqrt(double(K) + 1.0);
+  for (int64_t i = 0; i < M; ++i) {
+    for (int64_t j = 0; j < N; ++j) {
+      double want = accumulate ? double(c0[i * N + j]) : 0.0;
+      for (int64_t k = 0; k < K; ++k) want += double(a[i * lda + k]) * double(b[off[j] + k]);
+      const double got = c[i * N + j];
+      if (!(std::fabs(got - want) <= tol * (1.0 + std::fabs(want)))) {
+        std::printf("FAIL gemm_dot %s %s M=%lld N=%lld K=%lld acc=%d threads=%d at (%lld, %lld): "
+                    "got %.9g, want %.9g\n",
+                    fastlayers::cpu::isa_name(isa), sizeof(T) == 4 ? "float" : "double",
+                    (long long)M, (long long)N, (long long)K, accumulate, threads, (long long)i,
+                    (long long)j, got, want);
+        ++failures;
+        return;
+      }
+    }
+  }
+}
+
+template <typename T>
+int run_all_dot(Isa isa) {
+  const int64_t sizes[][3] = {{1, 1, 1}, {3, 5, 16}, {4, 6, 33}, {9, 13, 100}, {32, 75, 892},
+                              {64, 800, 248}, {5, 7, 0}};
+  int cases = 0;
+  for (const auto& s : sizes) {
+    for (bool acc : {false, true}) {
+      for (int threads : {1, 2}) {
+        check_dot<T>(s[0], s[1], s[2], acc, threads, isa);
+        ++cases;
+      }
+    }
+  }
+  return cases;
+}
+
 }  // namespace
 
 int main() {
@@ -98,6 +155,7 @@ int main() {
       continue;
     }
     cases += run_all<float>(isa) + run_all<double>(isa);
+    cases += run_all_dot<float>(isa) + run_all_dot<double>(isa);
   }
   std::printf("%d gemm cases, %d failed\n", cases, failures);
   return failures == 0 ? 0 : 1;

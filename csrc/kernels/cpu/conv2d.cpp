@@ -3,9 +3,11 @@
 //   grad_input   cols            = w^T * gy, then col2im adds cols back into gx
 //   grad_weight  gw[OCg, Cg*KH*KW] += gy * cols^T
 // Forward and grad_weight are implicit GEMMs: the GEMM packs its panels straight from the image
-// (Im2col in gemm.h), so cols is never written. grad_input writes cols, a workspace of one image
+// (Im2col in gemm.h), so cols is never written; grad_input writes cols, a workspace of one image
 // and group reused across images. A 1x1, stride-1, unpadded conv needs no cols at all: the input
-// plane is already the GEMM operand.
+// plane is already the GEMM operand. At stride 1 all three passes run on a zero-padded copy of
+// the image instead (PaddedWidth below): forward and grad_input as GEMMs that read it in place,
+// grad_weight in the GEMM's dot-product form over its rows (grad_weight_dot).
 // Images are spread over threads when there are enough of them; otherwise each GEMM uses every
 // thread. grad_weight then keeps one partial sum per thread, added in a fixed order.
 #include "conv2d.h"
@@ -180,6 +182,45 @@ void conv2d_padded_width(const Context& ctx, const Conv2dParams& p, const T* x, 
   });
 }
 
+
+// True when no element of x[0, n) is an Inf or a NaN.
+template <typename T>
+bool all_finite(const T* x, int64_t n) {
+  bool ok = true;
+  for (int64_t i = 0; i < n; ++i) ok &= (x[i] - x[i] == T(0));
+  return ok;
+}
+
+// grad_weight of one image and group of a stride-1 conv, in the GEMM's dot-product form:
+//   gw[oc][k] (+)= sum_q gyp[oc][q] * xpad[off[k] + q]
+// with xpad the image padded as for the forward (PaddedWidth) and gyp grad_output, masked by the
+// ReLU, laid out with the same row pitch Wp: gyp[oc][oh * Wp + ow], zero in the Wp - OW columns
+// past each row and up to the next multiple of kGemmDotAlign. Both operands are read in place,
+// so nothing is transposed or packed. The zero columns meet real pixels of xpad, so an image
+// holding an Inf or a NaN must take the im2col path instead (0 * Inf is NaN).
+template <typename T>
+void grad_weight_dot(const Context& ctx, const Conv2dParams& p, const PaddedWidth& pw, const T* gy,
+                     const T* mask, const T* x, T* xpad, T* gyp, T* gw, bool accumulate) {
+  const Dims d = dims_of(p);
+  const int64_t Qd = round_up(pw.Q, kGemmDotAlign);
+  pad_planes(p, pw, d.Cg, x, static_cast<const T*>(nullptr), xpad);
+  std::fill(gyp, gyp + d.OCg * Qd, T(0));
+  for (int64_t oc = 0; oc < d.OCg; ++oc) {
+    for (int64_t oh = 0; oh < p.OH; ++oh) {
+      const int64_t o = (oc * p.OH + oh) * p.OW;
+      T* dst = gyp + oc * Qd + oh * pw.Wp;
+      if (mask) {
+        for (int64_t ow = 0; ow < p.OW; ++ow) {
+          const T v = gy[o + ow], k = mask[o + ow];  // both loaded: a select, not a branch
+          dst[ow] = k <= T(0) ? T(0) : v;
+        }
+      } else {
+        std::copy(gy + o, gy + o + p.OW, dst);
+      }
+    }
+  }
+  gemm_dot(ctx, d.OCg, d.CKK, Qd, gyp, Qd, xpad, pw.off.data(), gw, d.CKK, accumulate);
+}
 }  // namespace
 
 template <typename T>
@@ -260,13 +301,24 @@ void conv2d_grad_weight(const Context& ctx, const Conv2dParams& p, const T* gy, 
     return;
   }
   const ImageSplit split = split_images(ctx, p);
+  // Stride 1: the dot-product form on padded-width rows (see grad_weight_dot), per image and
+  // group, unless the image holds an Inf or NaN.
+  const bool dot = !d.pointwise && use_padded_width(p);
+  const PaddedWidth pw = dot ? padded_width(p, d.Cg) : PaddedWidth{};
+  const int64_t pad_size = d.Cg * pw.Hp * pw.Wp + kGemmColumnSlack;
+  const int64_t dot_size = dot ? pad_size + d.OCg * round_up(pw.Q, kGemmDotAlign) : 0;
   // Chunk 0 sums into gw itself; the others into partial sums, added in chunk order below.
   std::vector<T> partial(static_cast<size_t>((split.chunks - 1) * w_size));
-  for_each_image<T>(ctx, p, split, 0, [&](int64_t chunk, int64_t n, bool first, T*) {
+  for_each_image<T>(ctx, p, split, dot_size, [&](int64_t chunk, int64_t n, bool first, T* buf) {
     T* out = chunk == 0 ? gw : partial.data() + (chunk - 1) * w_size;
     for (int64_t g = 0; g < p.groups; ++g) {
       const int64_t y_off = (n * p.OC + g * d.OCg) * d.OHW;
       const T* xg = x + (n * p.C + g * d.Cg) * d.HW;
+      if (dot && all_finite(xg, d.Cg * d.HW)) {
+        grad_weight_dot(split.inner, p, pw, gy + y_off, relu_output ? relu_output + y_off : nullptr,
+                        xg, buf, buf + pad_size, out + g * d.OCg * d.CKK, !first);
+        continue;
+      }
       const Operand<T> A{gy + y_off, d.OHW, 1, relu_output ? relu_output + y_off : nullptr};
       const Im2col<T> cols_t{xg, &p, /*transposed=*/true};
       Operand<T> B{xg, 1, d.HW};  // x_g^T

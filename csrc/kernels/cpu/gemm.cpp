@@ -45,6 +45,33 @@ void gemm(const Context& ctx, int64_t M, int64_t N, int64_t K, Operand<T> A, Ope
   }
 }
 
+template <typename T>
+void gemm_dot(const Context& ctx, int64_t M, int64_t N, int64_t K, const T* a, int64_t lda,
+              const T* b, const int64_t* b_off, T* C, int64_t ldc, bool accumulate) {
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0) {
+    epilogue_only(M, N, C, ldc, Epilogue<T>{accumulate});
+    return;
+  }
+  Isa isa = resolve_isa(ctx.isa);
+  if (!isa_supported(isa)) isa = best_isa();
+  switch (isa) {
+#if defined(__x86_64__)
+    case Isa::avx512:
+      return gemm_dot_avx512(ctx, M, N, K, a, lda, b, b_off, C, ldc, accumulate);
+    case Isa::avx2:
+      return gemm_dot_avx2(ctx, M, N, K, a, lda, b, b_off, C, ldc, accumulate);
+#endif
+    default:
+      return gemm_dot_generic(ctx, M, N, K, a, lda, b, b_off, C, ldc, accumulate);
+  }
+}
+
+template void gemm_dot<float>(const Context&, int64_t, int64_t, int64_t, const float*, int64_t,
+                              const float*, const int64_t*, float*, int64_t, bool);
+template void gemm_dot<double>(const Context&, int64_t, int64_t, int64_t, const double*, int64_t,
+                               const double*, const int64_t*, double*, int64_t, bool);
+
 template void gemm<float>(const Context&, int64_t, int64_t, int64_t, Operand<float>, Operand<float>,
                           float*, int64_t, const Epilogue<float>&);
 template void gemm<double>(const Context&, int64_t, int64_t, int64_t, Operand<double>,

@@ -64,4 +64,16 @@ template <typename T>
 void gemm(const Context& ctx, int64_t M, int64_t N, int64_t K, Operand<T> A, Operand<T> B, T* C,
           int64_t ldc, const Epilogue<T>& epilogue);
 
+// The same engine in its dot-product form, for operands both contiguous along K:
+//   C[M, N] (+)= A[M, K] * B[N, K]^T,  row i of A at a + i * lda, row j of B at b + b_off[j].
+// Nothing is packed; each C element is a vector dot product summed across lanes at the end, so it
+// pays when K is long and M, N are short (a conv's grad_weight over an image). K must be a
+// multiple of kGemmDotAlign: the caller pads both operands with zeros (or, for B, any finite
+// values where A's padding is zero). Deterministic, like gemm().
+constexpr int64_t kGemmDotAlign = 16;
+
+template <typename T>
+void gemm_dot(const Context& ctx, int64_t M, int64_t N, int64_t K, const T* a, int64_t lda,
+              const T* b, const int64_t* b_off, T* C, int64_t ldc, bool accumulate);
+
 }  // namespace fastlayers::cpu

@@ -30,6 +30,11 @@ struct F32x8 {
   static void store(T* p, R v) { _mm256_storeu_ps(p, v); }
   static R set1(T x) { return _mm256_set1_ps(x); }
   static R fma(R a, R b, R c) { return _mm256_fmadd_ps(a, b, c); }
+  static T sum(R v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+  }
 };
 
 struct F64x4 {
@@ -41,6 +46,10 @@ struct F64x4 {
   static void store(T* p, R v) { _mm256_storeu_pd(p, v); }
   static R set1(T x) { return _mm256_set1_pd(x); }
   static R fma(R a, R b, R c) { return _mm256_fmadd_pd(a, b, c); }
+  static T sum(R v) {
+    const __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
+  }
 };
 
 #include "simd_kernel.inc"
@@ -56,6 +65,14 @@ struct Kernel<double> : SimdKernel<F64x4, 6, 2> {
   static constexpr int64_t MC = 96, KC = 192, NC = 256;
 };
 
+// 3 x 3 dot products: 9 accumulators, 3 A and 1 B vector live (16 registers).
+template <typename T>
+struct DotKernel;
+template <>
+struct DotKernel<float> : SimdDotKernel<F32x8, 3, 3> {};
+template <>
+struct DotKernel<double> : SimdDotKernel<F64x4, 3, 3> {};
+
 #include "gemm_driver.inc"
 
 }  // namespace
@@ -65,8 +82,15 @@ void gemm_avx2(const Context& ctx, int64_t M, int64_t N, int64_t K, Operand<T> A
                T* C, int64_t ldc, const Epilogue<T>& epilogue) {
   gemm_blocked<T, Kernel<T>>(ctx, M, N, K, A, B, C, ldc, epilogue);
 }
+template <typename T>
+void gemm_dot_avx2(const Context& ctx, int64_t M, int64_t N, int64_t K, const T* a, int64_t lda,
+                   const T* b, const int64_t* b_off, T* C, int64_t ldc, bool accumulate) {
+  gemm_dot_blocked<T, DotKernel<T>>(ctx, M, N, K, a, lda, b, b_off, C, ldc, accumulate);
+}
 FASTLAYERS_INSTANTIATE_GEMM(gemm_avx2, float)
 FASTLAYERS_INSTANTIATE_GEMM(gemm_avx2, double)
+FASTLAYERS_INSTANTIATE_GEMM_DOT(gemm_dot_avx2, float)
+FASTLAYERS_INSTANTIATE_GEMM_DOT(gemm_dot_avx2, double)
 
 }  // namespace fastlayers::cpu
 

@@ -30,6 +30,17 @@ struct F32x16 {
   static void store(T* p, R v) { _mm512_storeu_ps(p, v); }
   static R set1(T x) { return _mm512_set1_ps(x); }
   static R fma(R a, R b, R c) { return _mm512_fmadd_ps(a, b, c); }
+  // Lane sum by swaps in zmm registers. The zero-masked shuffles are the plain ones with an
+  // all-ones mask: gcc 12's unmasked forms (and _mm512_reduce_add_*) pass an undefined vector
+  // through and draw a false "may be used uninitialized" warning.
+  static T sum(R v) {
+    constexpr __mmask16 all = 0xFFFF;
+    v = _mm512_add_ps(v, _mm512_maskz_shuffle_f32x4(all, v, v, 0x4E));  // swap 256-bit halves
+    v = _mm512_add_ps(v, _mm512_maskz_shuffle_f32x4(all, v, v, 0xB1));  // swap 128-bit quarters
+    v = _mm512_add_ps(v, _mm512_maskz_permute_ps(all, v, 0x4E));        // swap pairs
+    v = _mm512_add_ps(v, _mm512_maskz_permute_ps(all, v, 0xB1));        // swap neighbours
+    return _mm512_cvtss_f32(v);
+  }
 };
 
 struct F64x8 {
@@ -41,6 +52,13 @@ struct F64x8 {
   static void store(T* p, R v) { _mm512_storeu_pd(p, v); }
   static R set1(T x) { return _mm512_set1_pd(x); }
   static R fma(R a, R b, R c) { return _mm512_fmadd_pd(a, b, c); }
+  static T sum(R v) {  // as F32x16::sum
+    constexpr __mmask8 all = 0xFF;
+    v = _mm512_add_pd(v, _mm512_maskz_shuffle_f64x2(all, v, v, 0x4E));
+    v = _mm512_add_pd(v, _mm512_maskz_shuffle_f64x2(all, v, v, 0xB1));
+    v = _mm512_add_pd(v, _mm512_maskz_permute_pd(all, v, 0x55));
+    return _mm512_cvtsd_f64(v);
+  }
 };
 
 #include "simd_kernel.inc"
@@ -58,6 +76,14 @@ struct Kernel<double> : SimdKernel<F64x8, 8, 2> {
   static constexpr int64_t MC = 96, KC = 192, NC = 320;
 };
 
+// 4 x 6 dot products: 24 accumulators, 4 A and 1 B vector live.
+template <typename T>
+struct DotKernel;
+template <>
+struct DotKernel<float> : SimdDotKernel<F32x16, 4, 6> {};
+template <>
+struct DotKernel<double> : SimdDotKernel<F64x8, 4, 6> {};
+
 #include "gemm_driver.inc"
 
 }  // namespace
@@ -67,8 +93,15 @@ void gemm_avx512(const Context& ctx, int64_t M, int64_t N, int64_t K, Operand<T>
                  T* C, int64_t ldc, const Epilogue<T>& epilogue) {
   gemm_blocked<T, Kernel<T>>(ctx, M, N, K, A, B, C, ldc, epilogue);
 }
+template <typename T>
+void gemm_dot_avx512(const Context& ctx, int64_t M, int64_t N, int64_t K, const T* a, int64_t lda,
+                     const T* b, const int64_t* b_off, T* C, int64_t ldc, bool accumulate) {
+  gemm_dot_blocked<T, DotKernel<T>>(ctx, M, N, K, a, lda, b, b_off, C, ldc, accumulate);
+}
 FASTLAYERS_INSTANTIATE_GEMM(gemm_avx512, float)
 FASTLAYERS_INSTANTIATE_GEMM(gemm_avx512, double)
+FASTLAYERS_INSTANTIATE_GEMM_DOT(gemm_dot_avx512, float)
+FASTLAYERS_INSTANTIATE_GEMM_DOT(gemm_dot_avx512, double)
 
 }  // namespace fastlayers::cpu
 

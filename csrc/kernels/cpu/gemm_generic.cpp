@@ -46,6 +46,25 @@ struct PortableKernel {
   }
 };
 
+// The dot-product form (see SimdDotKernel): 2 x 4 scalar dot products.
+template <typename T, int MT_, int NT_>
+struct PortableDotKernel {
+  static constexpr int MT = MT_, NT = NT_;
+  static void run(int64_t K, const T* const* __restrict a, const T* const* __restrict b,
+                  T* __restrict out) {
+    T acc[MT][NT] = {};
+    for (int64_t p = 0; p < K; ++p) {
+      for (int r = 0; r < MT; ++r) {
+        for (int c = 0; c < NT; ++c) acc[r][c] += a[r][p] * b[c][p];
+      }
+    }
+    for (int r = 0; r < MT; ++r)
+      for (int c = 0; c < NT; ++c) out[r * NT + c] = acc[r][c];
+  }
+};
+template <typename T>
+struct DotKernel : PortableDotKernel<T, 2, 4> {};
+
 template <typename T>
 struct Kernel;
 template <>
@@ -66,7 +85,14 @@ void gemm_generic(const Context& ctx, int64_t M, int64_t N, int64_t K, Operand<T
                   T* C, int64_t ldc, const Epilogue<T>& epilogue) {
   gemm_blocked<T, Kernel<T>>(ctx, M, N, K, A, B, C, ldc, epilogue);
 }
+template <typename T>
+void gemm_dot_generic(const Context& ctx, int64_t M, int64_t N, int64_t K, const T* a, int64_t lda,
+                      const T* b, const int64_t* b_off, T* C, int64_t ldc, bool accumulate) {
+  gemm_dot_blocked<T, DotKernel<T>>(ctx, M, N, K, a, lda, b, b_off, C, ldc, accumulate);
+}
 FASTLAYERS_INSTANTIATE_GEMM(gemm_generic, float)
 FASTLAYERS_INSTANTIATE_GEMM(gemm_generic, double)
+FASTLAYERS_INSTANTIATE_GEMM_DOT(gemm_dot_generic, float)
+FASTLAYERS_INSTANTIATE_GEMM_DOT(gemm_dot_generic, double)
 
 }  // namespace fastlayers::cpu
