@@ -35,6 +35,28 @@ struct F32x8 {
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
   }
+  static constexpr bool kPackRows8 = false;  // MR is 6 here
+  static void pack_rows8(const T*, const T*, int64_t, int64_t, T*) {}
+  // In-register 8 x 8 transpose: r[i] lane j becomes r[j] lane i.
+  static constexpr bool kTranspose = true;
+  static void transpose(R r[W]) {
+    R t[W];
+    for (int i = 0; i < 4; ++i) {
+      t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+      t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 2; ++i) {
+      r[4 * i + 0] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+      r[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+      r[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+      r[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+    }
+    for (int i = 0; i < 4; ++i) {
+      t[i] = _mm256_permute2f128_ps(r[i], r[4 + i], 0x20);
+      t[4 + i] = _mm256_permute2f128_ps(r[i], r[4 + i], 0x31);
+    }
+    for (int i = 0; i < 8; ++i) r[i] = t[i];
+  }
 };
 
 struct F64x4 {
@@ -50,6 +72,10 @@ struct F64x4 {
     const __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
     return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
   }
+  static constexpr bool kPackRows8 = false;
+  static void pack_rows8(const T*, const T*, int64_t, int64_t, T*) {}
+  static constexpr bool kTranspose = false;
+  static void transpose(R*) {}
 };
 
 #include "simd_kernel.inc"

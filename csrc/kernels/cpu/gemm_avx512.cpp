@@ -41,6 +41,71 @@ struct F32x16 {
     v = _mm512_add_ps(v, _mm512_maskz_permute_ps(all, v, 0xB1));        // swap neighbours
     return _mm512_cvtss_f32(v);
   }
+  // In-register 16 x 16 transpose: r[i] lane j becomes r[j] lane i (unpack, shuffle, two 128-bit
+  // lane shuffles; zero-masked forms for the reason above).
+  // An MR = 8 row panel of A from row-major A: panel[p * 8 + r] = src[r * ld + p], or 0 where
+  // mask (if given, same layout) is <= 0 (a NaN mask passes, as in masked()), through 8 x 8
+  // transposes of 256-bit rows (AVX2 shuffles, which AVX-512 machines have).
+  static constexpr bool kPackRows8 = true;
+  static void pack_rows8(const T* __restrict src, const T* __restrict mask, int64_t ld, int64_t kc,
+                         T* __restrict panel) {
+    int64_t p = 0;
+    for (; p + 8 <= kc; p += 8) {
+      __m256 r[8], t[8];
+      for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * ld + p);
+      if (mask) {
+        for (int i = 0; i < 8; ++i) {
+          const __m256 keep = _mm256_cmp_ps(_mm256_loadu_ps(mask + i * ld + p), _mm256_setzero_ps(), _CMP_NLE_UQ);
+          r[i] = _mm256_and_ps(r[i], keep);
+        }
+      }
+      for (int i = 0; i < 4; ++i) {
+        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+      }
+      for (int i = 0; i < 2; ++i) {
+        r[4 * i + 0] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+        r[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+        r[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+        r[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+      }
+      for (int i = 0; i < 4; ++i) {
+        _mm256_storeu_ps(panel + (p + i) * 8, _mm256_permute2f128_ps(r[i], r[4 + i], 0x20));
+        _mm256_storeu_ps(panel + (p + 4 + i) * 8, _mm256_permute2f128_ps(r[i], r[4 + i], 0x31));
+      }
+    }
+    for (; p < kc; ++p) {
+      for (int i = 0; i < 8; ++i) {
+        const T v = src[i * ld + p];
+        panel[p * 8 + i] = (mask && mask[i * ld + p] <= T(0)) ? T(0) : v;
+      }
+    }
+  }
+  static constexpr bool kTranspose = true;
+  static void transpose(R r[W]) {
+    constexpr __mmask16 all = 0xFFFF;
+    R t[W];
+    for (int i = 0; i < 8; ++i) {
+      t[2 * i] = _mm512_maskz_unpacklo_ps(all, r[2 * i], r[2 * i + 1]);
+      t[2 * i + 1] = _mm512_maskz_unpackhi_ps(all, r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; ++i) {
+      r[4 * i + 0] = _mm512_maskz_shuffle_ps(all, t[4 * i], t[4 * i + 2], 0x44);
+      r[4 * i + 1] = _mm512_maskz_shuffle_ps(all, t[4 * i], t[4 * i + 2], 0xEE);
+      r[4 * i + 2] = _mm512_maskz_shuffle_ps(all, t[4 * i + 1], t[4 * i + 3], 0x44);
+      r[4 * i + 3] = _mm512_maskz_shuffle_ps(all, t[4 * i + 1], t[4 * i + 3], 0xEE);
+    }
+    for (int h = 0; h < 2; ++h) {
+      for (int i = 0; i < 4; ++i) {
+        t[8 * h + i] = _mm512_maskz_shuffle_f32x4(all, r[8 * h + i], r[8 * h + 4 + i], 0x88);
+        t[8 * h + 4 + i] = _mm512_maskz_shuffle_f32x4(all, r[8 * h + i], r[8 * h + 4 + i], 0xDD);
+      }
+    }
+    for (int i = 0; i < 8; ++i) {
+      r[i] = _mm512_maskz_shuffle_f32x4(all, t[i], t[8 + i], 0x88);
+      r[8 + i] = _mm512_maskz_shuffle_f32x4(all, t[i], t[8 + i], 0xDD);
+    }
+  }
 };
 
 struct F64x8 {
@@ -59,6 +124,10 @@ struct F64x8 {
     v = _mm512_add_pd(v, _mm512_maskz_permute_pd(all, v, 0x55));
     return _mm512_cvtsd_f64(v);
   }
+  static constexpr bool kPackRows8 = false;
+  static void pack_rows8(const T*, const T*, int64_t, int64_t, T*) {}
+  static constexpr bool kTranspose = false;
+  static void transpose(R*) {}
 };
 
 #include "simd_kernel.inc"

@@ -17,6 +17,9 @@ namespace {
 template <typename T, int64_t MR_, int64_t NR_>
 struct PortableKernel {
   static constexpr int64_t MR = MR_, NR = NR_;
+  static constexpr bool kPackTransposed = false, kPackRows = false;  // the driver's scalar packing
+  static void pack_transposed(const T*, int64_t, int64_t, T*) {}
+  static void pack_rows(const T*, const T*, int64_t, int64_t, T*) {}
   template <int ROWS>
   static void run(int64_t kc, const T* __restrict a, const T* __restrict b, T* __restrict acc_out) {
     T acc[ROWS][NR] = {};
