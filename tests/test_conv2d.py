@@ -36,7 +36,7 @@ CASES = [
     ((64, 3, 24, 24), 32, (3, 3), dict(padding=1)),  # the models' shapes
     ((8, 32, 14, 14), 64, (5, 5), dict(padding=2)),
     ((8, 6, 14, 14), 16, (5, 5), dict()),
-    # 16+ input channels per group at stride 1: grad_input runs as a conv with flipped weights
+    # grouped, dilated, uneven 'same' padding: grad_input as a conv with flipped weights
     ((2, 32, 9, 8), 6, (3, 2), dict(groups=2, padding="same", dilation=(2, 1))),
     ((1, 16, 5, 6), 4, (3, 3), dict(padding=3)),  # padding past the kernel: the col2im path
 ]
@@ -119,19 +119,20 @@ def test_gradcheck(device, cpu_isa, shape, oc, kernel, kwargs, relu):
     assert torch.autograd.gradgradcheck(lambda x, w, b: fast(x, w, b, **kwargs), (x, w, b))
 
 
-@pytest.mark.parametrize("in_channels", [3, 16])  # grad_input through col2im, and as a conv
-def test_relu_mask_passes_gradient_where_output_is_nan(device, cpu_isa, in_channels):
+@pytest.mark.parametrize("in_channels", [3, 16])
+@pytest.mark.parametrize("stride", [1, 2])  # grad_input as a conv with flipped weights, and through col2im
+def test_relu_mask_passes_gradient_where_output_is_nan(device, cpu_isa, in_channels, stride):
     """torch's threshold_backward drops the gradient only where the output is <= 0: a NaN
     output passes it, in grad_input, grad_weight and grad_bias alike."""
     x = torch.randn(2, in_channels, 7, 8, device=device, dtype=torch.float64)
     x[1, 0, 3, 4] = float("nan")
     w = torch.randn(5, in_channels, 3, 3, device=device, dtype=torch.float64)
     b = torch.randn(5, device=device, dtype=torch.float64)
-    gy = torch.randn(2, 5, 7, 8, device=device, dtype=torch.float64)
+    gy = torch.randn_like(F.conv2d(x, w, b, stride=stride, padding=1))
     fast = [t.clone().requires_grad_() for t in (x, w, b)]
     ref = [t.clone().requires_grad_() for t in (x, w, b)]
-    got = torch.autograd.grad(FF.conv2d_relu(*fast, padding=1), fast, gy)
-    want = torch.autograd.grad(torch.relu(F.conv2d(*ref, padding=1)), ref, gy)
+    got = torch.autograd.grad(FF.conv2d_relu(*fast, stride=stride, padding=1), fast, gy)
+    want = torch.autograd.grad(torch.relu(F.conv2d(*ref, stride=stride, padding=1)), ref, gy)
     for name, g, r in zip(("input", "weight", "bias"), got, want):
         torch.testing.assert_close(g, r, equal_nan=True, msg=lambda m: f"{name}: {m}")
 
@@ -173,19 +174,20 @@ def test_thread_counts_agree(device, cpu_isa):
         torch.set_num_threads(old)
 
 
-@pytest.mark.parametrize("channels", [2, 16])  # col2im grad_input, and the flipped-weight conv
-def test_relu_backward_mask_passes_nan_outputs(device, cpu_isa, channels):
+@pytest.mark.parametrize("channels", [2, 16])
+@pytest.mark.parametrize("stride", [1, 2])  # the flipped-weight conv grad_input, and col2im
+def test_relu_backward_mask_passes_nan_outputs(device, cpu_isa, channels, stride):
     # A NaN output of conv2d_relu passes its gradient on, as torch.relu's threshold_backward does
     # (it stops the gradient only where the output is <= 0): NaN where the mask keeps it.
     x = torch.randn(2, channels, 6, 6, device=device, dtype=torch.float64)
     x[0, 0, 2, 3] = float("nan")
     w = torch.randn(3, channels, 3, 3, device=device, dtype=torch.float64)
     b = torch.randn(3, device=device, dtype=torch.float64)
-    gy = torch.randn(2, 3, 6, 6, device=device, dtype=torch.float64)
+    gy = torch.randn_like(F.conv2d(x, w, b, stride=stride, padding=1))
     leaves = [t.clone().requires_grad_() for t in (x, w, b)]
-    got = torch.autograd.grad(FF.conv2d_relu(*leaves, padding=1), leaves, gy)
+    got = torch.autograd.grad(FF.conv2d_relu(*leaves, stride=stride, padding=1), leaves, gy)
     refs = [t.clone().requires_grad_() for t in (x, w, b)]
-    want = torch.autograd.grad(torch.relu(F.conv2d(*refs, padding=1)), refs, gy)
+    want = torch.autograd.grad(torch.relu(F.conv2d(*refs, stride=stride, padding=1)), refs, gy)
     for name, g, r in zip(("grad_input", "grad_weight", "grad_bias"), got, want):
         assert torch.equal(g.isnan(), r.isnan()), name
         torch.testing.assert_close(g, r, equal_nan=True, msg=lambda m: f"{name}: {m}")
