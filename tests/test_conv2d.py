@@ -199,10 +199,11 @@ def test_grad_weight_with_a_non_finite_input_matches_torch(device, cpu_isa, valu
     # Stride-1 grad_weight runs on rows padded to a common pitch, whose padding columns meet real
     # pixels; an image holding an Inf or a NaN must not turn those 0 * Inf products into NaNs
     # that torch does not have. Only the weights that really see the pixel become non-finite.
-    x = torch.randn(2, 3, 7, 7, device=device, dtype=torch.float64)
-    x[1, 2, pixel[0], pixel[1]] = value
+    # 11 images: the kernel sums a few images at a time; the Inf or NaN is in one of a later group.
+    x = torch.randn(11, 3, 7, 7, device=device, dtype=torch.float64)
+    x[9, 2, pixel[0], pixel[1]] = value
     w = torch.randn(4, 3, 3, 3, device=device, dtype=torch.float64)
-    gy = torch.randn(2, 4, 5, 5, device=device, dtype=torch.float64)
+    gy = torch.randn(11, 4, 5, 5, device=device, dtype=torch.float64)
     got = ops.conv2d_grad_weight(gy, x, list(w.shape), [1, 1], [0, 0, 0, 0], [1, 1], 1, None)
     want = torch.ops.aten.convolution_backward(gy, x, w, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1,
                                                [False, True, False])[1]

@@ -14,6 +14,7 @@ using fastlayers::cpu::Context;
 using fastlayers::cpu::Isa;
 using fastlayers::cpu::Epilogue;
 using fastlayers::cpu::gemm;
+using fastlayers::cpu::DotBatch;
 using fastlayers::cpu::gemm_dot;
 using fastlayers::cpu::kGemmDotAlign;
 using fastlayers::cpu::Operand;
@@ -91,37 +92,43 @@ int run_all(Isa isa) {
   return cases;
 }
 
-// gemm_dot: C (+)= A * B^T with B's rows at overlapping offsets into one buffer (as a conv's
-// shifted input rows are), A's rows padded with zeros from K to a multiple of kGemmDotAlign.
+// gemm_dot: C (+)= sum_g A_g * B_g^T over a batch of `batch` products, with B's rows at
+// overlapping offsets into one buffer per product (as a conv's shifted input rows are), and A's
+// rows padded with zeros from K to a multiple of kGemmDotAlign.
 template <typename T>
-void check_dot(int64_t M, int64_t N, int64_t K, bool accumulate, int threads, Isa isa) {
-  std::mt19937 rng(static_cast<unsigned>(M * 7 + N * 131 + K));
+void check_dot(int64_t M, int64_t N, int64_t K, bool accumulate, int threads, int64_t batch, Isa isa) {
+  std::mt19937 rng(static_cast<unsigned>(M * 7 + N * 131 + K + batch));
   std::normal_distribution<double> normal;
   const int64_t Kp = (K + kGemmDotAlign - 1) / kGemmDotAlign * kGemmDotAlign;
   const int64_t lda = Kp + 3;
-  std::vector<T> a(static_cast<size_t>(M * lda)), b(static_cast<size_t>(N * 5 + Kp)), c0(M * N);
+  const int64_t stride_a = M * lda + 5, stride_b = N * 5 + Kp + 7;  // per product
+  std::vector<T> a(static_cast<size_t>(batch * stride_a)), b(static_cast<size_t>(batch * stride_b));
+  std::vector<T> c0(static_cast<size_t>(M * N));
   for (auto& x : a) x = static_cast<T>(normal(rng));
   for (auto& x : b) x = static_cast<T>(normal(rng));
   for (auto& x : c0) x = static_cast<T>(normal(rng));
-  for (int64_t i = 0; i < M; ++i)
-    for (int64_t k = K; k < Kp; ++k) a[i * lda + k] = T(0);
+  for (int64_t g = 0; g < batch; ++g)
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t k = K; k < Kp; ++k) a[g * stride_a + i * lda + k] = T(0);
   std::vector<int64_t> off(static_cast<size_t>(N));
   for (int64_t j = 0; j < N; ++j) off[j] = (j * 37) % (N * 5 + 1);  // overlapping, unordered
   std::vector<T> c = c0;
   gemm_dot(Context{threads, isa}, M, N, Kp, a.data(), lda, b.data(), off.data(), c.data(), N,
-           accumulate);
-  const double tol = (sizeof(T) == 4 ? 1e-5 : 1e-12) * std::sqrt(double(K) + 1.0);
+           accumulate, DotBatch{batch, stride_a, stride_b});
+  const double tol = (sizeof(T) == 4 ? 1e-5 : 1e-12) * std::sqrt(double(K * batch) + 1.0);
   for (int64_t i = 0; i < M; ++i) {
     for (int64_t j = 0; j < N; ++j) {
       double want = accumulate ? double(c0[i * N + j]) : 0.0;
-      for (int64_t k = 0; k < K; ++k) want += double(a[i * lda + k]) * double(b[off[j] + k]);
+      for (int64_t g = 0; g < batch; ++g)
+        for (int64_t k = 0; k < K; ++k)
+          want += double(a[g * stride_a + i * lda + k]) * double(b[g * stride_b + off[j] + k]);
       const double got = c[i * N + j];
       if (!(std::fabs(got - want) <= tol * (1.0 + std::fabs(want)))) {
-        std::printf("FAIL gemm_dot %s %s M=%lld N=%lld K=%lld acc=%d threads=%d at (%lld, %lld): "
-                    "got %.9g, want %.9g\n",
+        std::printf("FAIL gemm_dot %s %s M=%lld N=%lld K=%lld batch=%lld acc=%d threads=%d at "
+                    "(%lld, %lld): got %.9g, want %.9g\n",
                     fastlayers::cpu::isa_name(isa), sizeof(T) == 4 ? "float" : "double",
-                    (long long)M, (long long)N, (long long)K, accumulate, threads, (long long)i,
-                    (long long)j, got, want);
+                    (long long)M, (long long)N, (long long)K, (long long)batch, accumulate,
+                    threads, (long long)i, (long long)j, got, want);
         ++failures;
         return;
       }
@@ -137,8 +144,10 @@ int run_all_dot(Isa isa) {
   for (const auto& s : sizes) {
     for (bool acc : {false, true}) {
       for (int threads : {1, 2}) {
-        check_dot<T>(s[0], s[1], s[2], acc, threads, isa);
-        ++cases;
+        for (int64_t batch : {1, 3}) {
+          check_dot<T>(s[0], s[1], s[2], acc, threads, batch, isa);
+          ++cases;
+        }
       }
     }
   }

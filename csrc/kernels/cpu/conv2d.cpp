@@ -191,18 +191,18 @@ bool all_finite(const T* x, int64_t n) {
   return ok;
 }
 
-// grad_weight of one image and group of a stride-1 conv, in the GEMM's dot-product form:
-//   gw[oc][k] (+)= sum_q gyp[oc][q] * xpad[off[k] + q]
-// with xpad the image padded as for the forward (PaddedWidth) and gyp grad_output, masked by the
-// ReLU, laid out with the same row pitch Wp: gyp[oc][oh * Wp + ow], zero in the Wp - OW columns
-// past each row and up to the next multiple of kGemmDotAlign. Both operands are read in place,
-// so nothing is transposed or packed. The zero columns meet real pixels of xpad, so an image
-// holding an Inf or a NaN must take the im2col path instead (0 * Inf is NaN).
+// grad_weight of a stride-1 conv in the GEMM's dot-product form, over a few images at once:
+//   gw[oc][k] (+)= sum_images sum_q gyp[oc][q] * xpad[off[k] + q]
+// with xpad each image padded as for the forward (PaddedWidth) and gyp its grad_output, masked
+// by the ReLU, laid out with the same row pitch Wp: gyp[oc][oh * Wp + ow], zero in the Wp - OW
+// columns past each row and up to the next multiple of kGemmDotAlign. Both operands are read in
+// place, so nothing is transposed or packed, and one lane sum serves the whole group of images.
+// The zero columns meet real pixels of xpad, so a group with an Inf or a NaN in its input takes
+// the im2col path instead (0 * Inf is NaN). This prepares one image's two operands.
 template <typename T>
-void grad_weight_dot(const Context& ctx, const Conv2dParams& p, const PaddedWidth& pw, const T* gy,
-                     const T* mask, const T* x, T* xpad, T* gyp, T* gw, bool accumulate) {
+void grad_weight_dot_operands(const Conv2dParams& p, const PaddedWidth& pw, int64_t Qd, const T* gy,
+                              const T* mask, const T* x, T* xpad, T* gyp) {
   const Dims d = dims_of(p);
-  const int64_t Qd = round_up(pw.Q, kGemmDotAlign);
   pad_planes(p, pw, d.Cg, x, static_cast<const T*>(nullptr), xpad);
   std::fill(gyp, gyp + d.OCg * Qd, T(0));
   for (int64_t oc = 0; oc < d.OCg; ++oc) {
@@ -219,7 +219,6 @@ void grad_weight_dot(const Context& ctx, const Conv2dParams& p, const PaddedWidt
       }
     }
   }
-  gemm_dot(ctx, d.OCg, d.CKK, Qd, gyp, Qd, xpad, pw.off.data(), gw, d.CKK, accumulate);
 }
 }  // namespace
 
@@ -302,31 +301,53 @@ void conv2d_grad_weight(const Context& ctx, const Conv2dParams& p, const T* gy, 
     return;
   }
   const ImageSplit split = split_images(ctx, p);
-  // Stride 1: the dot-product form on padded-width rows (see grad_weight_dot), per image and
-  // group, unless the image holds an Inf or NaN.
+  // Stride 1: the dot-product form (see grad_weight_dot_operands), on groups of images whose
+  // operands fit in about half of L2 together.
   const bool dot = !d.pointwise && use_padded_width(p);
   const PaddedWidth pw = dot ? padded_width(p, d.Cg) : PaddedWidth{};
-  const int64_t pad_size = d.Cg * pw.Hp * pw.Wp + kGemmColumnSlack;
-  const int64_t dot_size = dot ? pad_size + d.OCg * round_up(pw.Q, kGemmDotAlign) : 0;
+  const int64_t Qd = round_up(pw.Q, kGemmDotAlign);
+  const int64_t pad_size = d.Cg * pw.Hp * pw.Wp + kGemmColumnSlack, gyp_size = d.OCg * Qd;
+  const int64_t group =
+      dot ? std::clamp<int64_t>(int64_t(512 * 1024 / sizeof(T)) / (pad_size + gyp_size), 1, 8) : 1;
+  std::vector<T> scratch(static_cast<size_t>(dot ? split.chunks * group * (pad_size + gyp_size) : 0));
   // Chunk 0 sums into gw itself; the others into partial sums, added in chunk order below.
   std::vector<T> partial(static_cast<size_t>((split.chunks - 1) * w_size));
-  for_each_image<T>(ctx, p, split, dot_size, [&](int64_t chunk, int64_t n, bool first, T* buf) {
+  parallel_chunks(ctx, split.chunks, [&](int64_t chunk) {
     T* out = chunk == 0 ? gw : partial.data() + (chunk - 1) * w_size;
-    for (int64_t g = 0; g < p.groups; ++g) {
-      const int64_t y_off = (n * p.OC + g * d.OCg) * d.OHW;
-      const T* xg = x + (n * p.C + g * d.Cg) * d.HW;
-      if (dot && all_finite(xg, d.Cg * d.HW)) {
-        grad_weight_dot(split.inner, p, pw, gy + y_off, relu_output ? relu_output + y_off : nullptr,
-                        xg, buf, buf + pad_size, out + g * d.OCg * d.CKK, !first);
-        continue;
+    T* xpads = scratch.data() + chunk * group * (pad_size + gyp_size);
+    T* gyps = xpads + group * pad_size;
+    const int64_t begin = chunk * split.images_per_chunk;
+    const int64_t end = std::min(p.N, begin + split.images_per_chunk);
+    for (int64_t n0 = begin; n0 < end; n0 += group) {
+      const int64_t count = std::min(group, end - n0);
+      for (int64_t g = 0; g < p.groups; ++g) {
+        auto y_off = [&](int64_t n) { return (n * p.OC + g * d.OCg) * d.OHW; };
+        auto x_of = [&](int64_t n) { return x + (n * p.C + g * d.Cg) * d.HW; };
+        T* gw_g = out + g * d.OCg * d.CKK;
+        bool finite = dot;
+        for (int64_t i = 0; i < count && finite; ++i) finite = all_finite(x_of(n0 + i), d.Cg * d.HW);
+        if (finite) {
+          for (int64_t i = 0; i < count; ++i) {
+            const int64_t o = y_off(n0 + i);
+            grad_weight_dot_operands(p, pw, Qd, gy + o, relu_output ? relu_output + o : nullptr,
+                                     x_of(n0 + i), xpads + i * pad_size, gyps + i * gyp_size);
+          }
+          gemm_dot(split.inner, d.OCg, d.CKK, Qd, gyps, Qd, xpads, pw.off.data(), gw_g, d.CKK,
+                   n0 != begin, DotBatch{count, gyp_size, pad_size});
+          continue;
+        }
+        for (int64_t i = 0; i < count; ++i) {
+          const int64_t o = y_off(n0 + i);
+          const T* xg = x_of(n0 + i);
+          const Operand<T> A{gy + o, d.OHW, 1, relu_output ? relu_output + o : nullptr};
+          const Im2col<T> cols_t{xg, &p, /*transposed=*/true};
+          Operand<T> B{xg, 1, d.HW};  // x_g^T
+          if (!d.pointwise) B.im2col = &cols_t;  // cols^T
+          Epilogue<T> ep;
+          ep.accumulate = n0 != begin || i > 0;
+          gemm(split.inner, d.OCg, d.CKK, d.OHW, A, B, gw_g, d.CKK, ep);
+        }
       }
-      const Operand<T> A{gy + y_off, d.OHW, 1, relu_output ? relu_output + y_off : nullptr};
-      const Im2col<T> cols_t{xg, &p, /*transposed=*/true};
-      Operand<T> B{xg, 1, d.HW};  // x_g^T
-      if (!d.pointwise) B.im2col = &cols_t;  // cols^T
-      Epilogue<T> ep;
-      ep.accumulate = !first;
-      gemm(split.inner, d.OCg, d.CKK, d.OHW, A, B, out + g * d.OCg * d.CKK, d.CKK, ep);
     }
   });
   if (split.chunks > 1) {

@@ -53,12 +53,14 @@ struct PortableKernel {
 template <typename T, int MT_, int NT_>
 struct PortableDotKernel {
   static constexpr int MT = MT_, NT = NT_;
-  static void run(int64_t K, const T* const* __restrict a, const T* const* __restrict b,
-                  T* __restrict out) {
+  static void run(int64_t K, int64_t batch, int64_t batch_a, int64_t batch_b,
+                  const T* const* __restrict a, const T* const* __restrict b, T* __restrict out) {
     T acc[MT][NT] = {};
-    for (int64_t p = 0; p < K; ++p) {
-      for (int r = 0; r < MT; ++r) {
-        for (int c = 0; c < NT; ++c) acc[r][c] += a[r][p] * b[c][p];
+    for (int64_t g = 0; g < batch; ++g) {
+      for (int64_t p = 0; p < K; ++p) {
+        for (int r = 0; r < MT; ++r) {
+          for (int c = 0; c < NT; ++c) acc[r][c] += a[r][g * batch_a + p] * b[c][g * batch_b + p];
+        }
       }
     }
     for (int r = 0; r < MT; ++r)
@@ -90,8 +92,9 @@ void gemm_generic(const Context& ctx, int64_t M, int64_t N, int64_t K, Operand<T
 }
 template <typename T>
 void gemm_dot_generic(const Context& ctx, int64_t M, int64_t N, int64_t K, const T* a, int64_t lda,
-                      const T* b, const int64_t* b_off, T* C, int64_t ldc, bool accumulate) {
-  gemm_dot_blocked<T, DotKernel<T>>(ctx, M, N, K, a, lda, b, b_off, C, ldc, accumulate);
+                      const T* b, const int64_t* b_off, T* C, int64_t ldc, bool accumulate,
+                      const DotBatch& batch) {
+  gemm_dot_blocked<T, DotKernel<T>>(ctx, M, N, K, a, lda, b, b_off, C, ldc, accumulate, batch);
 }
 FASTLAYERS_INSTANTIATE_GEMM(gemm_generic, float)
 FASTLAYERS_INSTANTIATE_GEMM(gemm_generic, double)
