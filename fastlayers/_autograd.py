@@ -217,12 +217,9 @@ def _register(name, grads, setup_context):
     torch.library.register_autograd("fastlayers::" + name, backward, setup_context=setup_context)
 
 
+# linear and linear_relu have theirs in C++ (csrc/autograd.cpp): the same backward, without the
+# Python overhead that outweighs the smallest layers' arithmetic.
 for _relu in (False, True):
-    _register(
-        "linear_relu" if _relu else "linear",
-        _linear_grads,
-        lambda ctx, inputs, output, relu=_relu: _linear_setup(ctx, *inputs, output, relu),
-    )
     _register(
         "conv2d_relu" if _relu else "conv2d",
         _conv2d_grads,
