@@ -2,7 +2,7 @@
 fastlayers op and whose backward calls the matching backward ops, each only for the gradients that
 are needed. The same setup/backward code is registered on the ops themselves
 (torch.library.register_autograd), so torch.ops.fastlayers.* are differentiable when called
-directly too. A fused ReLU saves its output, and the backward ops apply its mask inside their own
+directly too; linear and linear_relu have the same backward in C++ (csrc/autograd.cpp). A fused ReLU saves its output, and the backward ops apply its mask inside their own
 kernels.
 
 The backward ops are differentiable too (their own autograd is registered at the end of this
