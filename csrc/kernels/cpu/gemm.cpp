@@ -20,6 +20,12 @@ void epilogue_only(int64_t M, int64_t N, T* C, int64_t ldc, const Epilogue<T>& e
   }
 }
 
+// The ISA the context asks for, or the widest the CPU has where it lacks that one.
+Isa runnable_isa(const Context& ctx) {
+  const Isa isa = resolve_isa(ctx.isa);
+  return isa_supported(isa) ? isa : best_isa();
+}
+
 }  // namespace
 
 template <typename T>
@@ -30,10 +36,7 @@ void gemm(const Context& ctx, int64_t M, int64_t N, int64_t K, Operand<T> A, Ope
     epilogue_only(M, N, C, ldc, epilogue);
     return;
   }
-  // An ISA the CPU lacks falls back to the widest one it has.
-  Isa isa = resolve_isa(ctx.isa);
-  if (!isa_supported(isa)) isa = best_isa();
-  switch (isa) {
+  switch (runnable_isa(ctx)) {
 #if defined(__x86_64__)
     case Isa::avx512:
       return gemm_avx512(ctx, M, N, K, A, B, C, ldc, epilogue);
@@ -54,9 +57,7 @@ void gemm_dot(const Context& ctx, int64_t M, int64_t N, int64_t K, const T* a, i
     epilogue_only(M, N, C, ldc, Epilogue<T>{accumulate});
     return;
   }
-  Isa isa = resolve_isa(ctx.isa);
-  if (!isa_supported(isa)) isa = best_isa();
-  switch (isa) {
+  switch (runnable_isa(ctx)) {
 #if defined(__x86_64__)
     case Isa::avx512:
       return gemm_dot_avx512(ctx, M, N, K, a, lda, b, b_off, C, ldc, accumulate, batch);

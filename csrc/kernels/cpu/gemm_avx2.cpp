@@ -21,6 +21,8 @@
 namespace fastlayers::cpu {
 namespace {
 
+#include "transpose8x8.inc"
+
 struct F32x8 {
   using T = float;
   using R = __m256;
@@ -39,24 +41,7 @@ struct F32x8 {
   static void pack_rows8(const T*, const T*, int64_t, int64_t, T*) {}
   // In-register 8 x 8 transpose: r[i] lane j becomes r[j] lane i.
   static constexpr bool kTranspose = true;
-  static void transpose(R r[W]) {
-    R t[W];
-    for (int i = 0; i < 4; ++i) {
-      t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-      t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-    }
-    for (int i = 0; i < 2; ++i) {
-      r[4 * i + 0] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
-      r[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
-      r[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
-      r[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
-    }
-    for (int i = 0; i < 4; ++i) {
-      t[i] = _mm256_permute2f128_ps(r[i], r[4 + i], 0x20);
-      t[4 + i] = _mm256_permute2f128_ps(r[i], r[4 + i], 0x31);
-    }
-    for (int i = 0; i < 8; ++i) r[i] = t[i];
-  }
+  static void transpose(R r[W]) { transpose8x8_ps(r); }
 };
 
 struct F64x4 {

@@ -21,6 +21,8 @@
 namespace fastlayers::cpu {
 namespace {
 
+#include "transpose8x8.inc"
+
 struct F32x16 {
   using T = float;
   using R = __m512;
@@ -51,7 +53,7 @@ struct F32x16 {
                          T* __restrict panel) {
     int64_t p = 0;
     for (; p + 8 <= kc; p += 8) {
-      __m256 r[8], t[8];
+      __m256 r[8];
       for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * ld + p);
       if (mask) {
         for (int i = 0; i < 8; ++i) {
@@ -59,20 +61,8 @@ struct F32x16 {
           r[i] = _mm256_and_ps(r[i], keep);
         }
       }
-      for (int i = 0; i < 4; ++i) {
-        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-      }
-      for (int i = 0; i < 2; ++i) {
-        r[4 * i + 0] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
-        r[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
-        r[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
-        r[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
-      }
-      for (int i = 0; i < 4; ++i) {
-        _mm256_storeu_ps(panel + (p + i) * 8, _mm256_permute2f128_ps(r[i], r[4 + i], 0x20));
-        _mm256_storeu_ps(panel + (p + 4 + i) * 8, _mm256_permute2f128_ps(r[i], r[4 + i], 0x31));
-      }
+      transpose8x8_ps(r);
+      for (int i = 0; i < 8; ++i) _mm256_storeu_ps(panel + (p + i) * 8, r[i]);
     }
     for (; p < kc; ++p) {
       for (int i = 0; i < 8; ++i) {
