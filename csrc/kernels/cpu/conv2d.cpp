@@ -7,7 +7,7 @@
 // and group reused across images. A 1x1, stride-1, unpadded conv needs no cols at all: the input
 // plane is already the GEMM operand. At stride 1 all three passes run on a zero-padded copy of
 // the image instead (PaddedWidth below): forward and grad_input as GEMMs that read it in place,
-// grad_weight in the GEMM's dot-product form over its rows (grad_weight_dot).
+// grad_weight in the GEMM's dot-product form over its rows (grad_weight_dot_operands).
 // Images are spread over threads when there are enough of them; otherwise each GEMM uses every
 // thread. grad_weight then keeps one partial sum per thread, added in a fixed order.
 #include "conv2d.h"
@@ -181,7 +181,6 @@ void conv2d_padded_width(const Context& ctx, const Conv2dParams& p, const T* x, 
     }
   });
 }
-
 
 // True when no element of x[0, n) is an Inf or a NaN.
 template <typename T>
