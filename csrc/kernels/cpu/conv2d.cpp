@@ -99,19 +99,30 @@ void for_each_image(const Context& ctx, const Conv2dParams& p, const ImageSplit&
 // Stride-1 convs run as a "padded-width" implicit GEMM. The image is copied once into a zero-
 // padded buffer of Hp x Wp per channel; output pixel (oh, ow) is given the index q = oh * Wp + ow,
 // so that im2col row k = (c, kh, kw) is one contiguous run of that buffer, starting at
-// off[k] = c * Hp * Wp + kh * dh * Wp + kw * dw. The GEMM packs B with plain copies from those
-// offsets (no index arithmetic per element) and writes outputs at every q; the Wp - OW columns
-// past each output row are computed and dropped when the result is copied out.
+// off[k] = c * Hp * Wp + kh * dh * Wp + kw * dw. The GEMM reads B in place from those offsets (no
+// index arithmetic per element) and writes outputs at every q; the Wp - OW columns past each
+// output row are computed and dropped when the result is copied out.
+// A buffer row is pad_left zeros, then the W pixels, then zeros up to Wp. The right padding
+// needs no columns of its own: a window that reaches past Wp wraps into the next row's first
+// columns, which are its left padding, zeros too. So Wp = W + max(pad_left, pad_right), not
+// W + pad_left + pad_right (MNIST's 14-wide, pad-2 layer computes 16 columns per row, not 18).
 struct PaddedWidth {
   int64_t Hp, Wp, Q;          // buffer plane size; Q = number of q indices computed
+  int64_t size;               // elements of one padded image, with the zero tail the reads need
   std::vector<int64_t> off;   // per im2col row
 };
 
 PaddedWidth padded_width(const Conv2dParams& p, int64_t channels) {
   PaddedWidth pw;
+  const int64_t reach_w = p.OW + (p.KW - 1) * p.dilation_w;  // padded columns the windows read
   pw.Hp = std::max(p.H + p.pad_top, p.OH + (p.KH - 1) * p.dilation_h);
-  pw.Wp = std::max(p.W + p.pad_left, p.OW + (p.KW - 1) * p.dilation_w);
+  // Reads past Wp, at column c < reach_w, land on the next row's column c - Wp: a left-padding
+  // column when c - Wp < pad_left. Wp >= OW keeps output rows apart.
+  pw.Wp = std::max({p.W + p.pad_left, reach_w - p.pad_left, p.OW});
   pw.Q = (p.OH - 1) * pw.Wp + p.OW;
+  // The last plane's last row wraps too (less than Wp elements), and the GEMM reads up to
+  // kGemmColumnSlack past the end of a row, gemm_dot up to kGemmDotAlign: all zeros.
+  pw.size = channels * pw.Hp * pw.Wp + pw.Wp + kGemmColumnSlack + kGemmDotAlign;
   pw.off.resize(static_cast<size_t>(channels * p.KH * p.KW));
   for (int64_t c = 0; c < channels; ++c)
     for (int64_t kh = 0; kh < p.KH; ++kh)
@@ -126,11 +137,11 @@ bool use_padded_width(const Conv2dParams& p) {
 }
 
 // out[c][pad_top + h][pad_left + w] = x[c][h][w] (or 0 where mask[c][h][w] <= 0, if a mask is
-// given), zero elsewhere, including kGemmColumnSlack elements past the last plane.
+// given), zero elsewhere, up to pw.size.
 template <typename T>
 void pad_planes(const Conv2dParams& p, const PaddedWidth& pw, int64_t channels, const T* x,
                 const T* mask, T* out) {
-  std::fill(out, out + channels * pw.Hp * pw.Wp + kGemmColumnSlack, T(0));
+  std::fill(out, out + pw.size, T(0));
   for (int64_t c = 0; c < channels; ++c) {
     for (int64_t h = 0; h < p.H; ++h) {
       const T* src = x + (c * p.H + h) * p.W;
@@ -156,8 +167,7 @@ void conv2d_padded_width(const Context& ctx, const Conv2dParams& p, const T* x, 
   const Dims d = dims_of(p);
   const PaddedWidth pw = padded_width(p, d.Cg);
   const ImageSplit split = split_images(ctx, p);
-  // The GEMM reads B in place, up to kGemmColumnSlack past the last row's end: zeros.
-  const int64_t pad_size = d.Cg * pw.Hp * pw.Wp + kGemmColumnSlack;
+  const int64_t pad_size = pw.size;
   const int64_t out_size = d.OCg * p.OH * pw.Wp;
   for_each_image<T>(ctx, p, split, pad_size + out_size, [&](int64_t, int64_t n, bool, T* buf) {
     T* xpad = buf;
@@ -305,7 +315,7 @@ void conv2d_grad_weight(const Context& ctx, const Conv2dParams& p, const T* gy, 
   const bool dot = !d.pointwise && use_padded_width(p);
   const PaddedWidth pw = dot ? padded_width(p, d.Cg) : PaddedWidth{};
   const int64_t Qd = round_up(pw.Q, kGemmDotAlign);
-  const int64_t pad_size = d.Cg * pw.Hp * pw.Wp + kGemmColumnSlack, gyp_size = d.OCg * Qd;
+  const int64_t pad_size = pw.size, gyp_size = d.OCg * Qd;
   const int64_t group =
       dot ? std::clamp<int64_t>(int64_t(512 * 1024 / sizeof(T)) / (pad_size + gyp_size), 1, 8) : 1;
   std::vector<T> scratch(static_cast<size_t>(dot ? split.chunks * group * (pad_size + gyp_size) : 0));
