@@ -2,7 +2,10 @@
 // every operand layout (plain and transposed strides), sizes on both sides of each cache block
 // (MC/KC/NC), every epilogue (accumulate, row and column bias, ReLU), the ReLU mask on either
 // operand, 1 or 2 threads, and every ISA's micro-kernel this CPU can run; and the dot-product
-// form (gemm_dot) with B's rows at arbitrary, overlapping offsets. Built and run by CMake/ctest (`make test` runs it).
+// form (gemm_dot) with B's rows at arbitrary, overlapping offsets; and the window form
+// (gemm_windows) over rows of pixels at arbitrary offsets, with bias and ReLU, for channel counts
+// on both sides of the half-width and full-width panels. Built and run by CMake/ctest (`make test`
+// runs it).
 #include <cmath>
 #include <cstdio>
 #include <random>
@@ -18,6 +21,8 @@ using fastlayers::cpu::DotBatch;
 using fastlayers::cpu::gemm_dot;
 using fastlayers::cpu::kGemmDotAlign;
 using fastlayers::cpu::Operand;
+using fastlayers::cpu::gemm_windows;
+using fastlayers::cpu::pack_window_weights;
 
 namespace {
 
@@ -154,6 +159,68 @@ int run_all_dot(Isa isa) {
   return cases;
 }
 
+
+// gemm_windows: C[j][h * cols + w] = relu?(sum_k a[off[k] + h * pitch + w] * b[j][k] + bias[j]),
+// the offsets overlapping and unordered, C's channel stride wider than rows * cols.
+template <typename T>
+void check_windows(int64_t N, int64_t K, int64_t rows, int64_t cols, bool bias, bool relu,
+                   int threads, Isa isa) {
+  std::mt19937 rng(static_cast<unsigned>(N * 7 + K * 131 + rows * 17 + cols));
+  std::normal_distribution<double> normal;
+  const int64_t pitch = cols + 3, ldc = rows * cols + 5;
+  std::vector<int64_t> off(static_cast<size_t>(K));
+  for (int64_t k = 0; k < K; ++k) off[k] = (k * 37) % (2 * K + 1);
+  std::vector<T> a(static_cast<size_t>(2 * K + 1 + rows * pitch)), b(static_cast<size_t>(N * K));
+  std::vector<T> bv(static_cast<size_t>(N)), c(static_cast<size_t>(N * ldc), T(-7));
+  for (auto& x : a) x = static_cast<T>(normal(rng));
+  for (auto& x : b) x = static_cast<T>(normal(rng));
+  for (auto& x : bv) x = static_cast<T>(normal(rng));
+  const Context ctx{threads, isa};
+  const auto w = pack_window_weights(ctx, N, K, b.data());
+  gemm_windows(ctx, w, rows, cols, pitch, a.data(), off.data(), c.data(), ldc,
+               bias ? bv.data() : static_cast<const T*>(nullptr), relu);
+  const double tol = (sizeof(T) == 4 ? 1e-5 : 1e-12) * std::sqrt(double(K) + 1.0);
+  for (int64_t j = 0; j < N; ++j) {
+    for (int64_t i = 0; i < ldc; ++i) {
+      const int64_t h = i / cols, x = i % cols;
+      double want = -7;  // past rows * cols: untouched
+      if (i < rows * cols) {
+        want = bias ? double(bv[j]) : 0.0;
+        for (int64_t k = 0; k < K; ++k) want += double(a[off[k] + h * pitch + x]) * double(b[j * K + k]);
+        if (relu && want < 0) want = 0;
+      }
+      const double got = c[j * ldc + i];
+      if (!(std::fabs(got - want) <= tol * (1.0 + std::fabs(want)))) {
+        std::printf("FAIL gemm_windows %s %s N=%lld K=%lld rows=%lld cols=%lld bias=%d relu=%d "
+                    "threads=%d at (%lld, %lld): got %.9g, want %.9g\n",
+                    fastlayers::cpu::isa_name(isa), sizeof(T) == 4 ? "float" : "double",
+                    (long long)N, (long long)K, (long long)rows, (long long)cols, bias, relu,
+                    threads, (long long)j, (long long)i, got, want);
+        ++failures;
+        return;
+      }
+    }
+  }
+}
+
+template <typename T>
+int run_all_windows(Isa isa) {
+  const int64_t sizes[][4] = {{1, 1, 1, 1},  {5, 9, 2, 3},    {16, 25, 3, 14}, {17, 30, 2, 15},
+                              {32, 75, 4, 29}, {33, 40, 1, 28}, {64, 288, 3, 12}, {70, 7, 2, 40},
+                              {6, 0, 2, 5}};
+  int cases = 0;
+  for (const auto& s : sizes) {
+    for (bool bias : {false, true}) {
+      for (bool relu : {false, true}) {
+        for (int threads : {1, 2}) {
+          check_windows<T>(s[0], s[1], s[2], s[3], bias, relu, threads, isa);
+          ++cases;
+        }
+      }
+    }
+  }
+  return cases;
+}
 }  // namespace
 
 int main() {
@@ -165,6 +232,7 @@ int main() {
     }
     cases += run_all<float>(isa) + run_all<double>(isa);
     cases += run_all_dot<float>(isa) + run_all_dot<double>(isa);
+    cases += run_all_windows<float>(isa) + run_all_windows<double>(isa);
   }
   std::printf("%d gemm cases, %d failed\n", cases, failures);
   return failures == 0 ? 0 : 1;

@@ -192,6 +192,43 @@ void conv2d_padded_width(const Context& ctx, const Conv2dParams& p, const T* x, 
   });
 }
 
+// The same conv in the GEMM's window form (gemm_windows): each output pixel is a window of the
+// padded image at the offsets pw.off, so the image is broadcast in place, the weights are packed
+// once for the whole batch, and y is written directly, with no padded-width columns computed.
+// Its register tile is a few pixels by NR output channels, so it pays from kWindowMinChannels
+// output channels per group; thinner convs take conv2d_padded_width, whose tile is the other way.
+constexpr int64_t kWindowMinChannels = 16;
+
+template <typename T>
+void conv2d_windows(const Context& ctx, const Conv2dParams& p, const T* x, const T* x_mask,
+                    const T* w, const T* bias, T* y, bool relu) {
+  const Dims d = dims_of(p);
+  const PaddedWidth pw = padded_width(p, d.Cg);
+  const ImageSplit split = split_images(ctx, p);
+  std::vector<WindowWeights<T>> weights;
+  for (int64_t g = 0; g < p.groups; ++g)
+    weights.push_back(pack_window_weights(ctx, d.OCg, d.CKK, w + g * d.OCg * d.CKK));
+  for_each_image<T>(ctx, p, split, pw.size, [&](int64_t, int64_t n, bool, T* xpad) {
+    for (int64_t g = 0; g < p.groups; ++g) {
+      const int64_t x_off = (n * p.C + g * d.Cg) * d.HW;
+      pad_planes(p, pw, d.Cg, x + x_off, x_mask ? x_mask + x_off : nullptr, xpad);
+      gemm_windows(split.inner, weights[static_cast<size_t>(g)], p.OH, p.OW, pw.Wp, xpad,
+                   pw.off.data(), y + (n * p.OC + g * d.OCg) * d.OHW, d.OHW,
+                   bias ? bias + g * d.OCg : nullptr, relu);
+    }
+  });
+}
+
+// A stride-1 conv, in whichever form fits its channels.
+template <typename T>
+void conv2d_stride1(const Context& ctx, const Conv2dParams& p, const T* x, const T* x_mask,
+                    const T* w, const T* bias, T* y, bool relu) {
+  if (p.OC / p.groups >= kWindowMinChannels)
+    conv2d_windows(ctx, p, x, x_mask, w, bias, y, relu);
+  else
+    conv2d_padded_width(ctx, p, x, x_mask, w, bias, y, relu);
+}
+
 // True when no element of x[0, n) is an Inf or a NaN.
 template <typename T>
 bool all_finite(const T* x, int64_t n) {
@@ -236,7 +273,7 @@ void conv2d_forward(const Context& ctx, const Conv2dParams& p, const T* x, const
                     const T* bias, T* y, bool relu) {
   const Dims d = dims_of(p);
   if (!d.pointwise && use_padded_width(p)) {
-    conv2d_padded_width(ctx, p, x, static_cast<const T*>(nullptr), w, bias, y, relu);
+    conv2d_stride1(ctx, p, x, static_cast<const T*>(nullptr), w, bias, y, relu);
     return;
   }
   const ImageSplit split = split_images(ctx, p);
@@ -278,8 +315,7 @@ void conv2d_grad_input(const Context& ctx, const Conv2dParams& p, const T* gy, c
           for (int64_t k = 0; k < p.KH * p.KW; ++k)
             wt[(((g * d.Cg + c) * d.OCg + oc) * p.KH * p.KW) + (p.KH * p.KW - 1 - k)] =
                 w[((g * d.OCg + oc) * d.Cg + c) * p.KH * p.KW + k];
-    conv2d_padded_width(ctx, t, gy, relu_output, wt.data(), static_cast<const T*>(nullptr), gx,
-                        false);
+    conv2d_stride1(ctx, t, gy, relu_output, wt.data(), static_cast<const T*>(nullptr), gx, false);
     return;
   }
   const ImageSplit split = split_images(ctx, p);

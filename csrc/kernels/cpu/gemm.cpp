@@ -2,6 +2,8 @@
 // gemm_avx512.cpp share one blocked driver, gemm_driver.inc) and handles the K == 0 case.
 #include "gemm.h"
 
+#include <algorithm>
+
 #include "gemm_isa.h"
 
 namespace fastlayers::cpu {
@@ -68,6 +70,74 @@ void gemm_dot(const Context& ctx, int64_t M, int64_t N, int64_t K, const T* a, i
       return gemm_dot_generic(ctx, M, N, K, a, lda, b, b_off, C, ldc, accumulate, batch);
   }
 }
+
+template <typename T>
+WindowWeights<T> pack_window_weights(const Context& ctx, int64_t N, int64_t K, const T* b) {
+  WindowWeights<T> w;
+  w.isa = runnable_isa(ctx);
+  w.N = N;
+  w.K = K;
+  switch (w.isa) {
+#if defined(__x86_64__)
+    case Isa::avx512:
+      w.NR = window_nr_avx512<T>();
+      break;
+    case Isa::avx2:
+      w.NR = window_nr_avx2<T>();
+      break;
+#endif
+    default:
+      w.isa = Isa::generic;
+      w.NR = window_nr_generic<T>();
+  }
+  w.panels.resize(static_cast<size_t>(ceil_div(N, w.NR) * K * w.NR));
+  if (N <= 0 || K <= 0) return w;
+  switch (w.isa) {
+#if defined(__x86_64__)
+    case Isa::avx512:
+      pack_window_panels_avx512(N, K, b, w.panels.data());
+      break;
+    case Isa::avx2:
+      pack_window_panels_avx2(N, K, b, w.panels.data());
+      break;
+#endif
+    default:
+      pack_window_panels_generic(N, K, b, w.panels.data());
+  }
+  return w;
+}
+
+template <typename T>
+void gemm_windows(const Context& ctx, const WindowWeights<T>& w, int64_t rows, int64_t cols,
+                  int64_t pitch, const T* a, const int64_t* a_off, T* C, int64_t ldc,
+                  const T* bias, bool relu) {
+  if (w.N <= 0 || rows <= 0 || cols <= 0) return;
+  if (w.K <= 0) {  // no terms: bias and ReLU only
+    for (int64_t j = 0; j < w.N; ++j) {
+      const T v = bias ? bias[j] : T(0);
+      std::fill(C + j * ldc, C + j * ldc + rows * cols, (relu && v < T(0)) ? T(0) : v);
+    }
+    return;
+  }
+  switch (w.isa) {
+#if defined(__x86_64__)
+    case Isa::avx512:
+      return gemm_windows_avx512(ctx, w, rows, cols, pitch, a, a_off, C, ldc, bias, relu);
+    case Isa::avx2:
+      return gemm_windows_avx2(ctx, w, rows, cols, pitch, a, a_off, C, ldc, bias, relu);
+#endif
+    default:
+      return gemm_windows_generic(ctx, w, rows, cols, pitch, a, a_off, C, ldc, bias, relu);
+  }
+}
+
+#define FASTLAYERS_INSTANTIATE_WINDOWS(T)                                                      \
+  template WindowWeights<T> pack_window_weights<T>(const Context&, int64_t, int64_t, const T*); \
+  template void gemm_windows<T>(const Context&, const WindowWeights<T>&, int64_t, int64_t,      \
+                                int64_t, const T*, const int64_t*, T*, int64_t, const T*, bool);
+FASTLAYERS_INSTANTIATE_WINDOWS(float)
+FASTLAYERS_INSTANTIATE_WINDOWS(double)
+#undef FASTLAYERS_INSTANTIATE_WINDOWS
 
 template void gemm_dot<float>(const Context&, int64_t, int64_t, int64_t, const float*, int64_t,
                               const float*, const int64_t*, float*, int64_t, bool, const DotBatch&);

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "../params.h"
 #include "parallel.h"
@@ -82,5 +83,30 @@ template <typename T>
 void gemm_dot(const Context& ctx, int64_t M, int64_t N, int64_t K, const T* a, int64_t lda,
               const T* b, const int64_t* b_off, T* C, int64_t ldc, bool accumulate,
               const DotBatch& batch = DotBatch{});
+
+
+// The engine's window form, for a stride-1 conv read from its zero-padded image (conv2d.cpp):
+//   C[j * ldc + h * cols + w] = epilogue( sum_k a[a_off[k] + h * pitch + w] * B[j][k] )
+// for channels j < N, output rows h < rows and columns w < cols, B the weight, row-major [N, K].
+// Each output pixel (h, w) is a window of the image at a fixed set of offsets. The micro-kernel
+// holds a few pixels of one output row times NR channels: it broadcasts the pixels straight from
+// the image and loads the weights from panels packed once per weight (WindowWeights), so nothing
+// is packed per image, no column past the end of a row is computed, and C is written in place.
+// The epilogue adds bias[j] (if given), then applies ReLU if asked (NaN propagates).
+template <typename T>
+struct WindowWeights {
+  Isa isa = Isa::generic;  // the micro-kernel the panels were packed for
+  int64_t N = 0, K = 0, NR = 0;
+  std::vector<T> panels;  // ceil(N / NR) panels of K x NR, channels past N zero
+};
+
+template <typename T>
+WindowWeights<T> pack_window_weights(const Context& ctx, int64_t N, int64_t K, const T* b);
+
+// Uses up to ctx.num_threads threads, fewer when the product is small. Deterministic.
+template <typename T>
+void gemm_windows(const Context& ctx, const WindowWeights<T>& w, int64_t rows, int64_t cols,
+                  int64_t pitch, const T* a, const int64_t* a_off, T* C, int64_t ldc,
+                  const T* bias, bool relu);
 
 }  // namespace fastlayers::cpu

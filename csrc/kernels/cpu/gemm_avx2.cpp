@@ -67,13 +67,16 @@ struct F64x4 {
 
 template <typename T>
 struct Kernel;
+// The window form holds up to 6 pixels x 2 vectors, as the GEMM's tile.
 template <>
 struct Kernel<float> : SimdKernel<F32x8, 6, 2> {
   static constexpr int64_t MC = 120, KC = 256, NC = 512;
+  static constexpr int64_t kWindowRows = 6;
 };
 template <>
 struct Kernel<double> : SimdKernel<F64x4, 6, 2> {
   static constexpr int64_t MC = 96, KC = 192, NC = 256;
+  static constexpr int64_t kWindowRows = 6;
 };
 
 // 3 x 3 dot products: 9 accumulators, 3 A and 1 B vector live (16 registers).
@@ -103,6 +106,7 @@ FASTLAYERS_INSTANTIATE_GEMM(gemm_avx2, float)
 FASTLAYERS_INSTANTIATE_GEMM(gemm_avx2, double)
 FASTLAYERS_INSTANTIATE_GEMM_DOT(gemm_dot_avx2, float)
 FASTLAYERS_INSTANTIATE_GEMM_DOT(gemm_dot_avx2, double)
+FASTLAYERS_DEFINE_WINDOWS(avx2)
 
 }  // namespace fastlayers::cpu
 

@@ -126,13 +126,17 @@ template <typename T>
 struct Kernel;
 // KC x NR of B (32 KiB) is the L1-resident panel; MC x KC of A (128 KiB) and KC x NC of B
 // (512 KiB) stay in L2.
+// The window form holds up to 14 pixels x 2 vectors: 28 accumulators, 2 weight vectors and a
+// broadcast in the 32 registers.
 template <>
 struct Kernel<float> : SimdKernel<F32x16, 8, 2> {
   static constexpr int64_t MC = 128, KC = 256, NC = 512;
+  static constexpr int64_t kWindowRows = 14;
 };
 template <>
 struct Kernel<double> : SimdKernel<F64x8, 8, 2> {
   static constexpr int64_t MC = 96, KC = 192, NC = 320;
+  static constexpr int64_t kWindowRows = 14;
 };
 
 // 4 x 6 dot products: 24 accumulators, 4 A and 1 B vector live.
@@ -162,6 +166,7 @@ FASTLAYERS_INSTANTIATE_GEMM(gemm_avx512, float)
 FASTLAYERS_INSTANTIATE_GEMM(gemm_avx512, double)
 FASTLAYERS_INSTANTIATE_GEMM_DOT(gemm_dot_avx512, float)
 FASTLAYERS_INSTANTIATE_GEMM_DOT(gemm_dot_avx512, double)
+FASTLAYERS_DEFINE_WINDOWS(avx512)
 
 }  // namespace fastlayers::cpu
 

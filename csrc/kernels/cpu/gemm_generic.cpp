@@ -47,6 +47,23 @@ struct PortableKernel {
     for (int r = 0; r < ROWS; ++r)
       for (int64_t c = 0; c < NR; ++c) acc_out[r * NR + c] = acc[r][c];
   }
+  // The window form (see SimdKernel::run_windows), NVU halves of the NR channels.
+  static constexpr int64_t kWindowRows = MR;
+  template <int NVU, int ROWS>
+  static void run_windows(int64_t kc, const T* __restrict a, const int64_t* __restrict a_off,
+                          const T* __restrict b, T* __restrict acc_out) {
+    constexpr int64_t cols = NVU * NR / 2;
+    T acc[ROWS][cols] = {};
+    for (int64_t p = 0; p < kc; ++p) {
+      const T* px = a + a_off[p];
+      for (int r = 0; r < ROWS; ++r) {
+        const T ar = px[r];
+        for (int64_t c = 0; c < cols; ++c) acc[r][c] += ar * b[p * NR + c];
+      }
+    }
+    for (int r = 0; r < ROWS; ++r)
+      for (int64_t c = 0; c < cols; ++c) acc_out[r * NR + c] = acc[r][c];
+  }
 };
 
 // The dot-product form (see SimdDotKernel): 2 x 4 scalar dot products.
@@ -100,5 +117,6 @@ FASTLAYERS_INSTANTIATE_GEMM(gemm_generic, float)
 FASTLAYERS_INSTANTIATE_GEMM(gemm_generic, double)
 FASTLAYERS_INSTANTIATE_GEMM_DOT(gemm_dot_generic, float)
 FASTLAYERS_INSTANTIATE_GEMM_DOT(gemm_dot_generic, double)
+FASTLAYERS_DEFINE_WINDOWS(generic)
 
 }  // namespace fastlayers::cpu

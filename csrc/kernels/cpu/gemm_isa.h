@@ -26,6 +26,48 @@ FASTLAYERS_DECLARE_GEMM_DOT(gemm_dot_avx2)
 FASTLAYERS_DECLARE_GEMM_DOT(gemm_dot_avx512)
 #undef FASTLAYERS_DECLARE_GEMM_DOT
 
+#define FASTLAYERS_DECLARE_WINDOWS(isa)                                                        \
+  template <typename T>                                                                        \
+  void pack_window_panels_##isa(int64_t N, int64_t K, const T* b, T* panels);                \
+  template <typename T>                                                                        \
+  int64_t window_nr_##isa();                                                                   \
+  template <typename T>                                                                        \
+  void gemm_windows_##isa(const Context& ctx, const WindowWeights<T>& w, int64_t rows,        \
+                          int64_t cols, int64_t pitch, const T* a, const int64_t* a_off, T* C,  \
+                          int64_t ldc, const T* bias, bool relu);
+FASTLAYERS_DECLARE_WINDOWS(generic)
+FASTLAYERS_DECLARE_WINDOWS(avx2)
+FASTLAYERS_DECLARE_WINDOWS(avx512)
+#undef FASTLAYERS_DECLARE_WINDOWS
+
+// Defines the window-form entry points of one ISA file, for float and double, from its Kernel.
+#define FASTLAYERS_DEFINE_WINDOWS(isa)                                                         \
+  template <typename T>                                                                        \
+  void pack_window_panels_##isa(int64_t N, int64_t K, const T* b, T* panels) {               \
+    pack_window_panels<T, Kernel<T>>(N, K, b, panels);                                         \
+  }                                                                                            \
+  template <typename T>                                                                        \
+  int64_t window_nr_##isa() {                                                                  \
+    return Kernel<T>::NR;                                                                      \
+  }                                                                                            \
+  template <typename T>                                                                        \
+  void gemm_windows_##isa(const Context& ctx, const WindowWeights<T>& w, int64_t rows,        \
+                          int64_t cols, int64_t pitch, const T* a, const int64_t* a_off, T* C,  \
+                          int64_t ldc, const T* bias, bool relu) {                             \
+    gemm_windows_blocked<T, Kernel<T>>(ctx, w, rows, cols, pitch, a, a_off, C, ldc, bias, relu); \
+  }                                                                                            \
+  template void pack_window_panels_##isa<float>(int64_t, int64_t, const float*, float*);      \
+  template void pack_window_panels_##isa<double>(int64_t, int64_t, const double*, double*);   \
+  template int64_t window_nr_##isa<float>();                                                   \
+  template int64_t window_nr_##isa<double>();                                                  \
+  template void gemm_windows_##isa<float>(const Context&, const WindowWeights<float>&, int64_t, \
+                                          int64_t, int64_t, const float*, const int64_t*,     \
+                                          float*, int64_t, const float*, bool);               \
+  template void gemm_windows_##isa<double>(const Context&, const WindowWeights<double>&,       \
+                                           int64_t, int64_t, int64_t, const double*,           \
+                                           const int64_t*, double*, int64_t, const double*,    \
+                                           bool);
+
 #define FASTLAYERS_INSTANTIATE_GEMM_DOT(name, T)                                               \
   template void name<T>(const Context&, int64_t, int64_t, int64_t, const T*, int64_t, const T*, \
                         const int64_t*, T*, int64_t, bool, const DotBatch&);
