@@ -199,31 +199,50 @@ void conv2d_padded_width(const Context& ctx, const Conv2dParams& p, const T* x, 
 // output channels per group; thinner convs take conv2d_padded_width, whose tile is the other way.
 constexpr int64_t kWindowMinChannels = 16;
 
-template <typename T>
-void conv2d_windows(const Context& ctx, const Conv2dParams& p, const T* x, const T* x_mask,
-                    const T* w, const T* bias, T* y, bool relu) {
+// Runs the window-form conv image by image: image n's output goes to out(n, extra), then
+// done(n, extra) is called, extra being `extra_size` elements of the chunk's own scratch (the
+// fused conv->ReLU->pool writes each image's activation there and pools it).
+template <typename T, typename Out, typename Done>
+void conv2d_windows_each(const Context& ctx, const Conv2dParams& p, const T* x, const T* x_mask,
+                         const T* w, const T* bias, bool relu, int64_t extra_size, const Out& out,
+                         const Done& done) {
   const Dims d = dims_of(p);
   const PaddedWidth pw = padded_width(p, d.Cg);
   const ImageSplit split = split_images(ctx, p);
   std::vector<WindowWeights<T>> weights;
   for (int64_t g = 0; g < p.groups; ++g)
     weights.push_back(pack_window_weights(ctx, d.OCg, d.CKK, w + g * d.OCg * d.CKK));
-  for_each_image<T>(ctx, p, split, pw.size, [&](int64_t, int64_t n, bool, T* xpad) {
+  for_each_image<T>(ctx, p, split, pw.size + extra_size, [&](int64_t, int64_t n, bool, T* buf) {
+    T* xpad = buf;
+    T* extra = buf + pw.size;
+    T* y = out(n, extra);
     for (int64_t g = 0; g < p.groups; ++g) {
       const int64_t x_off = (n * p.C + g * d.Cg) * d.HW;
       pad_planes(p, pw, d.Cg, x + x_off, x_mask ? x_mask + x_off : nullptr, xpad);
       gemm_windows(split.inner, weights[static_cast<size_t>(g)], p.OH, p.OW, pw.Wp, xpad,
-                   pw.off.data(), y + (n * p.OC + g * d.OCg) * d.OHW, d.OHW,
-                   bias ? bias + g * d.OCg : nullptr, relu);
+                   pw.off.data(), y + g * d.OCg * d.OHW, d.OHW, bias ? bias + g * d.OCg : nullptr,
+                   relu);
     }
+    done(split.inner, n, extra);
   });
 }
+
+template <typename T>
+void conv2d_windows(const Context& ctx, const Conv2dParams& p, const T* x, const T* x_mask,
+                    const T* w, const T* bias, T* y, bool relu) {
+  const int64_t image_size = p.OC * p.OH * p.OW;
+  conv2d_windows_each(
+      ctx, p, x, x_mask, w, bias, relu, 0, [&](int64_t n, T*) { return y + n * image_size; },
+      [](const Context&, int64_t, T*) {});
+}
+
+bool use_windows(const Conv2dParams& p) { return p.OC / p.groups >= kWindowMinChannels; }
 
 // A stride-1 conv, in whichever form fits its channels.
 template <typename T>
 void conv2d_stride1(const Context& ctx, const Conv2dParams& p, const T* x, const T* x_mask,
                     const T* w, const T* bias, T* y, bool relu) {
-  if (p.OC / p.groups >= kWindowMinChannels)
+  if (use_windows(p))
     conv2d_windows(ctx, p, x, x_mask, w, bias, y, relu);
   else
     conv2d_padded_width(ctx, p, x, x_mask, w, bias, y, relu);
@@ -417,6 +436,16 @@ void conv2d_relu_max_pool2d_forward(const Context& ctx, const Conv2dParams& p,
   image.N = 1;
   Pool2dParams image_pool = pool;
   image_pool.planes = p.OC;
+  if (!dims_of(p).pointwise && use_padded_width(p) && use_windows(p)) {
+    // The weights packed once for the batch; each image's activation pooled while it is hot.
+    conv2d_windows_each(
+        ctx, p, x, static_cast<const T*>(nullptr), w, bias, /*relu=*/true, act_size,
+        [](int64_t, T* act) { return act; },
+        [&](const Context& inner, int64_t n, T* act) {
+          max_pool2d_forward(inner, image_pool, act, y + n * out_size, indices + n * out_size);
+        });
+    return;
+  }
   const ImageSplit split = split_images(ctx, p);
   for_each_image<T>(ctx, p, split, act_size, [&](int64_t, int64_t n, bool, T* act) {
     conv2d_forward(split.inner, image, x + n * in_size, w, bias, act, /*relu=*/true);
