@@ -29,12 +29,18 @@ CASES = [
     ((3, 7, 7), 3, 2, 1, 1, True),  # unbatched
     ((64, 32, 24, 24), 2, None, 0, 1, False),  # the models' shapes
     ((64, 64, 14, 14), 2, 2, 0, 1, False),
+    # 2 x 2 at stride 2 inside the plane (a vectorised path): rows of 1, 7, 16 and 17 outputs,
+    # an odd width (the last column is in no window) and an odd height
+    ((2, 3, 4, 2), 2, 2, 0, 1, False),
+    ((2, 3, 6, 15), 2, 2, 0, 1, False),
+    ((1, 2, 5, 32), 2, 2, 0, 1, False),
+    ((1, 2, 4, 35), 2, 2, 0, 1, False),
 ]
 
 
 @pytest.mark.parametrize("shape,k,s,p,d,ceil", CASES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_matches_torch_exactly(device, shape, k, s, p, d, ceil, dtype):
+def test_matches_torch_exactly(device, cpu_isa, shape, k, s, p, d, ceil, dtype):
     x = torch.randn(*shape, device=device, dtype=dtype, requires_grad=True)
     out, idx = FF.max_pool2d(x, k, s, p, d, ceil_mode=ceil, return_indices=True)
     xr = x.detach().clone().requires_grad_()
@@ -67,7 +73,7 @@ def test_low_precision_on_cuda(shape, k, s, p, d, ceil, dtype):
 
 
 @pytest.mark.parametrize("ceil", [False, True])
-def test_nan_and_inf_semantics(device, ceil):
+def test_nan_and_inf_semantics(device, cpu_isa, ceil):
     x = torch.randn(2, 3, 7, 7, device=device)
     x[0, 0, 1, 1] = float("nan")
     x[0, 1, 2:5, 2:5] = float("-inf")
@@ -76,6 +82,19 @@ def test_nan_and_inf_semantics(device, ceil):
     x[1, 2, 4, 4] = float("nan")  # two NaNs in one window: torch keeps the last
     out, idx = FF.max_pool2d(x, 3, 2, 1, ceil_mode=ceil, return_indices=True)
     ref, ref_idx = F.max_pool2d(x, 3, 2, 1, ceil_mode=ceil, return_indices=True)
+    assert torch.equal(out.isnan(), ref.isnan())
+    assert torch.equal(out.nan_to_num(), ref.nan_to_num())
+    assert torch.equal(idx, ref_idx)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_ties_nan_and_inf_in_two_by_two_windows(device, cpu_isa, dtype):
+    # Every order of a tie, a NaN (two in one window: torch keeps the last), +-inf, in 2 x 2
+    # windows at stride 2: the first strict maximum wins, any NaN takes over.
+    vals = torch.tensor([1.0, 1.0, 2.0, 2.0, float("nan"), float("nan"), float("inf"), float("-inf")], dtype=dtype)
+    x = vals[torch.randint(0, len(vals), (3, 4, 10, 34))].to(device)
+    out, idx = FF.max_pool2d(x, 2, 2, return_indices=True)
+    ref, ref_idx = F.max_pool2d(x, 2, 2, return_indices=True)
     assert torch.equal(out.isnan(), ref.isnan())
     assert torch.equal(out.nan_to_num(), ref.nan_to_num())
     assert torch.equal(idx, ref_idx)

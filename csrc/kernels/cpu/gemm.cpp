@@ -22,11 +22,6 @@ void epilogue_only(int64_t M, int64_t N, T* C, int64_t ldc, const Epilogue<T>& e
   }
 }
 
-// The ISA the context asks for, or the widest the CPU has where it lacks that one.
-Isa runnable_isa(const Context& ctx) {
-  const Isa isa = resolve_isa(ctx.isa);
-  return isa_supported(isa) ? isa : best_isa();
-}
 
 }  // namespace
 
@@ -38,7 +33,7 @@ void gemm(const Context& ctx, int64_t M, int64_t N, int64_t K, Operand<T> A, Ope
     epilogue_only(M, N, C, ldc, epilogue);
     return;
   }
-  switch (runnable_isa(ctx)) {
+  switch (runnable_isa(ctx.isa)) {
 #if defined(__x86_64__)
     case Isa::avx512:
       return gemm_avx512(ctx, M, N, K, A, B, C, ldc, epilogue);
@@ -59,7 +54,7 @@ void gemm_dot(const Context& ctx, int64_t M, int64_t N, int64_t K, const T* a, i
     epilogue_only(M, N, C, ldc, Epilogue<T>{accumulate});
     return;
   }
-  switch (runnable_isa(ctx)) {
+  switch (runnable_isa(ctx.isa)) {
 #if defined(__x86_64__)
     case Isa::avx512:
       return gemm_dot_avx512(ctx, M, N, K, a, lda, b, b_off, C, ldc, accumulate, batch);
@@ -74,7 +69,7 @@ void gemm_dot(const Context& ctx, int64_t M, int64_t N, int64_t K, const T* a, i
 template <typename T>
 WindowWeights<T> pack_window_weights(const Context& ctx, int64_t N, int64_t K, const T* b) {
   WindowWeights<T> w;
-  w.isa = runnable_isa(ctx);
+  w.isa = runnable_isa(ctx.isa);
   w.N = N;
   w.K = K;
   switch (w.isa) {

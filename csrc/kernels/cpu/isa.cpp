@@ -32,6 +32,11 @@ bool isa_supported(Isa isa) {
 
 Isa resolve_isa(Isa isa) { return isa == Isa::best ? best_isa() : isa; }
 
+Isa runnable_isa(Isa requested) {
+  const Isa isa = resolve_isa(requested);
+  return isa_supported(isa) ? isa : best_isa();
+}
+
 const char* isa_name(Isa isa) {
   switch (isa) {
     case Isa::generic: return "generic";

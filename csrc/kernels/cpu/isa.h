@@ -18,6 +18,8 @@ Isa best_isa();
 bool isa_supported(Isa isa);
 // `best` becomes best_isa(); any other value is returned as is.
 Isa resolve_isa(Isa isa);
+// The ISA a context asks for, or the widest this CPU has where it lacks that one.
+Isa runnable_isa(Isa requested);
 // "generic", "avx2", "avx512", "best"; parse_isa returns false for an unknown name.
 const char* isa_name(Isa isa);
 bool parse_isa(const char* name, Isa* out);

@@ -8,8 +8,15 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 
 namespace fastlayers::cpu {
+
+#if defined(__x86_64__)
+// max_pool2d_avx512.cpp: the 2 x 2, stride-2 window inside the plane, float, AVX-512.
+void max_pool2d_plane_2x2_avx512(const Pool2dParams& p, const float* in, float* out,
+                                 int64_t* ind);
+#endif
 
 namespace {
 
@@ -101,11 +108,17 @@ template <typename T>
 using PlaneFn = void (*)(const Pool2dParams&, const T*, T*, int64_t*);
 
 template <typename T>
-PlaneFn<T> plane_kernel(const Pool2dParams& p) {
+PlaneFn<T> plane_kernel(const Context& ctx, const Pool2dParams& p) {
   const bool inside = p.pad_h == 0 && p.pad_w == 0 && p.dilation_h == 1 && p.dilation_w == 1 &&
                       (p.OH - 1) * p.stride_h + p.kernel_h <= p.H &&
                       (p.OW - 1) * p.stride_w + p.kernel_w <= p.W;
   if (!inside || p.H * p.W > std::numeric_limits<int32_t>::max()) return &pool_plane<T>;
+  const bool two_by_two = p.kernel_h == 2 && p.kernel_w == 2 && p.stride_h == 2 && p.stride_w == 2;
+#if defined(__x86_64__)
+  if constexpr (std::is_same_v<T, float>) {
+    if (two_by_two && runnable_isa(ctx.isa) == Isa::avx512) return &max_pool2d_plane_2x2_avx512;
+  }
+#endif
   if (p.kernel_h == 2 && p.kernel_w == 2 && p.stride_w == 2) return &pool_plane_inside<T, 2, 2, 2>;
   if (p.kernel_h == 3 && p.kernel_w == 3 && p.stride_w == 2) return &pool_plane_inside<T, 3, 3, 2>;
   if (p.kernel_h == 3 && p.kernel_w == 3 && p.stride_w == 1) return &pool_plane_inside<T, 3, 3, 1>;
@@ -121,7 +134,7 @@ void max_pool2d_forward(const Context& ctx, const Pool2dParams& p, const T* x, T
   // A window reads at most the whole plane, however large the kernel.
   const int64_t window = std::min(p.kernel_h, p.H) * std::min(p.kernel_w, p.W);
   const int64_t work_per_plane = std::max<int64_t>(1, OHW * window);
-  const PlaneFn<T> kernel = plane_kernel<T>(p);
+  const PlaneFn<T> kernel = plane_kernel<T>(ctx, p);
   // Parallel over planes (N * C).
   parallel_for(ctx, p.planes, ceil_div(65536, work_per_plane), [&](int64_t begin, int64_t end) {
     for (int64_t plane = begin; plane < end; ++plane) {
