@@ -22,7 +22,8 @@ using fastlayers::cpu::gemm_dot;
 using fastlayers::cpu::kGemmDotAlign;
 using fastlayers::cpu::Operand;
 using fastlayers::cpu::gemm_windows;
-using fastlayers::cpu::pack_window_weights;
+using fastlayers::cpu::pack_window_rows;
+using fastlayers::cpu::window_weights;
 
 namespace {
 
@@ -160,42 +161,55 @@ int run_all_dot(Isa isa) {
 }
 
 
-// gemm_windows: C[j][h * cols + w] = relu?(sum_k a[off[k] + h * pitch + w] * b[j][k] + bias[j]),
-// the offsets overlapping and unordered, C's channel stride wider than rows * cols.
+// gemm_windows: C[j][h * cols + w] (+)= sum_k a[off[k] + h * pitch + w] * B[j][k], then bias and
+// ReLU, the offsets overlapping and unordered, C's channel stride wider than rows * cols. B is
+// packed in two pieces from a wider matrix, through a ReLU mask when `masked`.
 template <typename T>
 void check_windows(int64_t N, int64_t K, int64_t rows, int64_t cols, bool bias, bool relu,
-                   int threads, Isa isa) {
+                   bool accumulate, bool masked, int threads, Isa isa) {
   std::mt19937 rng(static_cast<unsigned>(N * 7 + K * 131 + rows * 17 + cols));
   std::normal_distribution<double> normal;
-  const int64_t pitch = cols + 3, ldc = rows * cols + 5;
+  const int64_t pitch = cols + 3, ldc = rows * cols + 5, ldb = K + 3;
   std::vector<int64_t> off(static_cast<size_t>(K));
   for (int64_t k = 0; k < K; ++k) off[k] = (k * 37) % (2 * K + 1);
-  std::vector<T> a(static_cast<size_t>(2 * K + 1 + rows * pitch)), b(static_cast<size_t>(N * K));
-  std::vector<T> bv(static_cast<size_t>(N)), c(static_cast<size_t>(N * ldc), T(-7));
+  std::vector<T> a(static_cast<size_t>(2 * K + 1 + rows * pitch)), b(static_cast<size_t>(N * ldb));
+  std::vector<T> mask(b.size()), bv(static_cast<size_t>(N)), c0(static_cast<size_t>(N * ldc));
   for (auto& x : a) x = static_cast<T>(normal(rng));
   for (auto& x : b) x = static_cast<T>(normal(rng));
+  for (auto& x : mask) x = static_cast<T>(normal(rng));
   for (auto& x : bv) x = static_cast<T>(normal(rng));
+  for (auto& x : c0) x = static_cast<T>(normal(rng));
   const Context ctx{threads, isa};
-  const auto w = pack_window_weights(ctx, N, K, b.data());
-  gemm_windows(ctx, w, rows, cols, pitch, a.data(), off.data(), c.data(), ldc,
-               bias ? bv.data() : static_cast<const T*>(nullptr), relu);
+  auto w = window_weights<T>(ctx, N, K);
+  const T* m = masked ? mask.data() : nullptr;
+  pack_window_rows(w, 0, K / 2, b.data(), ldb, m);
+  pack_window_rows(w, K / 2, K - K / 2, b.data() + K / 2, ldb, m ? m + K / 2 : nullptr);
+  Epilogue<T> ep;
+  ep.accumulate = accumulate;
+  ep.row_bias = bias ? bv.data() : nullptr;
+  ep.relu = relu;
+  std::vector<T> c = c0;
+  gemm_windows(ctx, w, rows, cols, pitch, a.data(), off.data(), c.data(), ldc, ep);
   const double tol = (sizeof(T) == 4 ? 1e-5 : 1e-12) * std::sqrt(double(K) + 1.0);
   for (int64_t j = 0; j < N; ++j) {
     for (int64_t i = 0; i < ldc; ++i) {
       const int64_t h = i / cols, x = i % cols;
-      double want = -7;  // past rows * cols: untouched
+      double want = c0[j * ldc + i];  // past rows * cols: untouched
       if (i < rows * cols) {
-        want = bias ? double(bv[j]) : 0.0;
-        for (int64_t k = 0; k < K; ++k) want += double(a[off[k] + h * pitch + x]) * double(b[j * K + k]);
+        want = (accumulate ? want : 0.0) + (bias ? double(bv[j]) : 0.0);
+        for (int64_t k = 0; k < K; ++k) {
+          const bool keep = !masked || mask[j * ldb + k] > 0;
+          want += keep ? double(a[off[k] + h * pitch + x]) * double(b[j * ldb + k]) : 0.0;
+        }
         if (relu && want < 0) want = 0;
       }
       const double got = c[j * ldc + i];
       if (!(std::fabs(got - want) <= tol * (1.0 + std::fabs(want)))) {
         std::printf("FAIL gemm_windows %s %s N=%lld K=%lld rows=%lld cols=%lld bias=%d relu=%d "
-                    "threads=%d at (%lld, %lld): got %.9g, want %.9g\n",
+                    "acc=%d mask=%d threads=%d at (%lld, %lld): got %.9g, want %.9g\n",
                     fastlayers::cpu::isa_name(isa), sizeof(T) == 4 ? "float" : "double",
                     (long long)N, (long long)K, (long long)rows, (long long)cols, bias, relu,
-                    threads, (long long)j, (long long)i, got, want);
+                    accumulate, masked, threads, (long long)j, (long long)i, got, want);
         ++failures;
         return;
       }
@@ -207,13 +221,14 @@ template <typename T>
 int run_all_windows(Isa isa) {
   const int64_t sizes[][4] = {{1, 1, 1, 1},  {5, 9, 2, 3},    {16, 25, 3, 14}, {17, 30, 2, 15},
                               {32, 75, 4, 29}, {33, 40, 1, 28}, {64, 288, 3, 12}, {70, 7, 2, 40},
-                              {6, 0, 2, 5}};
+                              {64, 200, 5, 5}, {6, 0, 2, 5}};
   int cases = 0;
   for (const auto& s : sizes) {
-    for (bool bias : {false, true}) {
-      for (bool relu : {false, true}) {
+    for (int variant = 0; variant < 8; ++variant) {
+      const bool bias = variant & 1, relu = variant & 2, accumulate = variant & 4;
+      for (bool masked : {false, true}) {
         for (int threads : {1, 2}) {
-          check_windows<T>(s[0], s[1], s[2], s[3], bias, relu, threads, isa);
+          check_windows<T>(s[0], s[1], s[2], s[3], bias, relu, accumulate, masked, threads, isa);
           ++cases;
         }
       }
@@ -221,6 +236,7 @@ int run_all_windows(Isa isa) {
   }
   return cases;
 }
+
 }  // namespace
 
 int main() {

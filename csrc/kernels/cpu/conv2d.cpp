@@ -198,6 +198,7 @@ void conv2d_padded_width(const Context& ctx, const Conv2dParams& p, const T* x, 
 // Its register tile is a few pixels by NR output channels, so it pays from kWindowMinChannels
 // output channels per group; thinner convs take conv2d_padded_width, whose tile is the other way.
 constexpr int64_t kWindowMinChannels = 16;
+constexpr int64_t kWindowMinTaps = 3;
 
 // Runs the window-form conv image by image: image n's output goes to out(n, extra), then
 // done(n, extra) is called, extra being `extra_size` elements of the chunk's own scratch (the
@@ -210,8 +211,12 @@ void conv2d_windows_each(const Context& ctx, const Conv2dParams& p, const T* x, 
   const PaddedWidth pw = padded_width(p, d.Cg);
   const ImageSplit split = split_images(ctx, p);
   std::vector<WindowWeights<T>> weights;
-  for (int64_t g = 0; g < p.groups; ++g)
-    weights.push_back(pack_window_weights(ctx, d.OCg, d.CKK, w + g * d.OCg * d.CKK));
+  for (int64_t g = 0; g < p.groups; ++g) {
+    weights.push_back(window_weights<T>(ctx, d.OCg, d.CKK));
+    pack_window_rows(weights.back(), 0, d.CKK, w + g * d.OCg * d.CKK, d.CKK);
+  }
+  Epilogue<T> ep;
+  ep.relu = relu;
   for_each_image<T>(ctx, p, split, pw.size + extra_size, [&](int64_t, int64_t n, bool, T* buf) {
     T* xpad = buf;
     T* extra = buf + pw.size;
@@ -219,9 +224,10 @@ void conv2d_windows_each(const Context& ctx, const Conv2dParams& p, const T* x, 
     for (int64_t g = 0; g < p.groups; ++g) {
       const int64_t x_off = (n * p.C + g * d.Cg) * d.HW;
       pad_planes(p, pw, d.Cg, x + x_off, x_mask ? x_mask + x_off : nullptr, xpad);
+      Epilogue<T> ep_g = ep;
+      ep_g.row_bias = bias ? bias + g * d.OCg : nullptr;
       gemm_windows(split.inner, weights[static_cast<size_t>(g)], p.OH, p.OW, pw.Wp, xpad,
-                   pw.off.data(), y + g * d.OCg * d.OHW, d.OHW, bias ? bias + g * d.OCg : nullptr,
-                   relu);
+                   pw.off.data(), y + g * d.OCg * d.OHW, d.OHW, ep_g);
     }
     done(split.inner, n, extra);
   });
@@ -246,6 +252,12 @@ void conv2d_stride1(const Context& ctx, const Conv2dParams& p, const T* x, const
     conv2d_windows(ctx, p, x, x_mask, w, bias, y, relu);
   else
     conv2d_padded_width(ctx, p, x, x_mask, w, bias, y, relu);
+}
+
+// grad_weight in the window form: its tile is (kh, kw) taps of one row of the kernel by NR output
+// channels, so it needs unit dilation along the row, and enough taps and channels to fill.
+bool use_windows_grad_weight(const Conv2dParams& p) {
+  return p.dilation_w == 1 && p.OC / p.groups >= kWindowMinChannels && p.KW >= kWindowMinTaps;
 }
 
 // True when no element of x[0, n) is an Inf or a NaN.
@@ -365,15 +377,29 @@ void conv2d_grad_weight(const Context& ctx, const Conv2dParams& p, const T* gy, 
     return;
   }
   const ImageSplit split = split_images(ctx, p);
-  // Stride 1: the dot-product form (see grad_weight_dot_operands), on groups of images whose
-  // operands fit in about half of L2 together.
+  // Stride 1: the window form (see grad_weight_windows below) where its tile fills, else the
+  // dot-product form (grad_weight_dot_operands), on groups of images whose operands fit in about
+  // half of L2 together.
   const bool dot = !d.pointwise && use_padded_width(p);
+  const bool windows = dot && use_windows_grad_weight(p);
   const PaddedWidth pw = dot ? padded_width(p, d.Cg) : PaddedWidth{};
   const int64_t Qd = round_up(pw.Q, kGemmDotAlign);
-  const int64_t pad_size = pw.size, gyp_size = d.OCg * Qd;
+  const int64_t pad_size = pw.size, gyp_size = d.OCg * (windows ? 0 : Qd);
+  const int64_t operand_size = pad_size + d.OCg * (windows ? d.OHW : Qd);
   const int64_t group =
-      dot ? std::clamp<int64_t>(int64_t(512 * 1024 / sizeof(T)) / (pad_size + gyp_size), 1, 8) : 1;
+      dot ? std::clamp<int64_t>(int64_t(512 * 1024 / sizeof(T)) / operand_size, 1, 8) : 1;
   std::vector<T> scratch(static_cast<size_t>(dot ? split.chunks * group * (pad_size + gyp_size) : 0));
+  // The window form: per chunk, grad_output's panels for a group of images; a_off[i * OHW + q]
+  // is output pixel q of the group's image i in the padded images.
+  std::vector<WindowWeights<T>> gy_panels;
+  std::vector<int64_t> a_off;
+  if (windows) {
+    for (int64_t c = 0; c < split.chunks; ++c) gy_panels.push_back(window_weights<T>(ctx, d.OCg, group * d.OHW));
+    a_off.resize(static_cast<size_t>(group * d.OHW));
+    for (int64_t i = 0; i < group; ++i)
+      for (int64_t oh = 0; oh < p.OH; ++oh)
+        for (int64_t ow = 0; ow < p.OW; ++ow) a_off[(i * p.OH + oh) * p.OW + ow] = i * pad_size + oh * pw.Wp + ow;
+  }
   // Chunk 0 sums into gw itself; the others into partial sums, added in chunk order below.
   std::vector<T> partial(static_cast<size_t>((split.chunks - 1) * w_size));
   parallel_chunks(ctx, split.chunks, [&](int64_t chunk) {
@@ -388,6 +414,25 @@ void conv2d_grad_weight(const Context& ctx, const Conv2dParams& p, const T* gy, 
         auto y_off = [&](int64_t n) { return (n * p.OC + g * d.OCg) * d.OHW; };
         auto x_of = [&](int64_t n) { return x + (n * p.C + g * d.Cg) * d.HW; };
         T* gw_g = out + g * d.OCg * d.CKK;
+        if (windows) {
+          // For each input channel c, gemm_windows with (h, w) = (kh, kw) and K = the group's
+          // output pixels: gw[oc][c][kh][kw] (+)= sum_q xpad[c][oh + kh][ow + kw] * gy[oc][q].
+          // Only real output pixels are summed, as torch's im2col does, so Inf and NaN inputs
+          // need no special care.
+          WindowWeights<T>& b = gy_panels[static_cast<size_t>(chunk)];
+          b.K = count * d.OHW;  // the panels hold `group` images; this group may have fewer
+          for (int64_t i = 0; i < count; ++i) {
+            const int64_t o = y_off(n0 + i);
+            pad_planes(p, pw, d.Cg, x_of(n0 + i), static_cast<const T*>(nullptr), xpads + i * pad_size);
+            pack_window_rows(b, i * d.OHW, d.OHW, gy + o, d.OHW, relu_output ? relu_output + o : nullptr);
+          }
+          Epilogue<T> ep;
+          ep.accumulate = n0 != begin;
+          for (int64_t c = 0; c < d.Cg; ++c)
+            gemm_windows(split.inner, b, p.KH, p.KW, p.dilation_h * pw.Wp, xpads + c * pw.Hp * pw.Wp,
+                         a_off.data(), gw_g + c * p.KH * p.KW, d.CKK, ep);
+          continue;
+        }
         bool finite = dot;
         for (int64_t i = 0; i < count && finite; ++i) finite = all_finite(x_of(n0 + i), d.Cg * d.HW);
         if (finite) {

@@ -67,7 +67,7 @@ void gemm_dot(const Context& ctx, int64_t M, int64_t N, int64_t K, const T* a, i
 }
 
 template <typename T>
-WindowWeights<T> pack_window_weights(const Context& ctx, int64_t N, int64_t K, const T* b) {
+WindowWeights<T> window_weights(const Context& ctx, int64_t N, int64_t K) {
   WindowWeights<T> w;
   w.isa = runnable_isa(ctx.isa);
   w.N = N;
@@ -85,51 +85,58 @@ WindowWeights<T> pack_window_weights(const Context& ctx, int64_t N, int64_t K, c
       w.isa = Isa::generic;
       w.NR = window_nr_generic<T>();
   }
-  w.panels.resize(static_cast<size_t>(ceil_div(N, w.NR) * K * w.NR));
-  if (N <= 0 || K <= 0) return w;
+  w.panels.resize(static_cast<size_t>(std::max<int64_t>(0, ceil_div(N, w.NR) * K * w.NR)));
+  return w;
+}
+
+template <typename T>
+void pack_window_rows(WindowWeights<T>& w, int64_t k0, int64_t count, const T* b, int64_t ldb,
+                      const T* mask) {
+  if (w.N <= 0 || count <= 0) return;
   switch (w.isa) {
 #if defined(__x86_64__)
     case Isa::avx512:
-      pack_window_panels_avx512(N, K, b, w.panels.data());
-      break;
+      return pack_window_panels_avx512(w, k0, count, b, ldb, mask);
     case Isa::avx2:
-      pack_window_panels_avx2(N, K, b, w.panels.data());
-      break;
+      return pack_window_panels_avx2(w, k0, count, b, ldb, mask);
 #endif
     default:
-      pack_window_panels_generic(N, K, b, w.panels.data());
+      return pack_window_panels_generic(w, k0, count, b, ldb, mask);
   }
-  return w;
 }
 
 template <typename T>
 void gemm_windows(const Context& ctx, const WindowWeights<T>& w, int64_t rows, int64_t cols,
                   int64_t pitch, const T* a, const int64_t* a_off, T* C, int64_t ldc,
-                  const T* bias, bool relu) {
+                  const Epilogue<T>& ep) {
   if (w.N <= 0 || rows <= 0 || cols <= 0) return;
-  if (w.K <= 0) {  // no terms: bias and ReLU only
+  if (w.K <= 0) {  // no terms: the epilogue only, on each channel's rows x cols block
     for (int64_t j = 0; j < w.N; ++j) {
-      const T v = bias ? bias[j] : T(0);
-      std::fill(C + j * ldc, C + j * ldc + rows * cols, (relu && v < T(0)) ? T(0) : v);
+      Epilogue<T> one = ep;
+      one.row_bias = ep.row_bias ? ep.row_bias + j : nullptr;
+      epilogue_only(1, rows * cols, C + j * ldc, ldc, one);
     }
     return;
   }
   switch (w.isa) {
 #if defined(__x86_64__)
     case Isa::avx512:
-      return gemm_windows_avx512(ctx, w, rows, cols, pitch, a, a_off, C, ldc, bias, relu);
+      return gemm_windows_avx512(ctx, w, rows, cols, pitch, a, a_off, C, ldc, ep);
     case Isa::avx2:
-      return gemm_windows_avx2(ctx, w, rows, cols, pitch, a, a_off, C, ldc, bias, relu);
+      return gemm_windows_avx2(ctx, w, rows, cols, pitch, a, a_off, C, ldc, ep);
 #endif
     default:
-      return gemm_windows_generic(ctx, w, rows, cols, pitch, a, a_off, C, ldc, bias, relu);
+      return gemm_windows_generic(ctx, w, rows, cols, pitch, a, a_off, C, ldc, ep);
   }
 }
 
 #define FASTLAYERS_INSTANTIATE_WINDOWS(T)                                                      \
-  template WindowWeights<T> pack_window_weights<T>(const Context&, int64_t, int64_t, const T*); \
+  template WindowWeights<T> window_weights<T>(const Context&, int64_t, int64_t);              \
+  template void pack_window_rows<T>(WindowWeights<T>&, int64_t, int64_t, const T*, int64_t,    \
+                                    const T*);                                                 \
   template void gemm_windows<T>(const Context&, const WindowWeights<T>&, int64_t, int64_t,      \
-                                int64_t, const T*, const int64_t*, T*, int64_t, const T*, bool);
+                                int64_t, const T*, const int64_t*, T*, int64_t,                \
+                                const Epilogue<T>&);
 FASTLAYERS_INSTANTIATE_WINDOWS(float)
 FASTLAYERS_INSTANTIATE_WINDOWS(double)
 #undef FASTLAYERS_INSTANTIATE_WINDOWS

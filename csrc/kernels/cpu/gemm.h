@@ -85,28 +85,37 @@ void gemm_dot(const Context& ctx, int64_t M, int64_t N, int64_t K, const T* a, i
               const DotBatch& batch = DotBatch{});
 
 
-// The engine's window form, for a stride-1 conv read from its zero-padded image (conv2d.cpp):
-//   C[j * ldc + h * cols + w] = epilogue( sum_k a[a_off[k] + h * pitch + w] * B[j][k] )
-// for channels j < N, output rows h < rows and columns w < cols, B the weight, row-major [N, K].
-// Each output pixel (h, w) is a window of the image at a fixed set of offsets. The micro-kernel
-// holds a few pixels of one output row times NR channels: it broadcasts the pixels straight from
-// the image and loads the weights from panels packed once per weight (WindowWeights), so nothing
-// is packed per image, no column past the end of a row is computed, and C is written in place.
-// The epilogue adds bias[j] (if given), then applies ReLU if asked (NaN propagates).
+// The engine's window form, for stride-1 convs read from a zero-padded image (conv2d.cpp):
+//   C[j * ldc + h * cols + w] (+)= sum_k a[a_off[k] + h * pitch + w] * B[j][k]
+// for channels j < N, rows h < rows and columns w < cols; then + row_bias[j] and ReLU if the
+// epilogue asks (col_bias is not supported). The micro-kernel holds a few consecutive (h, w)
+// positions of one row times NR channels: it broadcasts them straight from `a` at each of the K
+// offsets and loads B from panels packed beforehand (WindowWeights), so nothing is packed per
+// call and no position past the end of a row is computed.
+//   forward:      (h, w) = output pixel, k = (c, kh, kw), B = the weight [OC, C*KH*KW]
+//   grad_weight:  (h, w) = (kh, kw) of one input channel, k = output pixel of each image,
+//                 B = grad_output [OC, pixels], so C = that channel's grad_weight columns.
 template <typename T>
 struct WindowWeights {
-  Isa isa = Isa::generic;  // the micro-kernel the panels were packed for
+  Isa isa = Isa::generic;  // the micro-kernel the panels are packed for
   int64_t N = 0, K = 0, NR = 0;
   std::vector<T> panels;  // ceil(N / NR) panels of K x NR, channels past N zero
 };
 
+// Panels for an N x K operand, for the ISA ctx asks for; filled by pack_window_rows.
 template <typename T>
-WindowWeights<T> pack_window_weights(const Context& ctx, int64_t N, int64_t K, const T* b);
+WindowWeights<T> window_weights(const Context& ctx, int64_t N, int64_t K);
+
+// Columns [k0, k0 + count) of B from b, row-major with leading dimension ldb: B[j][k0 + t] =
+// b[j * ldb + t], or 0 where mask (if given, same layout) is <= 0 (a NaN mask passes).
+template <typename T>
+void pack_window_rows(WindowWeights<T>& w, int64_t k0, int64_t count, const T* b, int64_t ldb,
+                      const T* mask = nullptr);
 
 // Uses up to ctx.num_threads threads, fewer when the product is small. Deterministic.
 template <typename T>
 void gemm_windows(const Context& ctx, const WindowWeights<T>& w, int64_t rows, int64_t cols,
                   int64_t pitch, const T* a, const int64_t* a_off, T* C, int64_t ldc,
-                  const T* bias, bool relu);
+                  const Epilogue<T>& ep);
 
 }  // namespace fastlayers::cpu

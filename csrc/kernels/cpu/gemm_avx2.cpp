@@ -32,6 +32,8 @@ struct F32x8 {
   static void store(T* p, R v) { _mm256_storeu_ps(p, v); }
   static R set1(T x) { return _mm256_set1_ps(x); }
   static R fma(R a, R b, R c) { return _mm256_fmadd_ps(a, b, c); }
+  // v, or 0 where mask <= 0 (a NaN mask passes, as torch's threshold_backward).
+  static R keep(R v, R mask) { return _mm256_and_ps(v, _mm256_cmp_ps(mask, zero(), _CMP_NLE_UQ)); }
   static T sum(R v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -53,6 +55,7 @@ struct F64x4 {
   static void store(T* p, R v) { _mm256_storeu_pd(p, v); }
   static R set1(T x) { return _mm256_set1_pd(x); }
   static R fma(R a, R b, R c) { return _mm256_fmadd_pd(a, b, c); }
+  static R keep(R v, R mask) { return _mm256_and_pd(v, _mm256_cmp_pd(mask, zero(), _CMP_NLE_UQ)); }
   static T sum(R v) {
     const __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
     return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));

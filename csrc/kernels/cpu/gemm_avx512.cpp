@@ -32,6 +32,8 @@ struct F32x16 {
   static void store(T* p, R v) { _mm512_storeu_ps(p, v); }
   static R set1(T x) { return _mm512_set1_ps(x); }
   static R fma(R a, R b, R c) { return _mm512_fmadd_ps(a, b, c); }
+  // v, or 0 where mask <= 0 (a NaN mask passes, as torch's threshold_backward).
+  static R keep(R v, R mask) { return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(mask, zero(), _CMP_NLE_UQ), v); }
   // Lane sum by swaps in zmm registers. The zero-masked shuffles are the plain ones with an
   // all-ones mask: gcc 12's unmasked forms (and _mm512_reduce_add_*) pass an undefined vector
   // through and draw a false "may be used uninitialized" warning.
@@ -107,6 +109,7 @@ struct F64x8 {
   static void store(T* p, R v) { _mm512_storeu_pd(p, v); }
   static R set1(T x) { return _mm512_set1_pd(x); }
   static R fma(R a, R b, R c) { return _mm512_fmadd_pd(a, b, c); }
+  static R keep(R v, R mask) { return _mm512_maskz_mov_pd(_mm512_cmp_pd_mask(mask, zero(), _CMP_NLE_UQ), v); }
   static T sum(R v) {  // as F32x16::sum
     constexpr __mmask8 all = 0xFF;
     v = _mm512_add_pd(v, _mm512_maskz_shuffle_f64x2(all, v, v, 0x4E));

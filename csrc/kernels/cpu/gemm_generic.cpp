@@ -18,7 +18,7 @@ template <typename T, int64_t MR_, int64_t NR_>
 struct PortableKernel {
   static constexpr int64_t MR = MR_, NR = NR_;
   static constexpr bool kPackTransposed = false, kPackRows = false;  // the driver's scalar packing
-  static void pack_transposed(const T*, int64_t, int64_t, T*) {}
+  static void pack_transposed(const T*, int64_t, int64_t, T*, const T* = nullptr) {}
   static void pack_rows(const T*, const T*, int64_t, int64_t, T*) {}
   template <int ROWS>
   static void run(int64_t kc, const T* __restrict a, const T* __restrict b, T* __restrict acc_out) {
@@ -49,19 +49,22 @@ struct PortableKernel {
   }
   // The window form (see SimdKernel::run_windows), NVU halves of the NR channels.
   static constexpr int64_t kWindowRows = MR;
-  template <int NVU, int ROWS>
-  static void run_windows(int64_t kc, const T* __restrict a, const int64_t* __restrict a_off,
-                          const T* __restrict b, T* __restrict acc_out) {
+  template <int NVU, int RH, int RW>
+  static void run_windows(int64_t kc, const T* __restrict a, int64_t pitch,
+                          const int64_t* __restrict a_off, const T* __restrict b,
+                          T* __restrict acc_out) {
     constexpr int64_t cols = NVU * NR / 2;
-    T acc[ROWS][cols] = {};
+    T acc[RH * RW][cols] = {};
     for (int64_t p = 0; p < kc; ++p) {
       const T* px = a + a_off[p];
-      for (int r = 0; r < ROWS; ++r) {
-        const T ar = px[r];
-        for (int64_t c = 0; c < cols; ++c) acc[r][c] += ar * b[p * NR + c];
+      for (int rh = 0; rh < RH; ++rh) {
+        for (int rw = 0; rw < RW; ++rw) {
+          const T ar = px[rh * pitch + rw];
+          for (int64_t c = 0; c < cols; ++c) acc[rh * RW + rw][c] += ar * b[p * NR + c];
+        }
       }
     }
-    for (int r = 0; r < ROWS; ++r)
+    for (int r = 0; r < RH * RW; ++r)
       for (int64_t c = 0; c < cols; ++c) acc_out[r * NR + c] = acc[r][c];
   }
 };

@@ -28,13 +28,14 @@ FASTLAYERS_DECLARE_GEMM_DOT(gemm_dot_avx512)
 
 #define FASTLAYERS_DECLARE_WINDOWS(isa)                                                        \
   template <typename T>                                                                        \
-  void pack_window_panels_##isa(int64_t N, int64_t K, const T* b, T* panels);                \
+  void pack_window_panels_##isa(WindowWeights<T>& w, int64_t k0, int64_t count, const T* b,   \
+                                int64_t ldb, const T* mask);                                   \
   template <typename T>                                                                        \
   int64_t window_nr_##isa();                                                                   \
   template <typename T>                                                                        \
   void gemm_windows_##isa(const Context& ctx, const WindowWeights<T>& w, int64_t rows,        \
                           int64_t cols, int64_t pitch, const T* a, const int64_t* a_off, T* C,  \
-                          int64_t ldc, const T* bias, bool relu);
+                          int64_t ldc, const Epilogue<T>& ep);
 FASTLAYERS_DECLARE_WINDOWS(generic)
 FASTLAYERS_DECLARE_WINDOWS(avx2)
 FASTLAYERS_DECLARE_WINDOWS(avx512)
@@ -43,8 +44,9 @@ FASTLAYERS_DECLARE_WINDOWS(avx512)
 // Defines the window-form entry points of one ISA file, for float and double, from its Kernel.
 #define FASTLAYERS_DEFINE_WINDOWS(isa)                                                         \
   template <typename T>                                                                        \
-  void pack_window_panels_##isa(int64_t N, int64_t K, const T* b, T* panels) {               \
-    pack_window_panels<T, Kernel<T>>(N, K, b, panels);                                         \
+  void pack_window_panels_##isa(WindowWeights<T>& w, int64_t k0, int64_t count, const T* b,   \
+                                int64_t ldb, const T* mask) {                                  \
+    pack_window_panels<T, Kernel<T>>(w, k0, count, b, ldb, mask);                              \
   }                                                                                            \
   template <typename T>                                                                        \
   int64_t window_nr_##isa() {                                                                  \
@@ -53,20 +55,22 @@ FASTLAYERS_DECLARE_WINDOWS(avx512)
   template <typename T>                                                                        \
   void gemm_windows_##isa(const Context& ctx, const WindowWeights<T>& w, int64_t rows,        \
                           int64_t cols, int64_t pitch, const T* a, const int64_t* a_off, T* C,  \
-                          int64_t ldc, const T* bias, bool relu) {                             \
-    gemm_windows_blocked<T, Kernel<T>>(ctx, w, rows, cols, pitch, a, a_off, C, ldc, bias, relu); \
+                          int64_t ldc, const Epilogue<T>& ep) {                                \
+    gemm_windows_blocked<T, Kernel<T>>(ctx, w, rows, cols, pitch, a, a_off, C, ldc, ep);       \
   }                                                                                            \
-  template void pack_window_panels_##isa<float>(int64_t, int64_t, const float*, float*);      \
-  template void pack_window_panels_##isa<double>(int64_t, int64_t, const double*, double*);   \
+  template void pack_window_panels_##isa<float>(WindowWeights<float>&, int64_t, int64_t,       \
+                                                const float*, int64_t, const float*);          \
+  template void pack_window_panels_##isa<double>(WindowWeights<double>&, int64_t, int64_t,     \
+                                                 const double*, int64_t, const double*);       \
   template int64_t window_nr_##isa<float>();                                                   \
   template int64_t window_nr_##isa<double>();                                                  \
   template void gemm_windows_##isa<float>(const Context&, const WindowWeights<float>&, int64_t, \
                                           int64_t, int64_t, const float*, const int64_t*,     \
-                                          float*, int64_t, const float*, bool);               \
+                                          float*, int64_t, const Epilogue<float>&);           \
   template void gemm_windows_##isa<double>(const Context&, const WindowWeights<double>&,       \
                                            int64_t, int64_t, int64_t, const double*,           \
-                                           const int64_t*, double*, int64_t, const double*,    \
-                                           bool);
+                                           const int64_t*, double*, int64_t,                   \
+                                           const Epilogue<double>&);
 
 #define FASTLAYERS_INSTANTIATE_GEMM_DOT(name, T)                                               \
   template void name<T>(const Context&, int64_t, int64_t, int64_t, const T*, int64_t, const T*, \
