@@ -6,8 +6,11 @@
 // (Im2col in gemm.h), so cols is never written; grad_input writes cols, a workspace of one image
 // and group reused across images. A 1x1, stride-1, unpadded conv needs no cols at all: the input
 // plane is already the GEMM operand. At stride 1 all three passes run on a zero-padded copy of
-// the image instead (PaddedWidth below): forward and grad_input as GEMMs that read it in place,
-// grad_weight in the GEMM's dot-product form over its rows (grad_weight_dot_operands).
+// the image instead (PaddedWidth below), grad_input as a forward conv with flipped weights:
+//   - from 16 output channels per group, in the GEMM's window form (gemm_windows): the forward's
+//     tile is a few output pixels of one row by NR channels, grad_weight's a few kernel taps;
+//   - thinner convs as GEMMs that read the padded image in place (conv2d_padded_width), and
+//     grad_weight in the GEMM's dot-product form over its rows (grad_weight_dot_operands).
 // Images are spread over threads when there are enough of them; otherwise each GEMM uses every
 // thread. grad_weight then keeps one partial sum per thread, added in a fixed order.
 #include "conv2d.h"
