@@ -45,15 +45,16 @@ def _conv2d_setup(ctx, input, weight, bias, stride, padding, dilation, groups, o
     ctx.save_for_backward(*_as_computed(output, input, weight), output if relu else None)
 
 
-def _conv2d_grads(ctx, grad):
+def _conv2d_grads(ctx, grad, grad_bias=None):
+    """The conv's input and weight gradients, and its bias gradient unless given."""
     input, weight, relu_output = ctx.saved_tensors[:3]
     need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
-    grad_input = grad_weight = grad_bias = None
+    grad_input = grad_weight = None
     if need_input:
         grad_input = ops.conv2d_grad_input(grad, weight, input.shape, *ctx.geometry, relu_output)
     if need_weight:
         grad_weight = ops.conv2d_grad_weight(grad, input, weight.shape, *ctx.geometry, relu_output)
-    if ctx.has_bias and need_bias:
+    if ctx.has_bias and need_bias and grad_bias is None:
         grad_bias = ops.bias_grad(grad, relu_output, 1)
     return grad_input, grad_weight, grad_bias
 
@@ -74,12 +75,19 @@ def _empty_windows(input_hw, output_hw, kernel, stride, padding, dilation, devic
     return (empty[0][:, None] | empty[1][None, :]).to(device)
 
 
-def _pool_backward(grad, indices, input_shape, geometry):
-    """max_pool2d_backward for indices from fastlayers' forward, the empty windows' gradients
-    dropped (see _empty_windows). geometry is (kernel, stride, padding, dilation)."""
+def _without_empty_windows(grad, indices, input_shape, geometry):
+    """grad and indices with the empty windows' entries zeroed (see _empty_windows). geometry is
+    (kernel, stride, padding, dilation)."""
     empty = _empty_windows(input_shape[-2:], grad.shape[-2:], *geometry, grad.device)
     if empty is not None:  # the geometry decides, not the data: torch.compile traces it whole
         grad, indices = grad.masked_fill(empty, 0), indices.masked_fill(empty, 0)
+    return grad, indices
+
+
+def _pool_backward(grad, indices, input_shape, geometry):
+    """max_pool2d_backward for indices from fastlayers' forward, the empty windows' gradients
+    dropped."""
+    grad, indices = _without_empty_windows(grad, indices, input_shape, geometry)
     return ops.max_pool2d_backward(grad, indices, input_shape)
 
 
@@ -110,8 +118,12 @@ def _conv2d_relu_max_pool2d_grads(ctx, grad, _grad_indices):
     # The ReLU's mask on the activation, read at each window's maximum, is the pooled output > 0;
     # the rest of the activation gets no gradient from the pool anyway.
     out, indices = ctx.saved_tensors[3:]
-    grad = _pool_backward(ops.relu_backward(grad, out), indices, ctx.activation_shape, ctx.pool_geometry)
-    return _conv2d_grads(ctx, grad)
+    grad, indices = _without_empty_windows(ops.relu_backward(grad, out), indices, ctx.activation_shape, ctx.pool_geometry)
+    # The pool only scatters each window's gradient to one activation element, so the bias
+    # gradient (the activation gradient's sum per channel) is the pooled gradient's, a quarter
+    # of the elements for 2 x 2 windows.
+    grad_bias = ops.bias_grad(grad, None, 1) if ctx.has_bias and ctx.needs_input_grad[2] else None
+    return _conv2d_grads(ctx, ops.max_pool2d_backward(grad, indices, ctx.activation_shape), grad_bias)
 
 
 def _relu_setup(ctx, output):
