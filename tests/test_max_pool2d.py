@@ -100,6 +100,24 @@ def test_ties_nan_and_inf_in_two_by_two_windows(device, cpu_isa, dtype):
     assert torch.equal(idx, ref_idx)
 
 
+@pytest.mark.parametrize("hw", [(8, 10), (9, 7), (2, 34)])
+def test_backward_adds_each_gradient_at_its_index(device, cpu_isa, hw):
+    # Indices each in their own output's 2 x 2 cell (a 2 x 2, stride-2 pool's; written densely
+    # where the CPU has AVX-512), in one plane an index outside its cell, and in another two
+    # outputs sharing an index: every plane must equal the plain scatter-add.
+    h, w = hw
+    oh, ow = h // 2, w // 2
+    rows = torch.arange(oh, device=device)[:, None] * 2 + torch.randint(0, 2, (4, 3, oh, ow), device=device)
+    cols = torch.arange(ow, device=device) * 2 + torch.randint(0, 2, (4, 3, oh, ow), device=device)
+    idx = rows * w + cols
+    idx[1, 2, 0, 0] = h * w - 1  # outside its cell
+    idx[3, 0, -1, -1] = idx[3, 0, 0, 0]  # shared
+    gy = torch.randn(4, 3, oh, ow, device=device)
+    gx = torch.ops.fastlayers.max_pool2d_backward(gy, idx, [4, 3, h, w])
+    want = torch.zeros(4, 3, h * w, device=device).scatter_add_(-1, idx.flatten(-2), gy.flatten(-2))
+    assert torch.equal(gx, want.view(4, 3, h, w))
+
+
 def test_all_minus_inf_window_takes_torchs_index(device):
     x = torch.full((1, 1, 4, 4), float("-inf"), device=device)
     for args in [(2,), (3, 1, 1), (2, 2, 1, 2)]:

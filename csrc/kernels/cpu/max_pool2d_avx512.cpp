@@ -3,7 +3,8 @@
 // masked vector covers a whole row). Each input row pair is loaded as 32 floats and split into
 // its even and odd columns; the window's four taps are then taken in torch's order, from its
 // first element: a strictly greater value or any NaN takes over (see max_pool2d.cpp). Compiled
-// for AVX-512 here only; max_pool2d.cpp calls it only where the CPU reports AVX-512.
+// for AVX-512 here only; max_pool2d.cpp calls it only where the CPU reports AVX-512. The
+// backward of the same windows is below.
 #include "max_pool2d.h"
 
 #include <algorithm>
@@ -64,6 +65,54 @@ void max_pool2d_plane_2x2_avx512(const Pool2dParams& p, const float* in, float* 
       _mm512_mask_storeu_epi64(x + 8, static_cast<__mmask8>(m >> 8), at_hi);
     }
   }
+}
+
+// max_pool2d_backward of one plane where every index lies in its own output's 2 x 2 cell
+// (rows 2 * oh and 2 * oh + 1, columns 2 * ow and 2 * ow + 1), as 2 x 2 windows at stride 2 give:
+// the cells are disjoint, so each input element takes its cell's gradient or 0, written once,
+// with no zero fill and no scatter. Returns false, having written part of gx, at the first index
+// outside its cell; the caller then runs the general scatter. Needs 2 * OH <= H, 2 * OW <= W.
+bool max_pool2d_plane_backward_2x2_avx512(const Pool2dParams& p, const float* gy,
+                                          const int64_t* ind, float* gx) {
+  const __m512i steps = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
+  const __m512i one = _mm512_set1_epi64(1), row = _mm512_set1_epi64(p.W);
+  // Interleaves the even-column and odd-column values back into 32 consecutive columns.
+  const __m512i mix_lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512i mix_hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  for (int64_t oh = 0; oh < p.OH; ++oh) {
+    float* r0 = gx + 2 * oh * p.W;
+    float* r1 = r0 + p.W;
+    for (int64_t ow0 = 0; ow0 < p.OW; ow0 += 16) {
+      const int64_t n = std::min<int64_t>(16, p.OW - ow0);
+      const __mmask16 m = static_cast<__mmask16>((1u << n) - 1);
+      const __m512 g = _mm512_maskz_loadu_ps(m, gy + oh * p.OW + ow0);
+      const int64_t* i = ind + oh * p.OW + ow0;
+      const __m512i i_lo = _mm512_maskz_loadu_epi64(static_cast<__mmask8>(m), i);
+      const __m512i i_hi = _mm512_maskz_loadu_epi64(static_cast<__mmask8>(m >> 8), i + 8);
+      // Each cell's first element, for the two halves of the 16 outputs.
+      const __m512i f_lo = _mm512_add_epi64(_mm512_set1_epi64(2 * oh * p.W + 2 * ow0), steps);
+      const __m512i f_hi = _mm512_add_epi64(f_lo, _mm512_set1_epi64(16));
+      auto at = [&](__m512i offset) {  // which outputs' index is their cell's first + offset
+        return static_cast<__mmask16>(
+            _mm512_cmpeq_epi64_mask(i_lo, _mm512_add_epi64(f_lo, offset)) |
+            (static_cast<unsigned>(_mm512_cmpeq_epi64_mask(i_hi, _mm512_add_epi64(f_hi, offset))) << 8));
+      };
+      const __mmask16 m00 = at(_mm512_setzero_si512()), m01 = at(one);
+      const __mmask16 m10 = at(row), m11 = at(_mm512_add_epi64(row, one));
+      if ((m & ~(m00 | m01 | m10 | m11)) != 0) return false;
+      const __mmask16 lo = static_cast<__mmask16>((1u << std::min<int64_t>(16, 2 * n)) - 1);
+      const __mmask16 hi = static_cast<__mmask16>((1u << std::max<int64_t>(0, 2 * n - 16)) - 1);
+      const __m512 e0 = _mm512_maskz_mov_ps(m00, g), o0 = _mm512_maskz_mov_ps(m01, g);
+      const __m512 e1 = _mm512_maskz_mov_ps(m10, g), o1 = _mm512_maskz_mov_ps(m11, g);
+      _mm512_mask_storeu_ps(r0 + 2 * ow0, lo, _mm512_permutex2var_ps(e0, mix_lo, o0));
+      _mm512_mask_storeu_ps(r0 + 2 * ow0 + 16, hi, _mm512_permutex2var_ps(e0, mix_hi, o0));
+      _mm512_mask_storeu_ps(r1 + 2 * ow0, lo, _mm512_permutex2var_ps(e1, mix_lo, o1));
+      _mm512_mask_storeu_ps(r1 + 2 * ow0 + 16, hi, _mm512_permutex2var_ps(e1, mix_hi, o1));
+    }
+    for (int64_t w = 2 * p.OW; w < p.W; ++w) r0[w] = r1[w] = 0.0f;  // an odd last column
+  }
+  std::fill(gx + 2 * p.OH * p.W, gx + p.H * p.W, 0.0f);  // an odd last row
+  return true;
 }
 
 }  // namespace fastlayers::cpu
