@@ -2,8 +2,8 @@
 // ops of the smallest layers (10 outputs, 20 inputs), whose arithmetic takes a few microseconds:
 // a Python backward (torch.library.register_autograd, as the other ops have in
 // fastlayers/_autograd.py) cost them about 25 us per forward and backward, more than the kernels.
-// The backward calls the backward ops through the dispatcher, so their own autograd (Python,
-// _autograd.py) still gives double backward. Under torch.autocast the autocast kernel runs first
+// The backward calls the backward ops through the dispatcher, so under create_graph their own
+// autograd (Python, _autograd.py) still gives double backward. Under torch.autocast the autocast kernel runs first
 // and redispatches here with the cast arguments, which are what is saved.
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
@@ -56,6 +56,10 @@ struct LinearFunction : public torch::autograd::Function<LinearFunction<Relu>> {
     const Tensor& grad = grad_outputs[0];
     Tensor grad_input, grad_weight, grad_bias;
     if (!grad.defined()) return {grad_input, grad_weight, grad_bias};
+    // A plain backward (grad mode off: not create_graph) records nothing, so the backward ops go
+    // straight to their kernels, past their own autograd, which is Python and costs ~3 us a call.
+    std::optional<at::AutoDispatchBelowADInplaceOrView> below_autograd;
+    if (!at::GradMode::is_enabled()) below_autograd.emplace();
     if (ctx->needs_input_grad(0)) grad_input = grad_input_op.call(grad, weight, relu_output);
     if (ctx->needs_input_grad(1)) grad_weight = grad_weight_op.call(grad, input, relu_output);
     if (ctx->saved_data["has_bias"].toBool() && ctx->needs_input_grad(2)) {
