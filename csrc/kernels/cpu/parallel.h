@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <vector>
 
 #include "isa.h"
 
@@ -56,6 +57,18 @@ void parallel_for(const Context& ctx, int64_t n, int64_t grain, const F& f) {
     const int64_t begin = c * per, end = std::min(n, begin + per);
     if (begin < end) f(begin, end);
   });
+}
+
+// A scratch buffer of at least n elements, one per calling thread and Tag, kept for that thread's
+// next call: packing buffers are needed on every call, and a fresh allocation of a few hundred KiB
+// costs more than a small GEMM (glibc maps it anew, and every page faults on first touch). The
+// contents are left as the last call left them. A Tag is one call site: a user must not call
+// code that uses the same Tag while it holds the buffer.
+template <typename T, typename Tag>
+T* thread_scratch(int64_t n) {
+  thread_local std::vector<T> buffer;
+  if (static_cast<int64_t>(buffer.size()) < n) buffer.resize(static_cast<size_t>(n));
+  return buffer.data();
 }
 
 // How many threads an op of `work` scalar operations deserves: fork/join in libgomp costs a few
