@@ -34,6 +34,14 @@ struct F32x8 {
   static R fma(R a, R b, R c) { return _mm256_fmadd_ps(a, b, c); }
   // v, or 0 where mask <= 0 (a NaN mask passes, as torch's threshold_backward).
   static R keep(R v, R mask) { return _mm256_and_ps(v, _mm256_cmp_ps(mask, zero(), _CMP_NLE_UQ)); }
+  static R add(R a, R b) { return _mm256_add_ps(a, b); }
+  static R relu(R v) { return _mm256_max_ps(zero(), v); }  // max returns v where v is NaN
+  // The first n <= W lanes only.
+  static R load_first(const T* p, int64_t n) { return _mm256_maskload_ps(p, first(n)); }
+  static void store_first(T* p, R v, int64_t n) { _mm256_maskstore_ps(p, first(n), v); }
+  static __m256i first(int64_t n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  }
   static T sum(R v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));

@@ -34,6 +34,13 @@ struct F32x16 {
   static R fma(R a, R b, R c) { return _mm512_fmadd_ps(a, b, c); }
   // v, or 0 where mask <= 0 (a NaN mask passes, as torch's threshold_backward).
   static R keep(R v, R mask) { return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(mask, zero(), _CMP_NLE_UQ), v); }
+  static R add(R a, R b) { return _mm512_add_ps(a, b); }
+  // max returns v where v is NaN; the zero-masked form for the gcc 12 warning noted at sum().
+  static R relu(R v) { return _mm512_maskz_max_ps(0xFFFF, zero(), v); }
+  // The first n <= W lanes only.
+  static R load_first(const T* p, int64_t n) { return _mm512_maskz_loadu_ps(first(n), p); }
+  static void store_first(T* p, R v, int64_t n) { _mm512_mask_storeu_ps(p, first(n), v); }
+  static __mmask16 first(int64_t n) { return static_cast<__mmask16>((1u << n) - 1); }
   // Lane sum by swaps in zmm registers. The zero-masked shuffles are the plain ones with an
   // all-ones mask: gcc 12's unmasked forms (and _mm512_reduce_add_*) pass an undefined vector
   // through and draw a false "may be used uninitialized" warning.

@@ -49,6 +49,8 @@ struct PortableKernel {
   }
   // The window form (see SimdKernel::run_windows), NVU halves of the NR channels.
   static constexpr int64_t kWindowRows = MR;
+  static constexpr bool kStoreWindowsRow = false;  // the driver's scalar store
+  static void store_windows_row(const T*, int64_t, int64_t, T*, int64_t, const T*, bool, bool) {}
   template <int NVU, int RH, int RW>
   static void run_windows(int64_t kc, const T* __restrict a, int64_t pitch,
                           const int64_t* __restrict a_off, const T* __restrict b,

@@ -24,6 +24,7 @@ struct Context {
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 inline int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+constexpr int64_t round_up_constexpr(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
 
 // Calls f(chunk) for chunk in [0, num_chunks), chunks spread over at most ctx.num_threads threads.
 // Callers that keep per-chunk scratch (partial sums, packing buffers) allocate it before the call,
