@@ -204,8 +204,9 @@ constexpr int64_t kWindowMinChannels = 16;
 constexpr int64_t kWindowMinTaps = 3;
 
 // Runs the window-form conv image by image: image n's output goes to out(n, extra), then
-// done(n, extra) is called, extra being `extra_size` elements of the chunk's own scratch (the
-// fused conv->ReLU->pool writes each image's activation there and pools it).
+// done(inner, n, extra) is called, extra being `extra_size` elements of the chunk's own scratch
+// and inner the chunk's thread context (the fused conv->ReLU->pool writes each image's
+// activation there and pools it).
 template <typename T, typename Out, typename Done>
 void conv2d_windows_each(const Context& ctx, const Conv2dParams& p, const T* x, const T* x_mask,
                          const T* w, const T* bias, bool relu, int64_t extra_size, const Out& out,
