@@ -21,6 +21,17 @@
 namespace fastlayers::cpu {
 namespace {
 
+// The lanes of n <= 16 outputs (m) and of their 2n input columns, split over two vectors of 16
+// (lo, hi).
+struct RowMasks {
+  __mmask16 m, lo, hi;
+};
+inline RowMasks row_masks(int64_t n) {
+  return {static_cast<__mmask16>((1u << n) - 1),
+          static_cast<__mmask16>((1u << std::min<int64_t>(16, 2 * n)) - 1),
+          static_cast<__mmask16>((1u << std::max<int64_t>(0, 2 * n - 16)) - 1)};
+}
+
 // The running maximum (b, at) against tap v at index i: taken where v > b or v is a NaN.
 inline void take(__m512 v, __m512i i, __m512& b, __m512i& at) {
   const __mmask16 t = _mm512_cmp_ps_mask(v, b, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
@@ -40,9 +51,7 @@ void max_pool2d_plane_2x2_avx512(const Pool2dParams& p, const float* in, float* 
     const float* r1 = r0 + p.W;
     for (int64_t ow0 = 0; ow0 < p.OW; ow0 += 16) {
       const int64_t n = std::min<int64_t>(16, p.OW - ow0);
-      const __mmask16 m = static_cast<__mmask16>((1u << n) - 1);
-      const __mmask16 lo = static_cast<__mmask16>((1u << std::min<int64_t>(16, 2 * n)) - 1);
-      const __mmask16 hi = static_cast<__mmask16>((1u << std::max<int64_t>(0, 2 * n - 16)) - 1);
+      const auto [m, lo, hi] = row_masks(n);
       const int64_t c = 2 * ow0;
       const __m512 a0 = _mm512_maskz_loadu_ps(lo, r0 + c), a1 = _mm512_maskz_loadu_ps(hi, r0 + c + 16);
       const __m512 b0 = _mm512_maskz_loadu_ps(lo, r1 + c), b1 = _mm512_maskz_loadu_ps(hi, r1 + c + 16);
@@ -84,7 +93,7 @@ bool max_pool2d_plane_backward_2x2_avx512(const Pool2dParams& p, const float* gy
     float* r1 = r0 + p.W;
     for (int64_t ow0 = 0; ow0 < p.OW; ow0 += 16) {
       const int64_t n = std::min<int64_t>(16, p.OW - ow0);
-      const __mmask16 m = static_cast<__mmask16>((1u << n) - 1);
+      const auto [m, lo, hi] = row_masks(n);
       const __m512 g = _mm512_maskz_loadu_ps(m, gy + oh * p.OW + ow0);
       const int64_t* i = ind + oh * p.OW + ow0;
       const __m512i i_lo = _mm512_maskz_loadu_epi64(static_cast<__mmask8>(m), i);
@@ -100,8 +109,6 @@ bool max_pool2d_plane_backward_2x2_avx512(const Pool2dParams& p, const float* gy
       const __mmask16 m00 = at(_mm512_setzero_si512()), m01 = at(one);
       const __mmask16 m10 = at(row), m11 = at(_mm512_add_epi64(row, one));
       if ((m & ~(m00 | m01 | m10 | m11)) != 0) return false;
-      const __mmask16 lo = static_cast<__mmask16>((1u << std::min<int64_t>(16, 2 * n)) - 1);
-      const __mmask16 hi = static_cast<__mmask16>((1u << std::max<int64_t>(0, 2 * n - 16)) - 1);
       const __m512 e0 = _mm512_maskz_mov_ps(m00, g), o0 = _mm512_maskz_mov_ps(m01, g);
       const __m512 e1 = _mm512_maskz_mov_ps(m10, g), o1 = _mm512_maskz_mov_ps(m11, g);
       _mm512_mask_storeu_ps(r0 + 2 * ow0, lo, _mm512_permutex2var_ps(e0, mix_lo, o0));
