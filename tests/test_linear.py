@@ -15,7 +15,8 @@ from conftest import LOW_PRECISION, assert_close, assert_close_low_precision, as
 ops = torch.ops.fastlayers
 
 # (leading dims of input, in_features, out_features). Odd sizes, a 1-D input, an empty batch,
-# in_features = 0, and sizes past every GEMM cache block (MC 128 / KC 256 / NC 512 for float32).
+# in_features = 0, and sizes past every GEMM cache block (MC 128 / KC 256 / NC 512 for float32);
+# few out_features over in_features a multiple of 16 run the GEMM's dot-product form.
 SHAPES = [
     ((5,), 7, 3),
     ((), 13, 5),
@@ -26,6 +27,8 @@ SHAPES = [
     ((100,), 784, 128),
     ((130,), 300, 600),
     ((64,), 3136, 10),
+    ((130,), 48, 16),
+    ((37,), 32, 1),
 ]
 
 

@@ -100,9 +100,11 @@ int run_all(Isa isa) {
 
 // gemm_dot: C (+)= sum_g A_g * B_g^T over a batch of `batch` products, with B's rows at
 // overlapping offsets into one buffer per product (as a conv's shifted input rows are), and A's
-// rows padded with zeros from K to a multiple of kGemmDotAlign.
+// rows padded with zeros from K to a multiple of kGemmDotAlign; with `bias_relu`, plus a row
+// and a column bias, then ReLU.
 template <typename T>
-void check_dot(int64_t M, int64_t N, int64_t K, bool accumulate, int threads, int64_t batch, Isa isa) {
+void check_dot(int64_t M, int64_t N, int64_t K, bool accumulate, bool bias_relu, int threads,
+               int64_t batch, Isa isa) {
   std::mt19937 rng(static_cast<unsigned>(M * 7 + N * 131 + K + batch));
   std::normal_distribution<double> normal;
   const int64_t Kp = (K + kGemmDotAlign - 1) / kGemmDotAlign * kGemmDotAlign;
@@ -113,14 +115,23 @@ void check_dot(int64_t M, int64_t N, int64_t K, bool accumulate, int threads, in
   for (auto& x : a) x = static_cast<T>(normal(rng));
   for (auto& x : b) x = static_cast<T>(normal(rng));
   for (auto& x : c0) x = static_cast<T>(normal(rng));
+  std::vector<T> row_bias(static_cast<size_t>(M)), col_bias(static_cast<size_t>(N));
+  for (auto& x : row_bias) x = static_cast<T>(normal(rng));
+  for (auto& x : col_bias) x = static_cast<T>(normal(rng));
   for (int64_t g = 0; g < batch; ++g)
     for (int64_t i = 0; i < M; ++i)
       for (int64_t k = K; k < Kp; ++k) a[g * stride_a + i * lda + k] = T(0);
   std::vector<int64_t> off(static_cast<size_t>(N));
   for (int64_t j = 0; j < N; ++j) off[j] = (j * 37) % (N * 5 + 1);  // overlapping, unordered
   std::vector<T> c = c0;
-  gemm_dot(Context{threads, isa}, M, N, Kp, a.data(), lda, b.data(), off.data(), c.data(), N,
-           accumulate, DotBatch{batch, stride_a, stride_b});
+  Epilogue<T> ep{accumulate};
+  if (bias_relu) {
+    ep.row_bias = row_bias.data();
+    ep.col_bias = col_bias.data();
+    ep.relu = true;
+  }
+  gemm_dot(Context{threads, isa}, M, N, Kp, a.data(), lda, b.data(), off.data(), c.data(), N, ep,
+           DotBatch{batch, stride_a, stride_b});
   const double tol = (sizeof(T) == 4 ? 1e-5 : 1e-12) * std::sqrt(double(K * batch) + 1.0);
   for (int64_t i = 0; i < M; ++i) {
     for (int64_t j = 0; j < N; ++j) {
@@ -128,13 +139,15 @@ void check_dot(int64_t M, int64_t N, int64_t K, bool accumulate, int threads, in
       for (int64_t g = 0; g < batch; ++g)
         for (int64_t k = 0; k < K; ++k)
           want += double(a[g * stride_a + i * lda + k]) * double(b[g * stride_b + off[j] + k]);
+      if (bias_relu) want = std::max(0.0, want + double(row_bias[i]) + double(col_bias[j]));
       const double got = c[i * N + j];
       if (!(std::fabs(got - want) <= tol * (1.0 + std::fabs(want)))) {
-        std::printf("FAIL gemm_dot %s %s M=%lld N=%lld K=%lld batch=%lld acc=%d threads=%d at "
+        std::printf("FAIL gemm_dot %s %s M=%lld N=%lld K=%lld batch=%lld acc=%d bias_relu=%d "
+                    "threads=%d at "
                     "(%lld, %lld): got %.9g, want %.9g\n",
                     fastlayers::cpu::isa_name(isa), sizeof(T) == 4 ? "float" : "double",
-                    (long long)M, (long long)N, (long long)K, (long long)batch, accumulate,
-                    threads, (long long)i, (long long)j, got, want);
+                    (long long)M, (long long)N, (long long)K, (long long)batch,
+                    accumulate, bias_relu, threads, (long long)i, (long long)j, got, want);
         ++failures;
         return;
       }
@@ -145,14 +158,16 @@ void check_dot(int64_t M, int64_t N, int64_t K, bool accumulate, int threads, in
 template <typename T>
 int run_all_dot(Isa isa) {
   const int64_t sizes[][3] = {{1, 1, 1}, {3, 5, 16}, {4, 6, 33}, {9, 13, 100}, {32, 75, 892},
-                              {64, 800, 248}, {5, 7, 0}};
+                              {64, 800, 248}, {100, 7, 64}, {5, 7, 0}};
   int cases = 0;
   for (const auto& s : sizes) {
     for (bool acc : {false, true}) {
-      for (int threads : {1, 2}) {
-        for (int64_t batch : {1, 3}) {
-          check_dot<T>(s[0], s[1], s[2], acc, threads, batch, isa);
-          ++cases;
+      for (bool bias_relu : {false, true}) {
+        for (int threads : {1, 2}) {
+          for (int64_t batch : {1, 3}) {
+            check_dot<T>(s[0], s[1], s[2], acc, bias_relu, threads, batch, isa);
+            ++cases;
+          }
         }
       }
     }

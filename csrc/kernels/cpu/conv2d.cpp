@@ -446,7 +446,7 @@ void conv2d_grad_weight(const Context& ctx, const Conv2dParams& p, const T* gy, 
                                      x_of(n0 + i), xpads + i * pad_size, gyps + i * gyp_size);
           }
           gemm_dot(split.inner, d.OCg, d.CKK, Qd, gyps, Qd, xpads, pw.off.data(), gw_g, d.CKK,
-                   n0 != begin, DotBatch{count, gyp_size, pad_size});
+                   Epilogue<T>{n0 != begin}, DotBatch{count, gyp_size, pad_size});
           continue;
         }
         for (int64_t i = 0; i < count; ++i) {

@@ -47,22 +47,22 @@ void gemm(const Context& ctx, int64_t M, int64_t N, int64_t K, Operand<T> A, Ope
 
 template <typename T>
 void gemm_dot(const Context& ctx, int64_t M, int64_t N, int64_t K, const T* a, int64_t lda,
-              const T* b, const int64_t* b_off, T* C, int64_t ldc, bool accumulate,
+              const T* b, const int64_t* b_off, T* C, int64_t ldc, const Epilogue<T>& ep,
               const DotBatch& batch) {
   if (M <= 0 || N <= 0) return;
   if (K <= 0 || batch.count <= 0) {
-    epilogue_only(M, N, C, ldc, Epilogue<T>{accumulate});
+    epilogue_only(M, N, C, ldc, ep);
     return;
   }
   switch (runnable_isa(ctx.isa)) {
 #if defined(__x86_64__)
     case Isa::avx512:
-      return gemm_dot_avx512(ctx, M, N, K, a, lda, b, b_off, C, ldc, accumulate, batch);
+      return gemm_dot_avx512(ctx, M, N, K, a, lda, b, b_off, C, ldc, ep, batch);
     case Isa::avx2:
-      return gemm_dot_avx2(ctx, M, N, K, a, lda, b, b_off, C, ldc, accumulate, batch);
+      return gemm_dot_avx2(ctx, M, N, K, a, lda, b, b_off, C, ldc, ep, batch);
 #endif
     default:
-      return gemm_dot_generic(ctx, M, N, K, a, lda, b, b_off, C, ldc, accumulate, batch);
+      return gemm_dot_generic(ctx, M, N, K, a, lda, b, b_off, C, ldc, ep, batch);
   }
 }
 
@@ -142,9 +142,10 @@ FASTLAYERS_INSTANTIATE_WINDOWS(double)
 #undef FASTLAYERS_INSTANTIATE_WINDOWS
 
 template void gemm_dot<float>(const Context&, int64_t, int64_t, int64_t, const float*, int64_t,
-                              const float*, const int64_t*, float*, int64_t, bool, const DotBatch&);
+                              const float*, const int64_t*, float*, int64_t,
+                              const Epilogue<float>&, const DotBatch&);
 template void gemm_dot<double>(const Context&, int64_t, int64_t, int64_t, const double*, int64_t,
-                               const double*, const int64_t*, double*, int64_t, bool,
+                               const double*, const int64_t*, double*, int64_t, const Epilogue<double>&,
                                const DotBatch&);
 
 template void gemm<float>(const Context&, int64_t, int64_t, int64_t, Operand<float>, Operand<float>,

@@ -66,12 +66,14 @@ void gemm(const Context& ctx, int64_t M, int64_t N, int64_t K, Operand<T> A, Ope
           int64_t ldc, const Epilogue<T>& epilogue);
 
 // The same engine in its dot-product form, for operands both contiguous along K:
-//   C[M, N] (+)= sum_g A_g[M, K] * B_g[N, K]^T,  g < batch.count,
+//   C[M, N] (+)= sum_g A_g[M, K] * B_g[N, K]^T,  g < batch.count,  then the epilogue,
 // row i of A_g at a + g * batch.stride_a + i * lda, row j of B_g at b + g * batch.stride_b +
 // b_off[j]. Nothing is packed; each C element is a vector dot product summed across lanes once
 // for the whole batch, so it pays when the K of the batch is long and M, N are short (a conv's
-// grad_weight over a few images). K must be a multiple of kGemmDotAlign: the caller pads both
-// operands with zeros (or, for B, any finite values where A's padding is zero). Deterministic.
+// grad_weight over a few images), or when N is too short to fill the blocked GEMM's register
+// tile (a classifier's last layer, B being its weight). K must be a multiple of
+// kGemmDotAlign: the caller pads both operands with zeros (or, for B, any finite values where
+// A's padding is zero). Deterministic.
 constexpr int64_t kGemmDotAlign = 16;
 
 struct DotBatch {
@@ -81,7 +83,7 @@ struct DotBatch {
 
 template <typename T>
 void gemm_dot(const Context& ctx, int64_t M, int64_t N, int64_t K, const T* a, int64_t lda,
-              const T* b, const int64_t* b_off, T* C, int64_t ldc, bool accumulate,
+              const T* b, const int64_t* b_off, T* C, int64_t ldc, const Epilogue<T>& ep,
               const DotBatch& batch = DotBatch{});
 
 

@@ -19,7 +19,7 @@ FASTLAYERS_DECLARE_GEMM(gemm_avx512)
 #define FASTLAYERS_DECLARE_GEMM_DOT(name)                                                      \
   template <typename T>                                                                        \
   void name(const Context& ctx, int64_t M, int64_t N, int64_t K, const T* a, int64_t lda,      \
-            const T* b, const int64_t* b_off, T* C, int64_t ldc, bool accumulate,            \
+            const T* b, const int64_t* b_off, T* C, int64_t ldc, const Epilogue<T>& ep,      \
             const DotBatch& batch);
 FASTLAYERS_DECLARE_GEMM_DOT(gemm_dot_generic)
 FASTLAYERS_DECLARE_GEMM_DOT(gemm_dot_avx2)
@@ -74,7 +74,7 @@ FASTLAYERS_DECLARE_WINDOWS(avx512)
 
 #define FASTLAYERS_INSTANTIATE_GEMM_DOT(name, T)                                               \
   template void name<T>(const Context&, int64_t, int64_t, int64_t, const T*, int64_t, const T*, \
-                        const int64_t*, T*, int64_t, bool, const DotBatch&);
+                        const int64_t*, T*, int64_t, const Epilogue<T>&, const DotBatch&);
 
 #define FASTLAYERS_INSTANTIATE_GEMM(name, T)                                                   \
   template void name<T>(const Context&, int64_t, int64_t, int64_t, Operand<T>, Operand<T>, T*, \

@@ -1,9 +1,19 @@
 // linear's three GEMMs; the transposes are operand strides, never copies.
 #include "linear.h"
 
+#include <vector>
+
 #include "gemm.h"
 
 namespace fastlayers::cpu {
+
+// Below this many output features the forward runs in the GEMM's dot-product form: x's rows and
+// the weight's rows are both contiguous along K, so nothing is packed, where the blocked GEMM
+// would pad the few features to a whole register tile (32 columns on AVX-512) and pack them.
+// A classifier's last layer (1024 -> 10 on a batch of 64) takes 9 us instead of 20. Wider
+// layers stay blocked: the dot form sums each output across vector lanes and streams the
+// weight from L2, and measured slower there (64 x 3136 -> 1024: 1.45 ms against 1.2).
+constexpr int64_t kDotMaxFeatures = 16;
 
 template <typename T>
 void linear_forward(const Context& ctx, int64_t M, int64_t N, int64_t K, const T* x, const T* w,
@@ -11,6 +21,12 @@ void linear_forward(const Context& ctx, int64_t M, int64_t N, int64_t K, const T
   Epilogue<T> ep;
   ep.col_bias = bias;
   ep.relu = relu;
+  if (N <= kDotMaxFeatures && K % kGemmDotAlign == 0) {
+    std::vector<int64_t> rows(static_cast<size_t>(N));
+    for (int64_t j = 0; j < N; ++j) rows[j] = j * K;
+    gemm_dot(ctx, M, N, K, x, K, w, rows.data(), y, N, ep);
+    return;
+  }
   gemm(ctx, M, N, K, Operand<T>{x, K, 1}, Operand<T>{w, 1, K}, y, N, ep);
 }
 
