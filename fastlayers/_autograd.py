@@ -92,6 +92,7 @@ def _pool_backward(grad, indices, input_shape, geometry):
 
 
 def _max_pool2d_setup(ctx, input, indices, kernel, stride, padding, dilation):
+    ctx.set_materialize_grads(False)  # the indices' gradient would be a tensor of zeros
     ctx.input_shape = input.shape
     ctx.pool_geometry = (kernel, stride, padding, dilation)
     ctx.mark_non_differentiable(indices)
@@ -99,12 +100,15 @@ def _max_pool2d_setup(ctx, input, indices, kernel, stride, padding, dilation):
 
 
 def _max_pool2d_grad(ctx, grad, _grad_indices):
+    if grad is None:
+        return None
     (indices,) = ctx.saved_tensors
     return _pool_backward(grad, indices, ctx.input_shape, ctx.pool_geometry)
 
 
 def _conv2d_relu_max_pool2d_setup(ctx, input, weight, bias, stride, padding, dilation, groups, pool_args, output):
     out, indices = output
+    ctx.set_materialize_grads(False)  # the indices' gradient would be a tensor of zeros
     ctx.pool_geometry = tuple(pool_args[:4])
     ctx.has_bias = bias is not None
     ctx.geometry = (stride, padding, dilation, groups)
@@ -117,6 +121,8 @@ def _conv2d_relu_max_pool2d_setup(ctx, input, weight, bias, stride, padding, dil
 def _conv2d_relu_max_pool2d_grads(ctx, grad, _grad_indices):
     # The ReLU's mask on the activation, read at each window's maximum, is the pooled output > 0;
     # the rest of the activation gets no gradient from the pool anyway.
+    if grad is None:
+        return None, None, None
     out, indices = ctx.saved_tensors[3:]
     grad, indices = _without_empty_windows(ops.relu_backward(grad, out), indices, ctx.activation_shape, ctx.pool_geometry)
     # The pool only scatters each window's gradient to one activation element, so the bias
