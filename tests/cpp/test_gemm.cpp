@@ -83,7 +83,7 @@ template <typename T>
 int run_all(Isa isa) {
   const int64_t sizes[][3] = {{1, 1, 1},   {3, 5, 7},     {4, 8, 16},   {17, 9, 300},
                               {130, 20, 5}, {7, 600, 260}, {129, 513, 257}, {5, 4, 0},
-                              {11, 33, 3},  {15, 47, 31},  {100, 10, 784}};
+                              {11, 33, 3},  {15, 47, 31},  {100, 10, 784}, {64, 64, 100}};
   int cases = 0;
   for (const auto& s : sizes) {
     for (int flags = 0; flags < 16; ++flags) {
