@@ -4,10 +4,15 @@
 // operand, 1 or 2 threads, and every ISA's micro-kernel this CPU can run; and the dot-product
 // form (gemm_dot) with B's rows at arbitrary, overlapping offsets; and the window form
 // (gemm_windows) over rows of pixels at arbitrary offsets, with bias and ReLU, for channel counts
-// on both sides of the half-width and full-width panels. Built and run by CMake/ctest (`make test`
-// runs it).
+// on both sides of the half-width and full-width panels; and the gather form (gemm_gather) with
+// sparse rows of A given as values and column numbers (shared or per row, repeated, out of range),
+// over every column block width and past the kernel's term block, and its operand packing
+// (pack_gather_operand) from overlapping offsets, with the padding columns. Built and run by
+// CMake/ctest (`make test` runs it).
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -24,6 +29,8 @@ using fastlayers::cpu::Operand;
 using fastlayers::cpu::gemm_windows;
 using fastlayers::cpu::pack_window_rows;
 using fastlayers::cpu::window_weights;
+using fastlayers::cpu::gemm_gather;
+using fastlayers::cpu::pack_gather_operand;
 
 namespace {
 
@@ -252,6 +259,211 @@ int run_all_windows(Isa isa) {
   return cases;
 }
 
+// gemm_gather: C[i, 0:N] (+)= sum_t a[i * lda + t] * B[col[i * ldcol + t], 0:N], the columns
+// drawn at random with repeats (both ends included), shared by every row when ldcol is 0; A's
+// rows padded past `terms` and B's rows past N with NaN, which a read past either would carry
+// into C; C's columns past N (up to ldc) must be left alone. Then one column at rows, or at -1,
+// must make the call return false.
+template <typename T>
+void check_gather(int64_t M, int64_t N, int64_t terms, bool shared_cols, bool accumulate,
+                  Isa isa) {
+  std::mt19937 rng(static_cast<unsigned>(M * 7 + N * 131 + terms * 17 + shared_cols));
+  std::normal_distribution<double> normal;
+  const T nan = std::numeric_limits<T>::quiet_NaN();
+  const int64_t rows = 3 + (M * 5 + terms) % 41;
+  const int64_t lda = terms + 3, ldb = N + 7, ldc = N + 5;
+  const int64_t ldcol = shared_cols ? 0 : terms;
+  const int64_t ncol = shared_cols ? terms : M * terms;
+  // Sized exactly, so that a read past the last row trips the sanitizers.
+  std::vector<T> a(static_cast<size_t>(M * lda), nan), b(static_cast<size_t>((rows - 1) * ldb + N));
+  std::vector<T> c0(static_cast<size_t>(M * ldc));
+  std::vector<int64_t> col(static_cast<size_t>(ncol));
+  for (int64_t i = 0; i < M; ++i) {
+    for (int64_t t = 0; t < terms; ++t) {
+      double x = normal(rng);
+      if ((i + t) % 5 == 0) x = 0.0;                  // a window whose gradient is zero
+      else if ((i + t) % 3 == 0) x = -std::fabs(x);   // a negative gradient
+      a[i * lda + t] = static_cast<T>(x);
+    }
+  }
+  for (int64_t q = 0; q < rows; ++q)
+    for (int64_t j = 0; j < ldb && q * ldb + j < int64_t(b.size()); ++j)
+      b[q * ldb + j] = j < N ? static_cast<T>(normal(rng)) : nan;
+  for (auto& x : c0) x = static_cast<T>(normal(rng));
+  std::uniform_int_distribution<int64_t> pick(0, rows - 1);
+  for (auto& k : col) k = pick(rng);
+  if (ncol > 0) col[0] = rows - 1;
+  if (ncol > 1) col[ncol - 1] = 0;
+  auto column = [&](int64_t i, int64_t t) { return col[i * ldcol + t]; };
+
+  std::vector<T> c = c0;
+  const Context ctx{1, isa};
+  const bool ok = gemm_gather(ctx, M, N, terms, a.data(), lda, col.data(), ldcol, b.data(), rows,
+                              ldb, c.data(), ldc, accumulate);
+  const char* type = sizeof(T) == 4 ? "float" : "double";
+  if (!ok) {
+    std::printf("FAIL gemm_gather %s %s M=%lld N=%lld terms=%lld ldcol=%lld acc=%d: returned "
+                "false with every column inside [0, %lld)\n",
+                fastlayers::cpu::isa_name(isa), type, (long long)M, (long long)N,
+                (long long)terms, (long long)ldcol, accumulate, (long long)rows);
+    ++failures;
+    return;
+  }
+  const double tol = (sizeof(T) == 4 ? 1e-5 : 1e-12) * std::sqrt(double(terms) + 1.0);
+  for (int64_t i = 0; i < M; ++i) {
+    for (int64_t j = 0; j < ldc; ++j) {
+      double want = c0[i * ldc + j];  // past N: untouched
+      if (j < N) {
+        if (!accumulate) want = 0.0;
+        for (int64_t t = 0; t < terms; ++t)
+          want += double(a[i * lda + t]) * double(b[column(i, t) * ldb + j]);
+      }
+      const double got = c[i * ldc + j];
+      if (!(std::fabs(got - want) <= tol * (1.0 + std::fabs(want)))) {
+        std::printf("FAIL gemm_gather %s %s M=%lld N=%lld terms=%lld ldcol=%lld acc=%d at "
+                    "(%lld, %lld): got %.9g, want %.9g\n",
+                    fastlayers::cpu::isa_name(isa), type, (long long)M, (long long)N,
+                    (long long)terms, (long long)ldcol, accumulate, (long long)i, (long long)j,
+                    got, want);
+        ++failures;
+        return;
+      }
+    }
+  }
+
+  // One column out of range, anywhere (the last term of the last row, or a random one): false.
+  if (terms <= 0) return;
+  for (int64_t bad : {rows, int64_t(-1)}) {
+    std::vector<int64_t> bad_col = col;
+    const int64_t at = bad == rows ? ncol - 1 : std::uniform_int_distribution<int64_t>(0, ncol - 1)(rng);
+    bad_col[at] = bad;
+    c = c0;
+    if (gemm_gather(ctx, M, N, terms, a.data(), lda, bad_col.data(), ldcol, b.data(), rows, ldb,
+                    c.data(), ldc, accumulate)) {
+      std::printf("FAIL gemm_gather %s %s M=%lld N=%lld terms=%lld ldcol=%lld acc=%d: returned "
+                  "true with column %lld (of %lld rows) at %lld\n",
+                  fastlayers::cpu::isa_name(isa), type, (long long)M, (long long)N,
+                  (long long)terms, (long long)ldcol, accumulate, (long long)bad, (long long)rows,
+                  (long long)at);
+      ++failures;
+      return;
+    }
+  }
+}
+
+// gemm_gather's degenerate shapes: no rows or no columns of C is a no-op that returns true; no
+// terms zeroes C (unless accumulating) and returns true; terms but no rows of B returns false.
+template <typename T>
+int check_gather_edges(Isa isa) {
+  const Context ctx{1, isa};
+  const int64_t N = 32, ldc = N + 3;
+  const T a[2] = {T(1.5), T(-2)};
+  const int64_t col[2] = {0, 0};
+  const T b[N] = {};
+  int cases = 0;
+  auto expect = [&](const char* what, int64_t M, int64_t n, int64_t terms, int64_t rows,
+                    bool accumulate, bool want_ok, bool zeroed) {
+    std::vector<T> c(static_cast<size_t>(3 * ldc), T(7));
+    const bool ok = gemm_gather(ctx, M, n, terms, a, 2, col, 0, b, rows, N, c.data(), ldc,
+                                accumulate);
+    bool good = ok == want_ok;
+    if (want_ok) {  // C is unspecified after a false return
+      for (int64_t i = 0; i < 3; ++i)
+        for (int64_t j = 0; j < ldc; ++j)
+          good &= c[i * ldc + j] == ((zeroed && i < M && j < n) ? T(0) : T(7));
+    }
+    if (!good) {
+      std::printf("FAIL gemm_gather %s %s %s (M=%lld N=%lld terms=%lld rows=%lld acc=%d): "
+                  "returned %d\n",
+                  fastlayers::cpu::isa_name(isa), sizeof(T) == 4 ? "float" : "double", what,
+                  (long long)M, (long long)n, (long long)terms, (long long)rows, accumulate, ok);
+      ++failures;
+    }
+    ++cases;
+  };
+  for (bool acc : {false, true}) {
+    expect("M = 0", 0, N, 2, 1, acc, true, false);
+    expect("N = 0", 3, 0, 2, 1, acc, true, false);
+    expect("terms = 0", 3, N, 0, 1, acc, true, !acc);
+    expect("terms = 0, rows = 0", 3, N, 0, 0, acc, true, !acc);
+    expect("rows = 0", 3, N, 2, 0, acc, false, false);
+  }
+  return cases;
+}
+
+template <typename T>
+int run_all_gather(Isa isa) {
+  int cases = check_gather_edges<T>(isa);
+  for (int64_t M : {1, 5, 37}) {
+    for (int64_t N : {16, 32, 48, 64, 80, 800}) {  // 1, 2, 3 and 4 vectors in the last block
+      for (int64_t terms : {0, 1, 3, 7, 49, 200}) {  // past the term block of every ISA
+        for (bool shared_cols : {false, true}) {
+          for (bool acc : {false, true}) {
+            check_gather<T>(M, N, terms, shared_cols, acc, isa);
+            ++cases;
+          }
+        }
+      }
+    }
+  }
+  return cases;
+}
+
+// pack_gather_operand: B[q * ldb + k] = src[off[k] + q], the offsets overlapping and unordered
+// (random in [0, 50], or 3 apart), columns from cols to round_up(cols, 16) repeating column
+// cols - 1, and B's elements past those (up to ldb) left alone. src ends right after the last row
+// any offset reaches.
+template <typename T>
+void check_pack_gather(int64_t rows, int64_t cols, bool random_off, int64_t extra_ldb, Isa isa) {
+  std::mt19937 rng(static_cast<unsigned>(rows * 131 + cols * 17 + random_off));
+  std::normal_distribution<double> normal;
+  const int64_t padded = (cols + kGemmDotAlign - 1) / kGemmDotAlign * kGemmDotAlign;
+  const int64_t ldb = padded + extra_ldb;
+  std::vector<int64_t> off(static_cast<size_t>(cols));
+  std::uniform_int_distribution<int64_t> pick(0, 50);
+  int64_t reach = 0;
+  for (int64_t k = 0; k < cols; ++k) {
+    off[k] = random_off ? pick(rng) : k * 3;
+    reach = std::max(reach, off[k] + rows);
+  }
+  std::vector<T> src(static_cast<size_t>(reach));
+  for (auto& x : src) x = static_cast<T>(normal(rng));
+  const T sentinel = T(12345);
+  std::vector<T> B(static_cast<size_t>(rows * ldb), sentinel);
+  pack_gather_operand(Context{1, isa}, rows, cols, src.data(), off.data(), B.data(), ldb);
+  for (int64_t q = 0; q < rows; ++q) {
+    for (int64_t k = 0; k < ldb; ++k) {
+      const T want = k < padded ? src[off[std::min(k, cols - 1)] + q] : sentinel;
+      const T got = B[q * ldb + k];
+      if (!(got == want)) {
+        std::printf("FAIL pack_gather_operand %s %s rows=%lld cols=%lld ldb=%lld random_off=%d "
+                    "at (%lld, %lld): got %.9g, want %.9g\n",
+                    fastlayers::cpu::isa_name(isa), sizeof(T) == 4 ? "float" : "double",
+                    (long long)rows, (long long)cols, (long long)ldb, random_off, (long long)q,
+                    (long long)k, double(got), double(want));
+        ++failures;
+        return;
+      }
+    }
+  }
+}
+
+template <typename T>
+int run_all_pack_gather(Isa isa) {
+  int cases = 0;
+  for (int64_t rows : {1, 15, 16, 17, 248}) {
+    for (int64_t cols : {1, 9, 16, 25, 27, 75, 800}) {
+      for (bool random_off : {false, true}) {
+        for (int64_t extra_ldb : {0, 5}) {
+          check_pack_gather<T>(rows, cols, random_off, extra_ldb, isa);
+          ++cases;
+        }
+      }
+    }
+  }
+  return cases;
+}
+
 }  // namespace
 
 int main() {
@@ -264,6 +476,8 @@ int main() {
     cases += run_all<float>(isa) + run_all<double>(isa);
     cases += run_all_dot<float>(isa) + run_all_dot<double>(isa);
     cases += run_all_windows<float>(isa) + run_all_windows<double>(isa);
+    cases += run_all_gather<float>(isa) + run_all_gather<double>(isa);
+    cases += run_all_pack_gather<float>(isa) + run_all_pack_gather<double>(isa);
   }
   std::printf("%d gemm cases, %d failed\n", cases, failures);
   return failures == 0 ? 0 : 1;

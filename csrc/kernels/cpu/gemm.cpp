@@ -67,6 +67,43 @@ void gemm_dot(const Context& ctx, int64_t M, int64_t N, int64_t K, const T* a, i
 }
 
 template <typename T>
+bool gemm_gather(const Context& ctx, int64_t M, int64_t N, int64_t terms, const T* a,
+                 int64_t lda, const int64_t* col, int64_t ldcol, const T* B, int64_t rows,
+                 int64_t ldb, T* C, int64_t ldc, bool accumulate) {
+  if (M <= 0 || N <= 0) return true;
+  if (terms <= 0 || rows <= 0) {  // no terms, or none with a row to read
+    if (!accumulate) epilogue_only(M, N, C, ldc, Epilogue<T>{});
+    return terms <= 0;
+  }
+  switch (runnable_isa(ctx.isa)) {
+#if defined(__x86_64__)
+    case Isa::avx512:
+      return gemm_gather_avx512(M, N, terms, a, lda, col, ldcol, B, rows, ldb, C, ldc, accumulate);
+    case Isa::avx2:
+      return gemm_gather_avx2(M, N, terms, a, lda, col, ldcol, B, rows, ldb, C, ldc, accumulate);
+#endif
+    default:
+      return gemm_gather_generic(M, N, terms, a, lda, col, ldcol, B, rows, ldb, C, ldc, accumulate);
+  }
+}
+
+template <typename T>
+void pack_gather_operand(const Context& ctx, int64_t rows, int64_t cols, const T* src,
+                         const int64_t* off, T* B, int64_t ldb) {
+  if (rows <= 0 || cols <= 0) return;
+  switch (runnable_isa(ctx.isa)) {
+#if defined(__x86_64__)
+    case Isa::avx512:
+      return pack_gather_operand_avx512(rows, cols, src, off, B, ldb);
+    case Isa::avx2:
+      return pack_gather_operand_avx2(rows, cols, src, off, B, ldb);
+#endif
+    default:
+      return pack_gather_operand_generic(rows, cols, src, off, B, ldb);
+  }
+}
+
+template <typename T>
 WindowWeights<T> window_weights(const Context& ctx, int64_t N, int64_t K) {
   WindowWeights<T> w;
   w.isa = runnable_isa(ctx.isa);
@@ -147,6 +184,18 @@ template void gemm_dot<float>(const Context&, int64_t, int64_t, int64_t, const f
 template void gemm_dot<double>(const Context&, int64_t, int64_t, int64_t, const double*, int64_t,
                                const double*, const int64_t*, double*, int64_t, const Epilogue<double>&,
                                const DotBatch&);
+
+template bool gemm_gather<float>(const Context&, int64_t, int64_t, int64_t, const float*, int64_t,
+                                 const int64_t*, int64_t, const float*, int64_t, int64_t, float*,
+                                 int64_t, bool);
+template bool gemm_gather<double>(const Context&, int64_t, int64_t, int64_t, const double*,
+                                  int64_t, const int64_t*, int64_t, const double*, int64_t,
+                                  int64_t, double*, int64_t, bool);
+
+template void pack_gather_operand<float>(const Context&, int64_t, int64_t, const float*,
+                                         const int64_t*, float*, int64_t);
+template void pack_gather_operand<double>(const Context&, int64_t, int64_t, const double*,
+                                          const int64_t*, double*, int64_t);
 
 template void gemm<float>(const Context&, int64_t, int64_t, int64_t, Operand<float>, Operand<float>,
                           float*, int64_t, const Epilogue<float>&);

@@ -87,6 +87,33 @@ void gemm_dot(const Context& ctx, int64_t M, int64_t N, int64_t K, const T* a, i
               const DotBatch& batch = DotBatch{});
 
 
+// The engine's gather form, for a product whose A is sparse with `terms` nonzeros per row, given
+// as values and column numbers:
+//   C[i, 0:N] (+)= sum_{t < terms} a[i * lda + t] * B[col[i * ldcol + t], 0:N],   i < M,
+// B row-major, `rows` rows with leading dimension ldb. ldcol may be 0: every row then has the
+// same columns. This is a conv's grad_weight through a max-pool (conv2d_grad_weight_pooled): only
+// a window's maximum carries a gradient, so A, the unpooled gradient, is the pooled gradient with
+// the pool's indices as columns, and B is the image's im2col matrix, positions by taps. Each
+// term's row of B is gathered, scaled and added in registers, a few vectors of columns at a time.
+// N must be a multiple of kGemmDotAlign (the caller pads B and C). A column outside [0, rows) is
+// skipped and makes the call return false. Serial, on the calling thread (the caller splits the
+// work); ctx only picks the ISA. Deterministic.
+template <typename T>
+bool gemm_gather(const Context& ctx, int64_t M, int64_t N, int64_t terms, const T* a,
+                 int64_t lda, const int64_t* col, int64_t ldcol, const T* B, int64_t rows,
+                 int64_t ldb, T* C, int64_t ldc, bool accumulate);
+
+
+// The gather form's B from a matrix given by row offsets (a stride-1 conv's im2col matrix of a
+// zero-padded image: tap k's row starts at off[k]), transposed:
+//   B[q * ldb + k] = src[off[k] + q]   for q < rows, k < cols,
+// in W x W blocks through in-register transposes where the ISA has them. Columns from cols up to
+// round_up(cols, kGemmDotAlign) repeat column cols - 1; ldb must be at least that. ctx only
+// picks the ISA.
+template <typename T>
+void pack_gather_operand(const Context& ctx, int64_t rows, int64_t cols, const T* src,
+                         const int64_t* off, T* B, int64_t ldb);
+
 // The engine's window form, for stride-1 convs read from a zero-padded image (conv2d.cpp):
 //   C[j * ldc + h * cols + w] (+)= sum_k a[a_off[k] + h * pitch + w] * B[j][k]
 // for channels j < N, rows h < rows and columns w < cols; then + row_bias[j] and ReLU if the

@@ -63,6 +63,7 @@ struct F64x4 {
   static void store(T* p, R v) { _mm256_storeu_pd(p, v); }
   static R set1(T x) { return _mm256_set1_pd(x); }
   static R fma(R a, R b, R c) { return _mm256_fmadd_pd(a, b, c); }
+  static R add(R a, R b) { return _mm256_add_pd(a, b); }
   static R keep(R v, R mask) { return _mm256_and_pd(v, _mm256_cmp_pd(mask, zero(), _CMP_NLE_UQ)); }
   static T sum(R v) {
     const __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
@@ -98,6 +99,13 @@ struct DotKernel<float> : SimdDotKernel<F32x8, 3, 3> {};
 template <>
 struct DotKernel<double> : SimdDotKernel<F64x4, 3, 3> {};
 
+template <typename T>
+struct GatherKernel;
+template <>
+struct GatherKernel<float> : SimdGatherKernel<F32x8> {};
+template <>
+struct GatherKernel<double> : SimdGatherKernel<F64x4> {};
+
 #include "gemm_driver.inc"
 
 }  // namespace
@@ -118,6 +126,7 @@ FASTLAYERS_INSTANTIATE_GEMM(gemm_avx2, double)
 FASTLAYERS_INSTANTIATE_GEMM_DOT(gemm_dot_avx2, float)
 FASTLAYERS_INSTANTIATE_GEMM_DOT(gemm_dot_avx2, double)
 FASTLAYERS_DEFINE_WINDOWS(avx2)
+FASTLAYERS_DEFINE_GEMM_GATHER(avx2)
 
 }  // namespace fastlayers::cpu
 

@@ -116,6 +116,7 @@ struct F64x8 {
   static void store(T* p, R v) { _mm512_storeu_pd(p, v); }
   static R set1(T x) { return _mm512_set1_pd(x); }
   static R fma(R a, R b, R c) { return _mm512_fmadd_pd(a, b, c); }
+  static R add(R a, R b) { return _mm512_add_pd(a, b); }
   static R keep(R v, R mask) { return _mm512_maskz_mov_pd(_mm512_cmp_pd_mask(mask, zero(), _CMP_NLE_UQ), v); }
   static T sum(R v) {  // as F32x16::sum
     constexpr __mmask8 all = 0xFF;
@@ -157,6 +158,13 @@ struct DotKernel<float> : SimdDotKernel<F32x16, 4, 6> {};
 template <>
 struct DotKernel<double> : SimdDotKernel<F64x8, 4, 6> {};
 
+template <typename T>
+struct GatherKernel;
+template <>
+struct GatherKernel<float> : SimdGatherKernel<F32x16> {};
+template <>
+struct GatherKernel<double> : SimdGatherKernel<F64x8> {};
+
 #include "gemm_driver.inc"
 
 }  // namespace
@@ -177,6 +185,7 @@ FASTLAYERS_INSTANTIATE_GEMM(gemm_avx512, double)
 FASTLAYERS_INSTANTIATE_GEMM_DOT(gemm_dot_avx512, float)
 FASTLAYERS_INSTANTIATE_GEMM_DOT(gemm_dot_avx512, double)
 FASTLAYERS_DEFINE_WINDOWS(avx512)
+FASTLAYERS_DEFINE_GEMM_GATHER(avx512)
 
 }  // namespace fastlayers::cpu
 

@@ -92,6 +92,40 @@ struct PortableDotKernel {
 template <typename T>
 struct DotKernel : PortableDotKernel<T, 2, 4> {};
 
+// The gather form (see SimdGatherKernel): blocks of 16 columns, which the compiler keeps in
+// vector registers; each row's terms in order.
+template <typename T>
+struct GatherKernel {
+  static constexpr int64_t kCols = 16;  // kGemmDotAlign: N is a multiple of it
+  static void pack(int64_t rows, int64_t cols, const T* src, const int64_t* off, T* B,
+                   int64_t ldb) {
+    const int64_t padded = (cols + kCols - 1) / kCols * kCols;
+    for (int64_t q = 0; q < rows; ++q) {
+      for (int64_t k = 0; k < padded; ++k) B[q * ldb + k] = src[off[std::min(k, cols - 1)] + q];
+    }
+  }
+  static bool run(int64_t M, int64_t N, int64_t terms, const T* a, int64_t lda,
+                  const int64_t* col, int64_t ldcol, const T* B, int64_t rows, int64_t ldb, T* C,
+                  int64_t ldc, bool accumulate) {
+    bool inside = true;
+    for (int64_t j0 = 0; j0 < N; j0 += kCols) {
+      for (int64_t i = 0; i < M; ++i) {
+        T acc[kCols] = {};
+        for (int64_t t = 0; t < terms; ++t) {
+          int64_t k = col[i * ldcol + t];
+          if (uint64_t(k) >= uint64_t(rows)) inside = false, k = 0;
+          const T x = a[i * lda + t];
+          const T* r = B + k * ldb + j0;
+          for (int64_t c = 0; c < kCols; ++c) acc[c] += x * r[c];
+        }
+        T* c_row = C + i * ldc + j0;
+        for (int64_t c = 0; c < kCols; ++c) c_row[c] = accumulate ? c_row[c] + acc[c] : acc[c];
+      }
+    }
+    return inside;
+  }
+};
+
 template <typename T>
 struct Kernel;
 template <>
@@ -123,5 +157,6 @@ FASTLAYERS_INSTANTIATE_GEMM(gemm_generic, double)
 FASTLAYERS_INSTANTIATE_GEMM_DOT(gemm_dot_generic, float)
 FASTLAYERS_INSTANTIATE_GEMM_DOT(gemm_dot_generic, double)
 FASTLAYERS_DEFINE_WINDOWS(generic)
+FASTLAYERS_DEFINE_GEMM_GATHER(generic)
 
 }  // namespace fastlayers::cpu

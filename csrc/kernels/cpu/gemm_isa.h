@@ -26,6 +26,24 @@ FASTLAYERS_DECLARE_GEMM_DOT(gemm_dot_avx2)
 FASTLAYERS_DECLARE_GEMM_DOT(gemm_dot_avx512)
 #undef FASTLAYERS_DECLARE_GEMM_DOT
 
+#define FASTLAYERS_DECLARE_GEMM_GATHER(name)                                                   \
+  template <typename T>                                                                        \
+  bool name(int64_t M, int64_t N, int64_t terms, const T* a, int64_t lda, const int64_t* col,  \
+            int64_t ldcol, const T* B, int64_t rows, int64_t ldb, T* C, int64_t ldc,             \
+            bool accumulate);
+FASTLAYERS_DECLARE_GEMM_GATHER(gemm_gather_generic)
+FASTLAYERS_DECLARE_GEMM_GATHER(gemm_gather_avx2)
+FASTLAYERS_DECLARE_GEMM_GATHER(gemm_gather_avx512)
+#undef FASTLAYERS_DECLARE_GEMM_GATHER
+
+#define FASTLAYERS_DECLARE_PACK_GATHER(name)                                                   \
+  template <typename T>                                                                        \
+  void name(int64_t rows, int64_t cols, const T* src, const int64_t* off, T* B, int64_t ldb);
+FASTLAYERS_DECLARE_PACK_GATHER(pack_gather_operand_generic)
+FASTLAYERS_DECLARE_PACK_GATHER(pack_gather_operand_avx2)
+FASTLAYERS_DECLARE_PACK_GATHER(pack_gather_operand_avx512)
+#undef FASTLAYERS_DECLARE_PACK_GATHER
+
 #define FASTLAYERS_DECLARE_WINDOWS(isa)                                                        \
   template <typename T>                                                                        \
   void pack_window_panels_##isa(WindowWeights<T>& w, int64_t k0, int64_t count, const T* b,   \
@@ -75,6 +93,31 @@ FASTLAYERS_DECLARE_WINDOWS(avx512)
 #define FASTLAYERS_INSTANTIATE_GEMM_DOT(name, T)                                               \
   template void name<T>(const Context&, int64_t, int64_t, int64_t, const T*, int64_t, const T*, \
                         const int64_t*, T*, int64_t, const Epilogue<T>&, const DotBatch&);
+
+// Defines the gather-form entry point of one ISA file, for float and double, from its GatherKernel.
+#define FASTLAYERS_DEFINE_GEMM_GATHER(isa)                                                     \
+  template <typename T>                                                                        \
+  bool gemm_gather_##isa(int64_t M, int64_t N, int64_t terms, const T* a, int64_t lda,         \
+                         const int64_t* col, int64_t ldcol, const T* B, int64_t rows,          \
+                         int64_t ldb, T* C, int64_t ldc, bool accumulate) {                    \
+    return GatherKernel<T>::run(M, N, terms, a, lda, col, ldcol, B, rows, ldb, C, ldc,         \
+                                accumulate);                                                   \
+  }                                                                                            \
+  template bool gemm_gather_##isa<float>(int64_t, int64_t, int64_t, const float*, int64_t,     \
+                                         const int64_t*, int64_t, const float*, int64_t,       \
+                                         int64_t, float*, int64_t, bool);                      \
+  template bool gemm_gather_##isa<double>(int64_t, int64_t, int64_t, const double*, int64_t,   \
+                                          const int64_t*, int64_t, const double*, int64_t,     \
+                                          int64_t, double*, int64_t, bool);                    \
+  template <typename T>                                                                        \
+  void pack_gather_operand_##isa(int64_t rows, int64_t cols, const T* src, const int64_t* off, \
+                                 T* B, int64_t ldb) {                                          \
+    GatherKernel<T>::pack(rows, cols, src, off, B, ldb);                                       \
+  }                                                                                            \
+  template void pack_gather_operand_##isa<float>(int64_t, int64_t, const float*,               \
+                                                 const int64_t*, float*, int64_t);             \
+  template void pack_gather_operand_##isa<double>(int64_t, int64_t, const double*,             \
+                                                  const int64_t*, double*, int64_t);
 
 #define FASTLAYERS_INSTANTIATE_GEMM(name, T)                                                   \
   template void name<T>(const Context&, int64_t, int64_t, int64_t, Operand<T>, Operand<T>, T*, \
