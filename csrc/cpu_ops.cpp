@@ -180,6 +180,31 @@ at::Tensor conv2d_grad_weight(const at::Tensor& grad_output, const at::Tensor& i
   return gw;
 }
 
+at::Tensor conv2d_grad_weight_pooled(const at::Tensor& grad_output, const at::Tensor& indices,
+                                     const at::Tensor& input, c10::SymIntArrayRef weight_size,
+                                     at::IntArrayRef stride, at::IntArrayRef padding,
+                                     at::IntArrayRef dilation, int64_t groups,
+                                     const std::optional<at::Tensor>& relu_output) {
+  const char* op = "conv2d_grad_weight_pooled";
+  const auto w_size = C10_AS_INTARRAYREF_SLOW(weight_size);
+  const Conv2dParams p = conv2d_grad_weight_pooled_args(kCpu, op, grad_output, indices, input,
+                                                        w_size, stride, padding, dilation, groups);
+  const at::Tensor mask = relu_mask(op, relu_output, grad_output);
+  const at::Tensor gy = grad_output.contiguous(), ind = indices.contiguous(), x = input.contiguous();
+  at::Tensor gw = at::empty(w_size, grad_output.options());
+  bool ok = true;
+  dispatch(gy.scalar_type(), [&](auto tag) {
+    using scalar_t = decltype(tag);
+    ok = cpu::conv2d_grad_weight_pooled<scalar_t>(
+        cpu_context(), p, gy.size(2) * gy.size(3), gy.const_data_ptr<scalar_t>(),
+        ind.const_data_ptr<int64_t>(), data_or_null<scalar_t>(mask), x.const_data_ptr<scalar_t>(),
+        gw.mutable_data_ptr<scalar_t>());
+  });
+  FASTLAYERS_CHECK(ok, op, "found an index outside its ", p.OH, " x ", p.OW, " activation plane; ",
+                   "indices must come from conv2d_relu_max_pool2d with this input and geometry");
+  return gw;
+}
+
 // --- conv2d_relu_max_pool2d ---------------------------------------------------------------------
 
 std::tuple<at::Tensor, at::Tensor> conv2d_relu_max_pool2d(
@@ -287,6 +312,7 @@ TORCH_LIBRARY_IMPL(fastlayers, CPU, m) {
   m.impl("conv2d_relu", widened(&conv2d_relu, "conv2d_relu"));
   m.impl("conv2d_grad_input", widened(&conv2d_grad_input, "conv2d_grad_input"));
   m.impl("conv2d_grad_weight", widened(&conv2d_grad_weight, "conv2d_grad_weight"));
+  m.impl("conv2d_grad_weight_pooled", widened(&conv2d_grad_weight_pooled, "conv2d_grad_weight_pooled"));
   m.impl("conv2d_relu_max_pool2d", widened(&conv2d_relu_max_pool2d, "conv2d_relu_max_pool2d"));
   m.impl("max_pool2d", widened(&max_pool2d, "max_pool2d"));
   m.impl("max_pool2d_backward", widened(&max_pool2d_backward, "max_pool2d_backward"));

@@ -357,6 +357,28 @@ at::Tensor relu_backward(const at::Tensor& grad_output, const at::Tensor& output
   return gx;
 }
 
+// --- conv2d_grad_weight_pooled --------------------------------------------------------------
+
+// Composed: the ReLU mask, max_pool2d_backward into the unpooled gradient (caching allocator,
+// freed on return), then conv2d_grad_weight. Indices outside their plane are skipped, as in
+// max_pool2d_backward.
+at::Tensor conv2d_grad_weight_pooled(const at::Tensor& grad_output, const at::Tensor& indices,
+                                     const at::Tensor& input, c10::SymIntArrayRef weight_size,
+                                     at::IntArrayRef stride, at::IntArrayRef padding,
+                                     at::IntArrayRef dilation, int64_t groups,
+                                     const std::optional<at::Tensor>& relu_output) {
+  const char* op = "conv2d_grad_weight_pooled";
+  const auto w_size = C10_AS_INTARRAYREF_SLOW(weight_size);
+  const Conv2dParams p = conv2d_grad_weight_pooled_args(kCuda, op, grad_output, indices, input,
+                                                        w_size, stride, padding, dilation, groups);
+  const at::Tensor mask = relu_mask(op, relu_output, grad_output);
+  const at::Tensor grad = mask.defined() ? relu_backward(grad_output, mask) : grad_output;
+  const std::vector<c10::SymInt> activation_size{p.N, p.OC, p.OH, p.OW};
+  const at::Tensor unpooled = max_pool2d_backward(grad, indices, activation_size);
+  return conv2d_grad_weight(unpooled, input, weight_size, stride, padding, dilation, groups,
+                            std::nullopt);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastlayers, CUDA, m) {
@@ -369,6 +391,7 @@ TORCH_LIBRARY_IMPL(fastlayers, CUDA, m) {
   m.impl("conv2d_relu", &conv2d_relu);
   m.impl("conv2d_grad_input", &conv2d_grad_input);
   m.impl("conv2d_grad_weight", &conv2d_grad_weight);
+  m.impl("conv2d_grad_weight_pooled", &conv2d_grad_weight_pooled);
   m.impl("conv2d_relu_max_pool2d", &conv2d_relu_max_pool2d);
   m.impl("max_pool2d", &max_pool2d);
   m.impl("max_pool2d_backward", &max_pool2d_backward);

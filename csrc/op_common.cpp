@@ -136,6 +136,34 @@ Conv2dParams conv2d_grad_weight_args(const Backend& backend, const char* op,
   return p;
 }
 
+// The int64 indices of a max-pool backward: on grad_output's device, of grad_output's size.
+static void check_pool_indices(const char* op, const at::Tensor& indices, const at::Tensor& grad_output) {
+  check_dtype(op, "indices", indices, {at::kLong}, "");
+  FASTLAYERS_CHECK(indices.device() == grad_output.device(), op, "expected indices to be on the ",
+                   "same device as grad_output (", grad_output.device(), "), but got ",
+                   indices.device());
+}
+
+Conv2dParams conv2d_grad_weight_pooled_args(const Backend& backend, const char* op,
+                                            const at::Tensor& grad_output,
+                                            const at::Tensor& indices, const at::Tensor& input,
+                                            at::IntArrayRef weight_size, at::IntArrayRef stride,
+                                            at::IntArrayRef padding, at::IntArrayRef dilation,
+                                            int64_t groups) {
+  check_input(backend, op, "grad_output", grad_output);
+  check_like(op, "input", input, "grad_output", grad_output);
+  check_pool_indices(op, indices, grad_output);
+  const Conv2dParams p =
+      conv2d_params(op, input.sizes(), weight_size, stride, padding, dilation, groups);
+  check_dim(op, "grad_output", grad_output, 4, "(N, OC, PH, PW)");
+  FASTLAYERS_CHECK(grad_output.size(0) == p.N && grad_output.size(1) == p.OC, op,
+                   "expected grad_output to have the batch of input and the output channels of ",
+                   "weight_size (", p.N, ", ", p.OC, "), but got grad_output of size ",
+                   grad_output.sizes());
+  check_shape(op, "indices", indices, grad_output.sizes());
+  return p;
+}
+
 // --- max_pool2d -----------------------------------------------------------------------------
 
 Pool2dParams max_pool2d_args(const Backend& backend, const char* op, const at::Tensor& input,
@@ -149,10 +177,7 @@ Pool2dParams max_pool2d_backward_args(const Backend& backend, const char* op,
                                       const at::Tensor& grad_output, const at::Tensor& indices,
                                       at::IntArrayRef input_size) {
   check_input(backend, op, "grad_output", grad_output);
-  check_dtype(op, "indices", indices, {at::kLong}, "");
-  FASTLAYERS_CHECK(indices.device() == grad_output.device(), op, "expected indices to be on the ",
-                   "same device as grad_output (", grad_output.device(), "), but got ",
-                   indices.device());
+  check_pool_indices(op, indices, grad_output);
   FASTLAYERS_CHECK(input_size.size() == 4, op, "expected input_size to have 4 values (N, C, H, ",
                    "W), but got ", input_size);
   uint64_t numel = 0;

@@ -27,6 +27,13 @@ TORCH_LIBRARY(fastlayers, m) {
         "int[2] stride, int[4] padding, int[2] dilation, int groups, Tensor? relu_output) "
         "-> Tensor");
 
+  // conv2d_grad_weight of max_pool2d_backward(grad_output, indices, [N, OC, OH, OW]), grad_output
+  // masked by relu_output: the weight gradient of conv2d_relu_max_pool2d, computed from each
+  // window's maximum alone, without the unpooled gradient.
+  m.def("conv2d_grad_weight_pooled(Tensor grad_output, Tensor indices, Tensor input, "
+        "SymInt[4] weight_size, int[2] stride, int[4] padding, int[2] dilation, int groups, "
+        "Tensor? relu_output) -> Tensor");
+
   // Returns (output, indices); indices are int64 offsets into each H*W plane, as torch's.
   m.def("max_pool2d(Tensor input, int[2] kernel_size, int[2] stride, int[2] padding, "
         "int[2] dilation, bool ceil_mode) -> (Tensor, Tensor)");

@@ -23,6 +23,10 @@ CASES = [
     ((2, 32, 8, 8), 16, (3, 3), dict(padding="same", groups=2), dict(pool_kernel_size=(2, 3), pool_dilation=(1, 2))),
     ((0, 3, 8, 8), 4, (3, 3), dict(padding=1), dict(pool_kernel_size=2)),  # empty batch
     ((3, 8, 8), 4, (3, 3), dict(padding=1), dict(pool_kernel_size=2)),  # unbatched
+    # few taps and many channels: the weight gradient is summed over the windows' maxima alone
+    # (conv2d_grad_weight_pooled), here with strides, dilation, overlapping windows and groups
+    ((2, 2, 11, 10), 32, (3, 3), dict(stride=(2, 1), dilation=(1, 2), padding=1), dict(pool_kernel_size=3, pool_stride=2, ceil_mode=True)),
+    ((2, 4, 9, 9), 32, (3, 3), dict(padding=1, groups=2), dict(pool_kernel_size=2)),
     # the models' layers
     ((16, 3, 24, 24), 32, (3, 3), dict(padding=1), dict(pool_kernel_size=2)),
     ((8, 32, 12, 12), 64, (3, 3), dict(padding=1), dict(pool_kernel_size=2)),

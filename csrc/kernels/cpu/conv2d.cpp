@@ -13,6 +13,9 @@
 //     grad_weight in the GEMM's dot-product form over its rows (grad_weight_dot_operands).
 // Images are spread over threads when there are enough of them; otherwise each GEMM uses every
 // thread. grad_weight then keeps one partial sum per thread, added in a fixed order.
+// Behind a max-pool, grad_weight can also run on the pooled gradient itself
+// (conv2d_grad_weight_pooled): the GEMM's gather form sums each window's gradient times the
+// input patch at its maximum, from a per-image patch matrix (im2col transposed).
 #include "conv2d.h"
 
 #include <algorithm>
@@ -475,6 +478,148 @@ void conv2d_grad_weight(const Context& ctx, const Conv2dParams& p, const T* gy, 
   }
 }
 
+namespace {
+
+// One image's channels zero-padded for conv2d_grad_weight_pooled: Hp x Wp planes that every
+// window lies in, the image at (pad_top, pad_left).
+struct PatchPadding {
+  int64_t Hp, Wp;
+};
+
+PatchPadding patch_padding(const Conv2dParams& p) {
+  return {std::max(p.H + p.pad_top, (p.OH - 1) * p.stride_h + (p.KH - 1) * p.dilation_h + 1),
+          std::max(p.W + p.pad_left, (p.OW - 1) * p.stride_w + (p.KW - 1) * p.dilation_w + 1)};
+}
+
+// Rows q = oh * OW + ow of one image's im2col matrix transposed, from its padded planes xpad:
+// P[q * ldp + (c * KH + kh) * KW + kw] = xpad[c][oh * sh + kh * dh][ow * sw + kw * dw]. For
+// strides above 1 (stride 1 takes the engine's transposes, pack_gather_operand); columns past
+// channels * KH * KW are left as they are.
+template <typename T>
+void im2col_rows(const Conv2dParams& p, const PatchPadding& pad, int64_t channels,
+                 const T* xpad, int64_t ldp, T* P) {
+  const int64_t plane = pad.Hp * pad.Wp;
+  for (int64_t oh = 0; oh < p.OH; ++oh) {
+    for (int64_t ow = 0; ow < p.OW; ++ow) {
+      T* dst = P + (oh * p.OW + ow) * ldp;
+      const T* corner = xpad + oh * p.stride_h * pad.Wp + ow * p.stride_w;
+      for (int64_t c = 0; c < channels; ++c) {
+        for (int64_t kh = 0; kh < p.KH; ++kh, dst += p.KW) {
+          const T* src = corner + c * plane + kh * p.dilation_h * pad.Wp;
+          for (int64_t kw = 0; kw < p.KW; ++kw) dst[kw] = src[kw * p.dilation_w];
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+template <typename T>
+bool conv2d_grad_weight_pooled(const Context& ctx, const Conv2dParams& p, int64_t pooled,
+                               const T* gy, const int64_t* indices, const T* relu_output,
+                               const T* x, T* gw) {
+  const Dims d = dims_of(p);
+  const int64_t ldp = round_up(d.CKK, kGemmDotAlign);  // the gather form's column multiple
+  const int64_t part_size = p.OC * ldp;
+  // The patch matrix P, one row per output position: at stride 1 the padded-width im2col matrix
+  // (PaddedWidth), transposed by the engine, whose rows are positions oh * Wp + ow; otherwise
+  // rows oh * OW + ow, copied from a padded image by im2col_rows.
+  const bool stride1 = use_padded_width(p);
+  const PaddedWidth pw = stride1 ? padded_width(p, d.Cg) : PaddedWidth{};
+  const PatchPadding pad = patch_padding(p);
+  const int64_t rows = stride1 ? pw.Q : d.OHW;
+  const int64_t pad_size = stride1 ? pw.size : d.Cg * pad.Hp * pad.Wp;
+  const int64_t P_size = rows * ldp;
+  std::vector<int64_t> position(static_cast<size_t>(d.OHW));  // P's row of each activation pixel
+  for (int64_t q = 0; q < d.OHW; ++q)
+    position[static_cast<size_t>(q)] = stride1 ? (q / p.OW) * pw.Wp + q % p.OW : q;
+  // Whole images per thread, each thread summing into its own partial gw (padded rows).
+  const double work = double(p.N) * (double(p.OC) * pooled * ldp + double(d.OHW) * d.CKK);
+  const Context run = context_for_work(ctx, work);
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(run.num_threads, p.N));
+  const int64_t per_chunk = ceil_div(p.N, chunks);
+  Context serial = ctx;
+  serial.num_threads = 1;
+  // Per chunk, in its thread's scratch (kept for the next call): the partial sums, P, the padded
+  // image, a group's masked gradient, its columns (P's rows) and, for an image with Inf or NaN,
+  // its unpooled gradient.
+  const int64_t scratch_size = part_size + P_size + pad_size + d.OCg * pooled + d.OCg * d.OHW;
+  std::vector<T*> parts(static_cast<size_t>(chunks));
+  std::vector<char> bad(static_cast<size_t>(chunks), 0);
+  parallel_chunks(run, chunks, [&](int64_t chunk) {
+    struct PooledScratchTag;
+    T* part = thread_scratch<T, PooledScratchTag>(scratch_size);
+    int64_t* cols = thread_scratch<int64_t, PooledScratchTag>(d.OCg * pooled);
+    parts[static_cast<size_t>(chunk)] = part;
+    T* P = part + part_size;
+    T* xpad = P + P_size;
+    T* grad = xpad + pad_size;
+    T* unpooled = grad + d.OCg * pooled;
+    std::fill(part, part + part_size, T(0));
+    if (!stride1) {  // padding that is never written after: the image's, and P's columns
+      std::fill(xpad, xpad + pad_size, T(0));
+      for (int64_t q = 0; q < rows; ++q) std::fill(P + q * ldp + d.CKK, P + (q + 1) * ldp, T(0));
+    }
+    bool inside = true;
+    const int64_t end = std::min(p.N, (chunk + 1) * per_chunk);
+    for (int64_t n = chunk * per_chunk; n < end; ++n) {
+      for (int64_t g = 0; g < p.groups; ++g) {
+        const T* xg = x + (n * p.C + g * d.Cg) * d.HW;
+        if (stride1) {
+          pad_planes(p, pw, d.Cg, xg, static_cast<const T*>(nullptr), xpad);
+          pack_gather_operand(serial, rows, d.CKK, xpad, pw.off.data(), P, ldp);
+        } else {
+          for (int64_t c = 0; c < d.Cg; ++c) {
+            for (int64_t h = 0; h < p.H; ++h) {
+              std::copy_n(xg + (c * p.H + h) * p.W, p.W,
+                          xpad + (c * pad.Hp + p.pad_top + h) * pad.Wp + p.pad_left);
+            }
+          }
+          im2col_rows(p, pad, d.Cg, xpad, ldp, P);
+        }
+        const int64_t o = (n * p.OC + g * d.OCg) * pooled;  // the group's first gradient row
+        const T* mask = relu_output ? relu_output + o : nullptr;
+        const int64_t terms = d.OCg * pooled;
+        for (int64_t t = 0; t < terms; ++t) {
+          const T v = gy[o + t];
+          grad[t] = mask && mask[t] <= T(0) ? T(0) : v;  // a NaN mask passes, as in torch
+          const int64_t q = indices[o + t];
+          const bool ok = uint64_t(q) < uint64_t(d.OHW);
+          inside &= ok;
+          cols[t] = position[static_cast<size_t>(ok ? q : 0)];
+        }
+        T* part_g = part + g * d.OCg * ldp;
+        if (all_finite(xg, d.Cg * d.HW)) {
+          gemm_gather(serial, d.OCg, ldp, pooled, grad, pooled, cols, pooled, P, rows, ldp, part_g,
+                      ldp, /*accumulate=*/true);
+          continue;
+        }
+        // Inf or NaN in the image: every position counts, as in the dense product that torch
+        // computes (0 * Inf is NaN there too).
+        std::fill_n(unpooled, d.OCg * d.OHW, T(0));
+        for (int64_t t = 0; t < terms; ++t) {
+          const int64_t q = indices[o + t];
+          if (uint64_t(q) < uint64_t(d.OHW)) unpooled[(t / pooled) * d.OHW + q] += grad[t];
+        }
+        gemm_gather(serial, d.OCg, ldp, d.OHW, unpooled, d.OHW, position.data(), 0, P, rows, ldp,
+                    part_g, ldp, /*accumulate=*/true);
+      }
+    }
+    bad[static_cast<size_t>(chunk)] = !inside;
+  });
+  if (std::any_of(bad.begin(), bad.end(), [](char b) { return b != 0; })) return false;
+  // gw = the partial sums, added in chunk order, without the padding columns.
+  for (int64_t oc = 0; oc < p.OC; ++oc) {
+    for (int64_t k = 0; k < d.CKK; ++k) {
+      T s = parts[0][oc * ldp + k];
+      for (int64_t c = 1; c < chunks; ++c) s += parts[static_cast<size_t>(c)][oc * ldp + k];
+      gw[oc * d.CKK + k] = s;
+    }
+  }
+  return true;
+}
+
 template <typename T>
 void conv2d_relu_max_pool2d_forward(const Context& ctx, const Conv2dParams& p,
                                     const Pool2dParams& pool, const T* x, const T* w,
@@ -511,7 +656,9 @@ void conv2d_relu_max_pool2d_forward(const Context& ctx, const Conv2dParams& p,
                                       const T*, T*);                                            \
   template void conv2d_relu_max_pool2d_forward<T>(const Context&, const Conv2dParams&,          \
                                                   const Pool2dParams&, const T*, const T*,      \
-                                                  const T*, T*, int64_t*);
+                                                  const T*, T*, int64_t*);                      \
+  template bool conv2d_grad_weight_pooled<T>(const Context&, const Conv2dParams&, int64_t,      \
+                                             const T*, const int64_t*, const T*, const T*, T*);
 FASTLAYERS_INSTANTIATE(float)
 FASTLAYERS_INSTANTIATE(double)
 #undef FASTLAYERS_INSTANTIATE

@@ -25,6 +25,18 @@ template <typename T>
 void conv2d_grad_weight(const Context& ctx, const Conv2dParams& p, const T* gy, const T* x,
                         const T* relu_output, T* gw);
 
+// gw[OC, C / groups, KH, KW] of a conv whose output went through max_pool2d: the same as
+// conv2d_grad_weight on max_pool2d_backward(gy, indices), without forming that unpooled gradient.
+// Each pooled element adds its gradient times the input patch of its window's maximum (the GEMM's
+// gather form), a quarter of the dense product's work for 2 x 2 windows. gy and indices are
+// [N, OC, pooled] (indices: offsets into each OH x OW plane, as max_pool2d's); when relu_output
+// (gy's layout) is non-null, gy reads as 0 wherever it is <= 0. Returns false, gw unspecified, if
+// an index lies outside the plane. Deterministic for a given thread count.
+template <typename T>
+bool conv2d_grad_weight_pooled(const Context& ctx, const Conv2dParams& p, int64_t pooled,
+                               const T* gy, const int64_t* indices, const T* relu_output,
+                               const T* x, T* gw);
+
 // y, indices = max_pool2d(relu(conv2d(x, w) + bias)), one image at a time: each image's
 // activation lives in a per-thread workspace and is pooled while in cache, so the unpooled
 // [N, OC, OH, OW] tensor is never written. pool.planes must be N * OC; indices are offsets into
