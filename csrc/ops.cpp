@@ -41,7 +41,7 @@ TORCH_LIBRARY(fastlayers, m) {
 
   // max_pool2d(relu(conv2d(...))) without writing the unpooled activation. Returns (output,
   // indices into each plane of the activation); the backward composes relu_backward (on the
-  // pooled output), max_pool2d_backward and the conv2d gradients.
+  // pooled output), max_pool2d_backward and the conv2d gradients, or conv2d_grad_weight_pooled.
   m.def("conv2d_relu_max_pool2d(Tensor input, Tensor weight, Tensor? bias, int[2] stride, "
         "int[4] padding, int[2] dilation, int groups, int[2] pool_kernel_size, "
         "int[2] pool_stride, int[2] pool_padding, int[2] pool_dilation, bool pool_ceil_mode) "

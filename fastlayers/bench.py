@@ -6,7 +6,8 @@ output goes straight into a ReLU is the fused fastlayers op (conv2d_relu, linear
 with torch's unfused ops; a Conv2d -> ReLU -> MaxPool2d chain also gives a conv2d_relu_max_pool2d
 case where fastlayers.functional has that op. Identical cases of several models are merged. Each
 is timed forward and forward+backward with torch.utils.benchmark.Timer.blocked_autorange on
-fastlayers' op and on torch's, with the same inputs and the same thread count. The GEMM sweep times
+fastlayers' op and on torch's, with the same inputs and the same thread count, the sides taken in
+turn over a few rounds and each keeping its best round's median (see ROUNDS). The GEMM sweep times
 torch.ops.fastlayers.linear(x, w, None) against torch.mm(x, w.t()) for n x n operands. Then one
 full training step per model (forward, loss, backward, SGD(lr=0.01, momentum=0.9).step()) is timed
 with torch layers and with fastlayers layers holding the same weights. With --compile,
@@ -363,9 +364,22 @@ def print_memory_table(rows):
         print("  ".join(s.ljust(w) if i == 0 else s.rjust(w) for i, (s, w) in enumerate(zip(line, widths))))
 
 
-def measure(fn, threads, min_run_time):
-    m = Timer("fn()", globals={"fn": fn}, num_threads=threads).blocked_autorange(min_run_time=min_run_time)
-    return m.median, m.iqr
+# Each case's sides are timed in ROUNDS rounds that take the sides in turn, each a
+# blocked_autorange of min_run_time / ROUNDS, and each side keeps its round of lowest median. Other
+# processes on these shared cores only ever slow a round down, so a burst of load costs one
+# round of one side instead of skewing the ratio, and both sides see the same stretch of time.
+ROUNDS = 3
+
+
+def measure_sides(fns, threads, min_run_time):
+    """{side: (median, IQR)} in seconds for the callables {side: fn}, interleaved (see ROUNDS)."""
+    best = {}
+    for _ in range(ROUNDS):
+        for side, fn in fns.items():
+            m = Timer("fn()", globals={"fn": fn}, num_threads=threads).blocked_autorange(min_run_time=min_run_time / ROUNDS)
+            if side not in best or m.median < best[side].median:
+                best[side] = m
+    return {side: (m.median, m.iqr) for side, m in best.items()}
 
 
 def make_row(job, mode, times, common, peak, with_compile, compile_error):
@@ -572,8 +586,8 @@ def main(argv=None):
         if compile_error:
             print(f"torch.compile failed, {label(job)}: {compile_error}", file=sys.stderr, flush=True)
         for mode in job["modes"]:
-            times = {side: measure(callables[mode, side], threads, min_run_time)
-                     for side in SIDES if (mode, side) in callables}
+            times = measure_sides({side: callables[mode, side] for side in SIDES if (mode, side) in callables},
+                                  threads, min_run_time)
             rows.append(make_row(job, mode, times, common, peak, args.compile, compile_error))
 
     memory = []
@@ -586,7 +600,7 @@ def main(argv=None):
     peak_text = f", FMA peak {peak:.0f} GFLOP/s" if peak else ""
     print(f"\nfastlayers {fastlayers.__version__} ({common['cpu_isa'] or args.device}{peak_text}) vs {peers} "
           f"(torch {torch.__version__}), {common['device']}, {threads} threads, {args.dtype}, "
-          f"median of blocked_autorange(min_run_time={min_run_time})\n")
+          f"best of {ROUNDS} interleaved rounds' medians (blocked_autorange, {min_run_time:g} s per case and side)\n")
     if rows:
         print_table(rows, args.compile)
     if memory:
