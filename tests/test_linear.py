@@ -29,6 +29,10 @@ SHAPES = [
     ((64,), 3136, 10),
     ((130,), 48, 16),
     ((37,), 32, 1),
+    # the window form: a weight of 2^20 elements or more, at least 32 rows; the second case has
+    # a last tile of one row
+    ((2, 32), 1030, 1024),
+    ((33,), 1100, 960),
 ]
 
 

@@ -3,8 +3,9 @@
 // (MC/KC/NC), every epilogue (accumulate, row and column bias, ReLU), the ReLU mask on either
 // operand, 1 or 2 threads, and every ISA's micro-kernel this CPU can run; and the dot-product
 // form (gemm_dot) with B's rows at arbitrary, overlapping offsets; and the window form
-// (gemm_windows) over rows of pixels at arbitrary offsets, with bias and ReLU, for channel counts
-// on both sides of the half-width and full-width panels; and the gather form (gemm_gather) with
+// (gemm_windows) over rows of pixels at arbitrary offsets, with bias per channel or per
+// position and ReLU, for channel counts on both sides of the half-width and full-width panels,
+// and in single columns (linear's forward); and the gather form (gemm_gather) with
 // sparse rows of A given as values and column numbers (shared or per row, repeated, out of range),
 // over every column block width and past the kernel's term block, and its operand packing
 // (pack_gather_operand) from overlapping offsets, with the padding columns. Built and run by
@@ -196,10 +197,12 @@ void check_windows(int64_t N, int64_t K, int64_t rows, int64_t cols, bool bias, 
   for (int64_t k = 0; k < K; ++k) off[k] = (k * 37) % (2 * K + 1);
   std::vector<T> a(static_cast<size_t>(2 * K + 1 + rows * pitch)), b(static_cast<size_t>(N * ldb));
   std::vector<T> mask(b.size()), bv(static_cast<size_t>(N)), c0(static_cast<size_t>(N * ldc));
+  std::vector<T> pv(static_cast<size_t>(rows * cols));  // the bias per position
   for (auto& x : a) x = static_cast<T>(normal(rng));
   for (auto& x : b) x = static_cast<T>(normal(rng));
   for (auto& x : mask) x = static_cast<T>(normal(rng));
   for (auto& x : bv) x = static_cast<T>(normal(rng));
+  for (auto& x : pv) x = static_cast<T>(normal(rng));
   for (auto& x : c0) x = static_cast<T>(normal(rng));
   const Context ctx{threads, isa};
   auto w = window_weights<T>(ctx, N, K);
@@ -209,6 +212,7 @@ void check_windows(int64_t N, int64_t K, int64_t rows, int64_t cols, bool bias, 
   Epilogue<T> ep;
   ep.accumulate = accumulate;
   ep.row_bias = bias ? bv.data() : nullptr;
+  ep.col_bias = bias && (rows + cols) % 2 == 1 ? pv.data() : nullptr;
   ep.relu = relu;
   std::vector<T> c = c0;
   gemm_windows(ctx, w, rows, cols, pitch, a.data(), off.data(), c.data(), ldc, ep);
@@ -218,7 +222,8 @@ void check_windows(int64_t N, int64_t K, int64_t rows, int64_t cols, bool bias, 
       const int64_t h = i / cols, x = i % cols;
       double want = c0[j * ldc + i];  // past rows * cols: untouched
       if (i < rows * cols) {
-        want = (accumulate ? want : 0.0) + (bias ? double(bv[j]) : 0.0);
+        want = (accumulate ? want : 0.0) + (bias ? double(bv[j]) : 0.0) +
+               (ep.col_bias ? double(pv[i]) : 0.0);
         for (int64_t k = 0; k < K; ++k) {
           const bool keep = !masked || mask[j * ldb + k] > 0;
           want += keep ? double(a[off[k] + h * pitch + x]) * double(b[j * ldb + k]) : 0.0;
@@ -243,7 +248,9 @@ template <typename T>
 int run_all_windows(Isa isa) {
   const int64_t sizes[][4] = {{1, 1, 1, 1},  {5, 9, 2, 3},    {16, 25, 3, 14}, {17, 30, 2, 15},
                               {32, 75, 4, 29}, {33, 40, 1, 28}, {64, 288, 3, 12}, {70, 7, 2, 40},
-                              {64, 200, 5, 5}, {6, 0, 2, 5}};
+                              {64, 200, 5, 5}, {6, 0, 2, 5},
+                              // one column: linear's forward, the positions its output features
+                              {64, 100, 30, 1}, {33, 50, 1, 1}, {40, 64, 14, 1}};
   int cases = 0;
   for (const auto& s : sizes) {
     for (int variant = 0; variant < 8; ++variant) {

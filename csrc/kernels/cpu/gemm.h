@@ -116,14 +116,16 @@ void pack_gather_operand(const Context& ctx, int64_t rows, int64_t cols, const T
 
 // The engine's window form, for stride-1 convs read from a zero-padded image (conv2d.cpp):
 //   C[j * ldc + h * cols + w] (+)= sum_k a[a_off[k] + h * pitch + w] * B[j][k]
-// for channels j < N, rows h < rows and columns w < cols; then + row_bias[j] and ReLU if the
-// epilogue asks (col_bias is not supported). The micro-kernel holds a few consecutive (h, w)
+// for channels j < N, rows h < rows and columns w < cols; then + row_bias[j] + col_bias[h * cols
+// + w] (a bias per position) and ReLU, as the epilogue asks. The micro-kernel holds a few consecutive (h, w)
 // positions of one row times NR channels: it broadcasts them straight from `a` at each of the K
 // offsets and loads B from panels packed beforehand (WindowWeights), so nothing is packed per
 // call and no position past the end of a row is computed.
 //   forward:      (h, w) = output pixel, k = (c, kh, kw), B = the weight [OC, C*KH*KW]
 //   grad_weight:  (h, w) = (kh, kw) of one input channel, k = output pixel of each image,
 //                 B = grad_output [OC, pixels], so C = that channel's grad_weight columns.
+//   linear:       (h, w) = (output feature, 0), read in place from the weight's rows (pitch K),
+//                 B = the input [batch, K], so C = the output [batch, features].
 template <typename T>
 struct WindowWeights {
   Isa isa = Isa::generic;  // the micro-kernel the panels are packed for
