@@ -118,17 +118,6 @@ def _conv2d_relu_max_pool2d_setup(ctx, input, weight, bias, stride, padding, dil
     ctx.save_for_backward(*_as_computed(out, input, weight), None, out, indices)
 
 
-def _pooled_grad_weight_pays(input, weight, groups):
-    """Whether conv2d_grad_weight_pooled beats conv2d_grad_weight of the unpooled gradient: on
-    CPU, for a conv with few taps per output channel (C / groups * KH * KW) and many output
-    channels, where the dense product's register tile is mostly empty and the patch matrix the
-    sparse one builds per image serves many channels. Measured, 2 x 2 pools, batch 64, 2 threads:
-    1 -> 32 5x5 and 3 -> 32 3x3 1.3 to 1.8x faster; 3 -> 6 5x5 (75 taps, 6 channels) 0.7 to 0.85x;
-    6 -> 16, 32 -> 64 about even, while the dense kernels run near the FMA peak."""
-    taps = weight.shape[1] * weight.shape[2] * weight.shape[3]
-    return input.device.type == "cpu" and taps <= 64 and weight.shape[0] // groups >= 16
-
-
 def _conv2d_relu_max_pool2d_grads(ctx, grad, _grad_indices):
     # The ReLU's mask on the activation, read at each window's maximum, is the pooled output > 0;
     # the rest of the activation gets no gradient from the pool anyway.
@@ -142,9 +131,10 @@ def _conv2d_relu_max_pool2d_grads(ctx, grad, _grad_indices):
     # gradient (the activation gradient's sum per channel) is the pooled gradient's, a quarter
     # of the elements for 2 x 2 windows.
     grad_bias = ops.bias_grad(grad, out, 1) if ctx.has_bias and need_bias else None
-    # The weight gradient can be summed over the windows' maxima alone, without the unpooled
-    # gradient (conv2d_grad_weight_pooled); grad_input always needs that.
-    pooled = need_weight and _pooled_grad_weight_pays(input, weight, ctx.geometry[3])
+    # grad_input needs the unpooled gradient; without it (a first layer), the weight gradient is
+    # computed from the pooled one (conv2d_grad_weight_pooled on CPU), and the unpooled gradient
+    # is never written out.
+    pooled = need_weight and not need_input and input.device.type == "cpu"
     unpooled = None
     if need_input or (need_weight and not pooled):
         unpooled = ops.max_pool2d_backward(ops.relu_backward(grad, out), indices, ctx.activation_shape)

@@ -1,5 +1,6 @@
 """conv2d_grad_weight_pooled: the weight gradient of a conv whose output went through a max-pool,
-summed over the windows' maxima, against torch's dense route (the pooled gradient scattered to
+gathered from the windows' maxima or computed densely a few images at a time, against torch's
+dense route (the pooled gradient scattered to
 its indices, then torch.nn.grad.conv2d_weight) in float64; with and without the ReLU mask (a NaN
 mask passes), Inf and NaN inputs (NaN wherever torch's dense product has one), every CPU ISA,
 gradcheck and gradgradcheck, opcheck, and the errors bad input must raise."""
@@ -73,10 +74,11 @@ def test_matches_torch_dense_route(device, cpu_isa, case, dtype, mask):
 
 
 @pytest.mark.parametrize("bad", [float("inf"), float("nan")])
-def test_inf_and_nan_inputs_spread_as_in_the_dense_product(device, cpu_isa, bad):
+@pytest.mark.parametrize("case", [CASES[1], CASES[3]], ids=["gathered", "dense"])
+def test_inf_and_nan_inputs_spread_as_in_the_dense_product(device, cpu_isa, case, bad):
     # torch's dense product multiplies every pixel by the unpooled gradient, zeros included, so
     # an Inf makes NaN (0 * Inf) in every tap it reaches; the pooled sum must do the same.
-    x, weight_size, geometry, grad, indices, out = pooled_problem(CASES[1], torch.float64, device)
+    x, weight_size, geometry, grad, indices, out = pooled_problem(case, torch.float64, device)
     x[1, 2, 5, 7] = bad
     got = ops.conv2d_grad_weight_pooled(grad, indices, x, weight_size, *geometry, out)
     want = dense_reference(x, weight_size, geometry, grad, indices, out)

@@ -27,8 +27,10 @@ void conv2d_grad_weight(const Context& ctx, const Conv2dParams& p, const T* gy, 
 
 // gw[OC, C / groups, KH, KW] of a conv whose output went through max_pool2d: the same as
 // conv2d_grad_weight on max_pool2d_backward(gy, indices), without forming that unpooled gradient.
-// Each pooled element adds its gradient times the input patch of its window's maximum (the GEMM's
-// gather form), a quarter of the dense product's work for 2 x 2 windows. gy and indices are
+// For few taps and many output channels each pooled element adds its gradient times the input
+// patch of its window's maximum (the GEMM's gather form), a quarter of the dense product's work
+// for 2 x 2 windows; otherwise conv2d_grad_weight's kernels run on a few images' unpooled
+// gradient at a time, in a buffer that stays in cache. gy and indices are
 // [N, OC, pooled] (indices: offsets into each OH x OW plane, as max_pool2d's); when relu_output
 // (gy's layout) is non-null, gy reads as 0 wherever it is <= 0. Returns false, gw unspecified, if
 // an index lies outside the plane. Deterministic for a given thread count.
