@@ -205,6 +205,31 @@ at::Tensor conv2d_grad_weight_pooled(const at::Tensor& grad_output, const at::Te
   return gw;
 }
 
+at::Tensor conv2d_grad_input_pooled(const at::Tensor& grad_output, const at::Tensor& indices,
+                                    const at::Tensor& weight, c10::SymIntArrayRef input_size,
+                                    at::IntArrayRef stride, at::IntArrayRef padding,
+                                    at::IntArrayRef dilation, int64_t groups,
+                                    const std::optional<at::Tensor>& relu_output) {
+  const char* op = "conv2d_grad_input_pooled";
+  const auto in_size = C10_AS_INTARRAYREF_SLOW(input_size);
+  const Conv2dParams p = conv2d_grad_input_pooled_args(kCpu, op, grad_output, indices, weight,
+                                                       in_size, stride, padding, dilation, groups);
+  const at::Tensor mask = relu_mask(op, relu_output, grad_output);
+  const at::Tensor gy = grad_output.contiguous(), ind = indices.contiguous(), w = weight.contiguous();
+  at::Tensor gx = at::empty(in_size, grad_output.options());
+  bool ok = true;
+  dispatch(gy.scalar_type(), [&](auto tag) {
+    using scalar_t = decltype(tag);
+    ok = cpu::conv2d_grad_input_pooled<scalar_t>(
+        cpu_context(), p, gy.size(2) * gy.size(3), gy.const_data_ptr<scalar_t>(),
+        ind.const_data_ptr<int64_t>(), data_or_null<scalar_t>(mask), w.const_data_ptr<scalar_t>(),
+        gx.mutable_data_ptr<scalar_t>());
+  });
+  FASTLAYERS_CHECK(ok, op, "found an index outside its ", p.OH, " x ", p.OW, " activation plane; ",
+                   "indices must come from conv2d_relu_max_pool2d with this geometry");
+  return gx;
+}
+
 // --- conv2d_relu_max_pool2d ---------------------------------------------------------------------
 
 std::tuple<at::Tensor, at::Tensor> conv2d_relu_max_pool2d(
@@ -313,6 +338,7 @@ TORCH_LIBRARY_IMPL(fastlayers, CPU, m) {
   m.impl("conv2d_grad_input", widened(&conv2d_grad_input, "conv2d_grad_input"));
   m.impl("conv2d_grad_weight", widened(&conv2d_grad_weight, "conv2d_grad_weight"));
   m.impl("conv2d_grad_weight_pooled", widened(&conv2d_grad_weight_pooled, "conv2d_grad_weight_pooled"));
+  m.impl("conv2d_grad_input_pooled", widened(&conv2d_grad_input_pooled, "conv2d_grad_input_pooled"));
   m.impl("conv2d_relu_max_pool2d", widened(&conv2d_relu_max_pool2d, "conv2d_relu_max_pool2d"));
   m.impl("max_pool2d", widened(&max_pool2d, "max_pool2d"));
   m.impl("max_pool2d_backward", widened(&max_pool2d_backward, "max_pool2d_backward"));

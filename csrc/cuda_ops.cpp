@@ -379,6 +379,24 @@ at::Tensor conv2d_grad_weight_pooled(const at::Tensor& grad_output, const at::Te
                             std::nullopt);
 }
 
+// Composed as conv2d_grad_weight_pooled is.
+at::Tensor conv2d_grad_input_pooled(const at::Tensor& grad_output, const at::Tensor& indices,
+                                    const at::Tensor& weight, c10::SymIntArrayRef input_size,
+                                    at::IntArrayRef stride, at::IntArrayRef padding,
+                                    at::IntArrayRef dilation, int64_t groups,
+                                    const std::optional<at::Tensor>& relu_output) {
+  const char* op = "conv2d_grad_input_pooled";
+  const auto in_size = C10_AS_INTARRAYREF_SLOW(input_size);
+  const Conv2dParams p = conv2d_grad_input_pooled_args(kCuda, op, grad_output, indices, weight,
+                                                       in_size, stride, padding, dilation, groups);
+  const at::Tensor mask = relu_mask(op, relu_output, grad_output);
+  const at::Tensor grad = mask.defined() ? relu_backward(grad_output, mask) : grad_output;
+  const std::vector<c10::SymInt> activation_size{p.N, p.OC, p.OH, p.OW};
+  const at::Tensor unpooled = max_pool2d_backward(grad, indices, activation_size);
+  return conv2d_grad_input(unpooled, weight, input_size, stride, padding, dilation, groups,
+                           std::nullopt);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastlayers, CUDA, m) {
@@ -392,6 +410,7 @@ TORCH_LIBRARY_IMPL(fastlayers, CUDA, m) {
   m.impl("conv2d_grad_input", &conv2d_grad_input);
   m.impl("conv2d_grad_weight", &conv2d_grad_weight);
   m.impl("conv2d_grad_weight_pooled", &conv2d_grad_weight_pooled);
+  m.impl("conv2d_grad_input_pooled", &conv2d_grad_input_pooled);
   m.impl("conv2d_relu_max_pool2d", &conv2d_relu_max_pool2d);
   m.impl("max_pool2d", &max_pool2d);
   m.impl("max_pool2d_backward", &max_pool2d_backward);

@@ -144,6 +144,17 @@ static void check_pool_indices(const char* op, const at::Tensor& indices, const 
                    indices.device());
 }
 
+// A pooled gradient and its indices against the conv's geometry: [N, OC, PH, PW], any PH, PW.
+static void check_pooled_grad(const char* op, const at::Tensor& grad_output,
+                              const at::Tensor& indices, const Conv2dParams& p) {
+  check_dim(op, "grad_output", grad_output, 4, "(N, OC, PH, PW)");
+  FASTLAYERS_CHECK(grad_output.size(0) == p.N && grad_output.size(1) == p.OC, op,
+                   "expected grad_output to have the batch of input and the output channels of ",
+                   "weight (", p.N, ", ", p.OC, "), but got grad_output of size ",
+                   grad_output.sizes());
+  check_shape(op, "indices", indices, grad_output.sizes());
+}
+
 Conv2dParams conv2d_grad_weight_pooled_args(const Backend& backend, const char* op,
                                             const at::Tensor& grad_output,
                                             const at::Tensor& indices, const at::Tensor& input,
@@ -155,12 +166,22 @@ Conv2dParams conv2d_grad_weight_pooled_args(const Backend& backend, const char* 
   check_pool_indices(op, indices, grad_output);
   const Conv2dParams p =
       conv2d_params(op, input.sizes(), weight_size, stride, padding, dilation, groups);
-  check_dim(op, "grad_output", grad_output, 4, "(N, OC, PH, PW)");
-  FASTLAYERS_CHECK(grad_output.size(0) == p.N && grad_output.size(1) == p.OC, op,
-                   "expected grad_output to have the batch of input and the output channels of ",
-                   "weight_size (", p.N, ", ", p.OC, "), but got grad_output of size ",
-                   grad_output.sizes());
-  check_shape(op, "indices", indices, grad_output.sizes());
+  check_pooled_grad(op, grad_output, indices, p);
+  return p;
+}
+
+Conv2dParams conv2d_grad_input_pooled_args(const Backend& backend, const char* op,
+                                           const at::Tensor& grad_output,
+                                           const at::Tensor& indices, const at::Tensor& weight,
+                                           at::IntArrayRef input_size, at::IntArrayRef stride,
+                                           at::IntArrayRef padding, at::IntArrayRef dilation,
+                                           int64_t groups) {
+  check_input(backend, op, "grad_output", grad_output);
+  check_like(op, "weight", weight, "grad_output", grad_output);
+  check_pool_indices(op, indices, grad_output);
+  const Conv2dParams p =
+      conv2d_params(op, input_size, weight.sizes(), stride, padding, dilation, groups);
+  check_pooled_grad(op, grad_output, indices, p);
   return p;
 }
 

@@ -101,6 +101,15 @@ Conv2dParams conv2d_grad_weight_pooled_args(const Backend& backend, const char* 
                                             at::IntArrayRef padding, at::IntArrayRef dilation,
                                             int64_t groups);
 
+// conv2d_grad_input_pooled: conv2d_grad_input_args's geometry, with grad_output and indices of
+// the pooled size [N, OC, PH, PW] (the indices int64, on grad_output's device).
+Conv2dParams conv2d_grad_input_pooled_args(const Backend& backend, const char* op,
+                                           const at::Tensor& grad_output,
+                                           const at::Tensor& indices, const at::Tensor& weight,
+                                           at::IntArrayRef input_size, at::IntArrayRef stride,
+                                           at::IntArrayRef padding, at::IntArrayRef dilation,
+                                           int64_t groups);
+
 // --- max_pool2d -----------------------------------------------------------------------------
 
 Pool2dParams max_pool2d_args(const Backend& backend, const char* op, const at::Tensor& input,

@@ -33,6 +33,10 @@ TORCH_LIBRARY(fastlayers, m) {
   m.def("conv2d_grad_weight_pooled(Tensor grad_output, Tensor indices, Tensor input, "
         "SymInt[4] weight_size, int[2] stride, int[4] padding, int[2] dilation, int groups, "
         "Tensor? relu_output) -> Tensor");
+  // conv2d_grad_input of the same unpooled gradient: conv2d_relu_max_pool2d's input gradient.
+  m.def("conv2d_grad_input_pooled(Tensor grad_output, Tensor indices, Tensor weight, "
+        "SymInt[4] input_size, int[2] stride, int[4] padding, int[2] dilation, int groups, "
+        "Tensor? relu_output) -> Tensor");
 
   // Returns (output, indices); indices are int64 offsets into each H*W plane, as torch's.
   m.def("max_pool2d(Tensor input, int[2] kernel_size, int[2] stride, int[2] padding, "
@@ -41,7 +45,7 @@ TORCH_LIBRARY(fastlayers, m) {
 
   // max_pool2d(relu(conv2d(...))) without writing the unpooled activation. Returns (output,
   // indices into each plane of the activation); the backward composes relu_backward (on the
-  // pooled output), max_pool2d_backward and the conv2d gradients, or conv2d_grad_weight_pooled.
+  // pooled output), max_pool2d_backward and the conv2d gradients, or the two pooled ones.
   m.def("conv2d_relu_max_pool2d(Tensor input, Tensor weight, Tensor? bias, int[2] stride, "
         "int[4] padding, int[2] dilation, int groups, int[2] pool_kernel_size, "
         "int[2] pool_stride, int[2] pool_padding, int[2] pool_dilation, bool pool_ceil_mode) "

@@ -131,21 +131,17 @@ def _conv2d_relu_max_pool2d_grads(ctx, grad, _grad_indices):
     # gradient (the activation gradient's sum per channel) is the pooled gradient's, a quarter
     # of the elements for 2 x 2 windows.
     grad_bias = ops.bias_grad(grad, out, 1) if ctx.has_bias and need_bias else None
-    # grad_input needs the unpooled gradient; without it (a first layer), the weight gradient is
-    # computed from the pooled one (conv2d_grad_weight_pooled on CPU), and the unpooled gradient
-    # is never written out.
-    pooled = need_weight and not need_input and input.device.type == "cpu"
-    unpooled = None
-    if need_input or (need_weight and not pooled):
-        unpooled = ops.max_pool2d_backward(ops.relu_backward(grad, out), indices, ctx.activation_shape)
+    # On CPU both gradients are computed from the pooled one (the *_pooled ops), and the unpooled
+    # gradient is never written out; the CUDA ops unpool it.
     grad_input = grad_weight = None
-    if need_input:
-        grad_input = ops.conv2d_grad_input(unpooled, weight, input.shape, *ctx.geometry, None)
-    if pooled:
-        grad_weight = ops.conv2d_grad_weight_pooled(grad, indices, input, weight.shape, *ctx.geometry, out)
-    elif need_weight:
-        grad_weight = ops.conv2d_grad_weight(unpooled, input, weight.shape, *ctx.geometry, None)
-    return grad_input, grad_weight, grad_bias
+    if input.device.type == "cpu":
+        if need_input:
+            grad_input = ops.conv2d_grad_input_pooled(grad, indices, weight, input.shape, *ctx.geometry, out)
+        if need_weight:
+            grad_weight = ops.conv2d_grad_weight_pooled(grad, indices, input, weight.shape, *ctx.geometry, out)
+        return grad_input, grad_weight, grad_bias
+    unpooled = ops.max_pool2d_backward(ops.relu_backward(grad, out), indices, ctx.activation_shape)
+    return _conv2d_grads(ctx, unpooled, grad_bias)
 
 
 def _relu_setup(ctx, output):
@@ -346,6 +342,24 @@ def _conv2d_grad_weight_pooled_grads(ctx, gg):
     return d_grad, None, d_input
 
 
+def _conv2d_grad_input_pooled_grads(ctx, gg):
+    """conv2d_grad_input of the unpooled gradient: with respect to the pooled gradient, the
+    gather of conv2d(gg, weight); with respect to the weight, conv2d_grad_weight of it."""
+    grad, indices, weight, relu_output = (ctx.saved_tensors[i] for i in (0, 1, 2, 8))
+    input_size, geometry = ctx.args[3], ctx.args[4:8]
+    need_grad, _, need_weight = ctx.needs_input_grad[:3]
+    d_grad = d_weight = None
+    if need_grad:
+        activation = ops.conv2d(gg, weight, None, *geometry)
+        gathered = activation.flatten(-2).gather(-1, indices.flatten(-2)).view(indices.shape)
+        d_grad = _masked(gathered, relu_output)
+    if need_weight:
+        oh, ow = conv2d_output_hw(input_size[2], input_size[3], weight.shape[2:], *geometry[:3])
+        unpooled = ops.max_pool2d_backward(_masked(grad, relu_output), indices, [input_size[0], weight.shape[0], oh, ow])
+        d_weight = ops.conv2d_grad_weight(unpooled, gg, weight.shape, *geometry, None)
+    return d_grad, None, d_weight
+
+
 def _max_pool2d_backward_grads(ctx, gg):
     """The adjoint of scattering each window's gradient to its maximum is gathering from it."""
     indices = ctx.saved_tensors[1]
@@ -363,6 +377,7 @@ for _name, _grads in [
     ("conv2d_grad_input", _conv2d_grad_input_grads),
     ("conv2d_grad_weight", _conv2d_grad_weight_grads),
     ("conv2d_grad_weight_pooled", _conv2d_grad_weight_pooled_grads),
+    ("conv2d_grad_input_pooled", _conv2d_grad_input_pooled_grads),
     ("max_pool2d_backward", _max_pool2d_backward_grads),
     ("relu_backward", _relu_backward_grads),
 ]:

@@ -93,6 +93,11 @@ def _(grad_output, indices, input, weight_size, stride, padding, dilation, group
     return grad_output.new_empty(weight_size)
 
 
+@_fake("conv2d_grad_input_pooled")
+def _(grad_output, indices, weight, input_size, stride, padding, dilation, groups, relu_output):
+    return grad_output.new_empty(input_size)
+
+
 @_fake("max_pool2d")
 def _(input, kernel_size, stride, padding, dilation, ceil_mode):
     torch._check(input.dim() == 4, lambda: f"fastlayers.max_pool2d: expected input to be 4-D (N, C, H, W), but got {input.dim()}-D")

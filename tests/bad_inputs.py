@@ -298,6 +298,8 @@ BACKWARD_CASES = [
     ("conv2d_grad_weight_pooled", "float indices", lambda: ops.conv2d_grad_weight_pooled(torch.randn(2, 6, 3, 3), torch.zeros(2, 6, 3, 3), X, [6, 4, 3, 3], *CONV_GEOMETRY, None), ["indices", "torch.float32"]),
     ("conv2d_grad_weight_pooled", "grad channels differ", lambda: ops.conv2d_grad_weight_pooled(torch.randn(2, 5, 3, 3), torch.zeros(2, 5, 3, 3, dtype=torch.int64), X, [6, 4, 3, 3], *CONV_GEOMETRY, None), ["grad_output", "output channels"]),
     ("conv2d_grad_weight_pooled", "mask shape", lambda: ops.conv2d_grad_weight_pooled(torch.randn(2, 6, 3, 3), torch.zeros(2, 6, 3, 3, dtype=torch.int64), X, [6, 4, 3, 3], *CONV_GEOMETRY, torch.randn(2, 6, 3, 2)), ["relu_output"]),
+    ("conv2d_grad_input_pooled", "index past the plane", lambda: ops.conv2d_grad_input_pooled(torch.randn(2, 6, 3, 3), torch.full((2, 6, 3, 3), 36), W, [2, 4, 8, 8], *CONV_GEOMETRY, None), ["outside its 6 x 6 activation plane"]),
+    ("conv2d_grad_input_pooled", "grad channels differ", lambda: ops.conv2d_grad_input_pooled(torch.randn(2, 5, 3, 3), torch.zeros(2, 5, 3, 3, dtype=torch.int64), W, [2, 4, 8, 8], *CONV_GEOMETRY, None), ["grad_output", "output channels"]),
     ("conv2d_grad_input", "grad_output shape", lambda: ops.conv2d_grad_input(torch.randn(2, 6, 5, 5), W, list(X.shape), *CONV_GEOMETRY, None), ["grad_output", "[2, 6, 6, 6]"]),
     ("conv2d_grad_input", "negative input_size", lambda: ops.conv2d_grad_input(GY4, W, [2, 4, -8, 8], *CONV_GEOMETRY, None), ["input sizes", "non-negative"]),
     ("conv2d_grad_input", "relu_output shape", lambda: ops.conv2d_grad_input(GY4, W, list(X.shape), *CONV_GEOMETRY, torch.randn(2, 6, 6, 5)), ["relu_output"]),

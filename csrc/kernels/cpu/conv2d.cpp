@@ -19,6 +19,7 @@
 #include "conv2d.h"
 
 #include <algorithm>
+#include <atomic>
 #include <vector>
 
 #include "gemm.h"
@@ -142,6 +143,40 @@ bool use_padded_width(const Conv2dParams& p) {
   return p.stride_h == 1 && p.stride_w == 1 && p.OH > 0 && p.OW > 0;
 }
 
+// grad_output as a max-pool's gradient: `pooled` elements per plane, scattered to their indices
+// (offsets into each OH x OW plane; relu_output, if given, masks them).
+template <typename T>
+struct PooledGrad {
+  int64_t pooled;
+  const T* grad;
+  const int64_t* indices;
+  const T* relu_output;
+};
+
+// Images [n0, n0 + count) of the unpooled gradient into dense[count, OC, OH * OW]; false if an
+// index lies outside its plane (that element is dropped).
+template <typename T>
+bool unpool_images(const Conv2dParams& p, const PooledGrad<T>& src, int64_t n0, int64_t count,
+                   T* dense) {
+  const int64_t OHW = p.OH * p.OW, planes = count * p.OC;
+  std::fill(dense, dense + planes * OHW, T(0));
+  bool inside = true;
+  for (int64_t plane = 0; plane < planes; ++plane) {
+    const int64_t o = (n0 * p.OC + plane) * src.pooled;
+    T* out = dense + plane * OHW;
+    for (int64_t e = 0; e < src.pooled; ++e) {
+      const int64_t q = src.indices[o + e];
+      const T v = src.grad[o + e];
+      if (uint64_t(q) >= uint64_t(OHW)) {
+        inside = false;
+        continue;
+      }
+      out[q] += src.relu_output && src.relu_output[o + e] <= T(0) ? T(0) : v;  // NaN mask passes
+    }
+  }
+  return inside;
+}
+
 // out[c][pad_top + h][pad_left + w] = x[c][h][w] (or 0 where mask[c][h][w] <= 0, if a mask is
 // given), zero elsewhere, up to pw.size.
 template <typename T>
@@ -165,13 +200,60 @@ void pad_planes(const Conv2dParams& p, const PaddedWidth& pw, int64_t channels, 
   }
 }
 
+// Image n, group g of a stride-1 conv's input into its padded planes: x's (masked by x_mask,
+// see pad_planes) or, when `pooled` is set, a max-pool's gradient scattered to its indices (the
+// fused conv->ReLU->pool's grad_input, conv2d_grad_input_pooled). padded_pos[q] is pixel q's
+// offset in a padded plane. Returns false if a pooled index lies outside its plane.
+template <typename T>
+bool pad_input(const Conv2dParams& p, const PaddedWidth& pw, int64_t channels, const T* x,
+               const T* x_mask, const PooledGrad<T>* pooled, const int64_t* padded_pos, int64_t n,
+               int64_t g, T* xpad) {
+  const int64_t first = n * p.C + g * channels;  // the group's first plane
+  if (!pooled) {
+    const int64_t off = first * p.H * p.W;
+    pad_planes(p, pw, channels, x + off, x_mask ? x_mask + off : nullptr, xpad);
+    return true;
+  }
+  std::fill(xpad, xpad + pw.size, T(0));
+  bool inside = true;
+  for (int64_t c = 0; c < channels; ++c) {
+    const int64_t o = (first + c) * pooled->pooled;
+    const T* grad = pooled->grad + o;
+    const T* mask = pooled->relu_output ? pooled->relu_output + o : nullptr;
+    const int64_t* index = pooled->indices + o;
+    T* plane = xpad + c * pw.Hp * pw.Wp;
+    for (int64_t e = 0; e < pooled->pooled; ++e) {
+      const int64_t q = index[e];
+      const T v = grad[e];
+      if (uint64_t(q) >= uint64_t(p.H * p.W)) {
+        inside = false;
+        continue;
+      }
+      plane[padded_pos[q]] += mask && mask[e] <= T(0) ? T(0) : v;  // a NaN mask passes
+    }
+  }
+  return inside;
+}
+
+// padded_pos for pad_input: pixel q's offset in a padded plane, or nothing without a pooled input.
+std::vector<int64_t> padded_positions(const Conv2dParams& p, const PaddedWidth& pw, bool pooled) {
+  std::vector<int64_t> pos(static_cast<size_t>(pooled ? p.H * p.W : 0));
+  for (int64_t q = 0; q < static_cast<int64_t>(pos.size()); ++q)
+    pos[static_cast<size_t>(q)] = (p.pad_top + q / p.W) * pw.Wp + p.pad_left + q % p.W;
+  return pos;
+}
+
 // y = conv(x, w) + bias, then ReLU if asked, for a stride-1 conv (see PaddedWidth). With x_mask,
-// x reads as 0 wherever x_mask <= 0 (grad_input passes grad_output and the forward's output).
+// x reads as 0 wherever x_mask <= 0 (grad_input passes grad_output and the forward's output);
+// with `pooled`, the input is that max-pool gradient unpooled (see pad_input), and `ok` is
+// cleared if one of its indices lies outside its plane.
 template <typename T>
 void conv2d_padded_width(const Context& ctx, const Conv2dParams& p, const T* x, const T* x_mask,
-                         const T* w, const T* bias, T* y, bool relu) {
+                         const T* w, const T* bias, T* y, bool relu,
+                         const PooledGrad<T>* pooled = nullptr, std::atomic<bool>* ok = nullptr) {
   const Dims d = dims_of(p);
   const PaddedWidth pw = padded_width(p, d.Cg);
+  const std::vector<int64_t> padded_pos = padded_positions(p, pw, pooled != nullptr);
   const ImageSplit split = split_images(ctx, p);
   const int64_t pad_size = pw.size;
   const int64_t out_size = d.OCg * p.OH * pw.Wp;
@@ -179,8 +261,7 @@ void conv2d_padded_width(const Context& ctx, const Conv2dParams& p, const T* x, 
     T* xpad = buf;
     T* ypw = buf + pad_size;
     for (int64_t g = 0; g < p.groups; ++g) {
-      const int64_t x_off = (n * p.C + g * d.Cg) * d.HW;
-      pad_planes(p, pw, d.Cg, x + x_off, x_mask ? x_mask + x_off : nullptr, xpad);
+      if (!pad_input(p, pw, d.Cg, x, x_mask, pooled, padded_pos.data(), n, g, xpad)) *ok = false;
       Operand<T> B{xpad, 0, 1};
       B.row_offsets = pw.off.data();
       const Operand<T> A{w + g * d.OCg * d.CKK, d.CKK, 1};
@@ -213,9 +294,11 @@ constexpr int64_t kWindowMinTaps = 3;
 template <typename T, typename Out, typename Done>
 void conv2d_windows_each(const Context& ctx, const Conv2dParams& p, const T* x, const T* x_mask,
                          const T* w, const T* bias, bool relu, int64_t extra_size, const Out& out,
-                         const Done& done) {
+                         const Done& done, const PooledGrad<T>* pooled = nullptr,
+                         std::atomic<bool>* ok = nullptr) {
   const Dims d = dims_of(p);
   const PaddedWidth pw = padded_width(p, d.Cg);
+  const std::vector<int64_t> padded_pos = padded_positions(p, pw, pooled != nullptr);
   const ImageSplit split = split_images(ctx, p);
   std::vector<WindowWeights<T>> weights;
   for (int64_t g = 0; g < p.groups; ++g) {
@@ -229,8 +312,7 @@ void conv2d_windows_each(const Context& ctx, const Conv2dParams& p, const T* x, 
     T* extra = buf + pw.size;
     T* y = out(n, extra);
     for (int64_t g = 0; g < p.groups; ++g) {
-      const int64_t x_off = (n * p.C + g * d.Cg) * d.HW;
-      pad_planes(p, pw, d.Cg, x + x_off, x_mask ? x_mask + x_off : nullptr, xpad);
+      if (!pad_input(p, pw, d.Cg, x, x_mask, pooled, padded_pos.data(), n, g, xpad)) *ok = false;
       Epilogue<T> ep_g = ep;
       ep_g.row_bias = bias ? bias + g * d.OCg : nullptr;
       gemm_windows(split.inner, weights[static_cast<size_t>(g)], p.OH, p.OW, pw.Wp, xpad,
@@ -242,11 +324,12 @@ void conv2d_windows_each(const Context& ctx, const Conv2dParams& p, const T* x, 
 
 template <typename T>
 void conv2d_windows(const Context& ctx, const Conv2dParams& p, const T* x, const T* x_mask,
-                    const T* w, const T* bias, T* y, bool relu) {
+                    const T* w, const T* bias, T* y, bool relu, const PooledGrad<T>* pooled,
+                    std::atomic<bool>* ok) {
   const int64_t image_size = p.OC * p.OH * p.OW;
   conv2d_windows_each(
       ctx, p, x, x_mask, w, bias, relu, 0, [&](int64_t n, T*) { return y + n * image_size; },
-      [](const Context&, int64_t, T*) {});
+      [](const Context&, int64_t, T*) {}, pooled, ok);
 }
 
 bool use_windows(const Conv2dParams& p) { return p.OC / p.groups >= kWindowMinChannels; }
@@ -254,11 +337,12 @@ bool use_windows(const Conv2dParams& p) { return p.OC / p.groups >= kWindowMinCh
 // A stride-1 conv, in whichever form fits its channels.
 template <typename T>
 void conv2d_stride1(const Context& ctx, const Conv2dParams& p, const T* x, const T* x_mask,
-                    const T* w, const T* bias, T* y, bool relu) {
+                    const T* w, const T* bias, T* y, bool relu,
+                    const PooledGrad<T>* pooled = nullptr, std::atomic<bool>* ok = nullptr) {
   if (use_windows(p))
-    conv2d_windows(ctx, p, x, x_mask, w, bias, y, relu);
+    conv2d_windows(ctx, p, x, x_mask, w, bias, y, relu, pooled, ok);
   else
-    conv2d_padded_width(ctx, p, x, x_mask, w, bias, y, relu);
+    conv2d_padded_width(ctx, p, x, x_mask, w, bias, y, relu, pooled, ok);
 }
 
 // grad_weight in the window form: its tile is (kh, kw) taps of one row of the kernel by NR output
@@ -330,9 +414,12 @@ void conv2d_forward(const Context& ctx, const Conv2dParams& p, const T* x, const
   });
 }
 
+// conv2d_grad_input, from gy (masked by relu_output) or, when `pooled` is set, from a pooled
+// gradient: at stride 1 unpooled image by image straight into the padded planes the conv reads,
+// otherwise into a whole unpooled copy first. Returns false if a pooled index is out of its plane.
 template <typename T>
-void conv2d_grad_input(const Context& ctx, const Conv2dParams& p, const T* gy, const T* w,
-                       const T* relu_output, T* gx) {
+bool grad_input_impl(const Context& ctx, const Conv2dParams& p, const T* gy, const T* w,
+                     const T* relu_output, const PooledGrad<T>* pooled, T* gx) {
   const Dims d = dims_of(p);
   // Stride 1: grad_input is itself a stride-1 conv, of grad_output (masked by the ReLU) with the
   // weights flipped in space and transposed in channels, padded by (K - 1) * dilation - padding.
@@ -353,8 +440,16 @@ void conv2d_grad_input(const Context& ctx, const Conv2dParams& p, const T* gy, c
           for (int64_t k = 0; k < p.KH * p.KW; ++k)
             wt[(((g * d.Cg + c) * d.OCg + oc) * p.KH * p.KW) + (p.KH * p.KW - 1 - k)] =
                 w[((g * d.OCg + oc) * d.Cg + c) * p.KH * p.KW + k];
-    conv2d_stride1(ctx, t, gy, relu_output, wt.data(), static_cast<const T*>(nullptr), gx, false);
-    return;
+    std::atomic<bool> ok{true};
+    conv2d_stride1(ctx, t, gy, relu_output, wt.data(), static_cast<const T*>(nullptr), gx, false,
+                   pooled, &ok);
+    return ok.load();
+  }
+  std::vector<T> unpooled;
+  if (pooled) {
+    unpooled.resize(static_cast<size_t>(p.N * p.OC * d.OHW));
+    if (!unpool_images(p, *pooled, 0, p.N, unpooled.data())) return false;
+    gy = unpooled.data(), relu_output = nullptr;
   }
   const ImageSplit split = split_images(ctx, p);
   const int64_t cols_size = d.pointwise ? 0 : d.CKK * d.OHW;
@@ -372,40 +467,22 @@ void conv2d_grad_input(const Context& ctx, const Conv2dParams& p, const T* gy, c
       }
     }
   });
+  return true;
 }
 
-// grad_output as a max-pool's gradient: `pooled` elements per plane, scattered to their indices
-// (offsets into each OH x OW plane; relu_output, if given, masks them).
 template <typename T>
-struct PooledGrad {
-  int64_t pooled;
-  const T* grad;
-  const int64_t* indices;
-  const T* relu_output;
-};
+void conv2d_grad_input(const Context& ctx, const Conv2dParams& p, const T* gy, const T* w,
+                       const T* relu_output, T* gx) {
+  grad_input_impl(ctx, p, gy, w, relu_output, static_cast<const PooledGrad<T>*>(nullptr), gx);
+}
 
-// Images [n0, n0 + count) of the unpooled gradient into dense[count, OC, OH * OW]; false if an
-// index lies outside its plane (that element is dropped).
 template <typename T>
-bool unpool_images(const Conv2dParams& p, const PooledGrad<T>& src, int64_t n0, int64_t count,
-                   T* dense) {
-  const int64_t OHW = p.OH * p.OW, planes = count * p.OC;
-  std::fill(dense, dense + planes * OHW, T(0));
-  bool inside = true;
-  for (int64_t plane = 0; plane < planes; ++plane) {
-    const int64_t o = (n0 * p.OC + plane) * src.pooled;
-    T* out = dense + plane * OHW;
-    for (int64_t e = 0; e < src.pooled; ++e) {
-      const int64_t q = src.indices[o + e];
-      const T v = src.grad[o + e];
-      if (uint64_t(q) >= uint64_t(OHW)) {
-        inside = false;
-        continue;
-      }
-      out[q] += src.relu_output && src.relu_output[o + e] <= T(0) ? T(0) : v;  // NaN mask passes
-    }
-  }
-  return inside;
+bool conv2d_grad_input_pooled(const Context& ctx, const Conv2dParams& p, int64_t pooled,
+                              const T* gy, const int64_t* indices, const T* relu_output,
+                              const T* w, T* gx) {
+  const PooledGrad<T> src{pooled, gy, indices, relu_output};
+  return grad_input_impl(ctx, p, static_cast<const T*>(nullptr), w,
+                         static_cast<const T*>(nullptr), &src, gx);
 }
 
 // conv2d_grad_weight, from gy (masked by relu_output) or, when `pooled` is set, from a pooled
@@ -729,7 +806,9 @@ void conv2d_relu_max_pool2d_forward(const Context& ctx, const Conv2dParams& p,
                                                   const Pool2dParams&, const T*, const T*,      \
                                                   const T*, T*, int64_t*);                      \
   template bool conv2d_grad_weight_pooled<T>(const Context&, const Conv2dParams&, int64_t,      \
-                                             const T*, const int64_t*, const T*, const T*, T*);
+                                             const T*, const int64_t*, const T*, const T*, T*);  \
+  template bool conv2d_grad_input_pooled<T>(const Context&, const Conv2dParams&, int64_t,       \
+                                            const T*, const int64_t*, const T*, const T*, T*);
 FASTLAYERS_INSTANTIATE(float)
 FASTLAYERS_INSTANTIATE(double)
 #undef FASTLAYERS_INSTANTIATE

@@ -39,6 +39,16 @@ bool conv2d_grad_weight_pooled(const Context& ctx, const Conv2dParams& p, int64_
                                const T* gy, const int64_t* indices, const T* relu_output,
                                const T* x, T* gw);
 
+// gx[N, C, H, W] of a conv whose output went through max_pool2d: conv2d_grad_input of
+// max_pool2d_backward(gy, indices), the pooled gradient scattered straight into the padded image
+// planes the stride-1 kernels read, one image at a time, so the unpooled gradient is never
+// formed in full (other geometries unpool it first). gy, indices and relu_output as in
+// conv2d_grad_weight_pooled; returns false, gx unspecified, if an index lies outside its plane.
+template <typename T>
+bool conv2d_grad_input_pooled(const Context& ctx, const Conv2dParams& p, int64_t pooled,
+                              const T* gy, const int64_t* indices, const T* relu_output,
+                              const T* w, T* gx);
+
 // y, indices = max_pool2d(relu(conv2d(x, w) + bias)), one image at a time: each image's
 // activation lives in a per-thread workspace and is pooled while in cache, so the unpooled
 // [N, OC, OH, OW] tensor is never written. pool.planes must be N * OC; indices are offsets into
