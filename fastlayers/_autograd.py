@@ -323,39 +323,44 @@ def _conv2d_grad_weight_grads(ctx, gg):
     return d_grad, d_input
 
 
+def _gather_pooled(activation, indices, relu_output):
+    """The adjoint of unpooling (scattering the masked pooled gradient to its indices): gathering
+    the activation-shaped tensor at the indices, masked."""
+    return _masked(activation.flatten(-2).gather(-1, indices.flatten(-2)).view(indices.shape), relu_output)
+
+
+def _unpool(grad, indices, relu_output, input_shape, weight_shape, geometry):
+    """The masked pooled gradient scattered to the conv's activation shape."""
+    oh, ow = conv2d_output_hw(input_shape[2], input_shape[3], weight_shape[2:], *geometry[:3])
+    return ops.max_pool2d_backward(_masked(grad, relu_output), indices, [input_shape[0], weight_shape[0], oh, ow])
+
+
 def _conv2d_grad_weight_pooled_grads(ctx, gg):
     """conv2d_grad_weight of the unpooled gradient: with respect to the pooled gradient, the
-    adjoint of unpooling (a gather) of conv2d(input, gg); with respect to the input, conv2d's
-    grad_input of the unpooled gradient."""
+    gather of conv2d(input, gg); with respect to the input, conv2d_grad_input of the unpooled
+    gradient."""
     grad, indices, input, relu_output = (ctx.saved_tensors[i] for i in (0, 1, 2, 8))
     weight_size, geometry = ctx.args[3], ctx.args[4:8]
     need_grad, _, need_input = ctx.needs_input_grad[:3]
-    d_grad = d_input = None
-    if need_grad:
-        activation = ops.conv2d(input, gg, None, *geometry)
-        gathered = activation.flatten(-2).gather(-1, indices.flatten(-2)).view(indices.shape)
-        d_grad = _masked(gathered, relu_output)
+    d_grad = _gather_pooled(ops.conv2d(input, gg, None, *geometry), indices, relu_output) if need_grad else None
+    d_input = None
     if need_input:
-        oh, ow = conv2d_output_hw(input.shape[2], input.shape[3], weight_size[2:], *geometry[:3])
-        unpooled = ops.max_pool2d_backward(_masked(grad, relu_output), indices, [input.shape[0], weight_size[0], oh, ow])
+        unpooled = _unpool(grad, indices, relu_output, input.shape, weight_size, geometry)
         d_input = ops.conv2d_grad_input(unpooled, gg, input.shape, *geometry, None)
     return d_grad, None, d_input
 
 
 def _conv2d_grad_input_pooled_grads(ctx, gg):
     """conv2d_grad_input of the unpooled gradient: with respect to the pooled gradient, the
-    gather of conv2d(gg, weight); with respect to the weight, conv2d_grad_weight of it."""
+    gather of conv2d(gg, weight); with respect to the weight, conv2d_grad_weight of the unpooled
+    gradient."""
     grad, indices, weight, relu_output = (ctx.saved_tensors[i] for i in (0, 1, 2, 8))
     input_size, geometry = ctx.args[3], ctx.args[4:8]
     need_grad, _, need_weight = ctx.needs_input_grad[:3]
-    d_grad = d_weight = None
-    if need_grad:
-        activation = ops.conv2d(gg, weight, None, *geometry)
-        gathered = activation.flatten(-2).gather(-1, indices.flatten(-2)).view(indices.shape)
-        d_grad = _masked(gathered, relu_output)
+    d_grad = _gather_pooled(ops.conv2d(gg, weight, None, *geometry), indices, relu_output) if need_grad else None
+    d_weight = None
     if need_weight:
-        oh, ow = conv2d_output_hw(input_size[2], input_size[3], weight.shape[2:], *geometry[:3])
-        unpooled = ops.max_pool2d_backward(_masked(grad, relu_output), indices, [input_size[0], weight.shape[0], oh, ow])
+        unpooled = _unpool(grad, indices, relu_output, input_size, weight.shape, geometry)
         d_weight = ops.conv2d_grad_weight(unpooled, gg, weight.shape, *geometry, None)
     return d_grad, None, d_weight
 
