@@ -357,44 +357,45 @@ at::Tensor relu_backward(const at::Tensor& grad_output, const at::Tensor& output
   return gx;
 }
 
-// --- conv2d_grad_weight_pooled --------------------------------------------------------------
+// --- conv2d_grad_weight_pooled, conv2d_grad_input_pooled -----------------------------------------
 
-// Composed: the ReLU mask, max_pool2d_backward into the unpooled gradient (caching allocator,
-// freed on return), then conv2d_grad_weight. Indices outside their plane are skipped, as in
-// max_pool2d_backward.
+// Composed: the ReLU mask, then max_pool2d_backward into the unpooled gradient [N, OC, OH, OW]
+// (caching allocator, freed on return), which the conv's gradient op takes. Indices outside
+// their plane are skipped, as in max_pool2d_backward.
+at::Tensor unpooled_grad(const char* op, const at::Tensor& grad_output, const at::Tensor& indices,
+                         const std::optional<at::Tensor>& relu_output, const Conv2dParams& p) {
+  const at::Tensor mask = relu_mask(op, relu_output, grad_output);
+  const at::Tensor grad = mask.defined() ? relu_backward(grad_output, mask) : grad_output;
+  const std::vector<c10::SymInt> activation_size{p.N, p.OC, p.OH, p.OW};
+  return max_pool2d_backward(grad, indices, activation_size);
+}
+
 at::Tensor conv2d_grad_weight_pooled(const at::Tensor& grad_output, const at::Tensor& indices,
                                      const at::Tensor& input, c10::SymIntArrayRef weight_size,
                                      at::IntArrayRef stride, at::IntArrayRef padding,
                                      at::IntArrayRef dilation, int64_t groups,
                                      const std::optional<at::Tensor>& relu_output) {
   const char* op = "conv2d_grad_weight_pooled";
-  const auto w_size = C10_AS_INTARRAYREF_SLOW(weight_size);
-  const Conv2dParams p = conv2d_grad_weight_pooled_args(kCuda, op, grad_output, indices, input,
-                                                        w_size, stride, padding, dilation, groups);
-  const at::Tensor mask = relu_mask(op, relu_output, grad_output);
-  const at::Tensor grad = mask.defined() ? relu_backward(grad_output, mask) : grad_output;
-  const std::vector<c10::SymInt> activation_size{p.N, p.OC, p.OH, p.OW};
-  const at::Tensor unpooled = max_pool2d_backward(grad, indices, activation_size);
-  return conv2d_grad_weight(unpooled, input, weight_size, stride, padding, dilation, groups,
-                            std::nullopt);
+  const Conv2dParams p =
+      conv2d_grad_weight_pooled_args(kCuda, op, grad_output, indices, input,
+                                     C10_AS_INTARRAYREF_SLOW(weight_size), stride, padding,
+                                     dilation, groups);
+  return conv2d_grad_weight(unpooled_grad(op, grad_output, indices, relu_output, p), input,
+                            weight_size, stride, padding, dilation, groups, std::nullopt);
 }
 
-// Composed as conv2d_grad_weight_pooled is.
 at::Tensor conv2d_grad_input_pooled(const at::Tensor& grad_output, const at::Tensor& indices,
                                     const at::Tensor& weight, c10::SymIntArrayRef input_size,
                                     at::IntArrayRef stride, at::IntArrayRef padding,
                                     at::IntArrayRef dilation, int64_t groups,
                                     const std::optional<at::Tensor>& relu_output) {
   const char* op = "conv2d_grad_input_pooled";
-  const auto in_size = C10_AS_INTARRAYREF_SLOW(input_size);
-  const Conv2dParams p = conv2d_grad_input_pooled_args(kCuda, op, grad_output, indices, weight,
-                                                       in_size, stride, padding, dilation, groups);
-  const at::Tensor mask = relu_mask(op, relu_output, grad_output);
-  const at::Tensor grad = mask.defined() ? relu_backward(grad_output, mask) : grad_output;
-  const std::vector<c10::SymInt> activation_size{p.N, p.OC, p.OH, p.OW};
-  const at::Tensor unpooled = max_pool2d_backward(grad, indices, activation_size);
-  return conv2d_grad_input(unpooled, weight, input_size, stride, padding, dilation, groups,
-                           std::nullopt);
+  const Conv2dParams p =
+      conv2d_grad_input_pooled_args(kCuda, op, grad_output, indices, weight,
+                                    C10_AS_INTARRAYREF_SLOW(input_size), stride, padding,
+                                    dilation, groups);
+  return conv2d_grad_input(unpooled_grad(op, grad_output, indices, relu_output, p), weight,
+                           input_size, stride, padding, dilation, groups, std::nullopt);
 }
 
 }  // namespace
