@@ -13,9 +13,11 @@
 //     grad_weight in the GEMM's dot-product form over its rows (grad_weight_dot_operands).
 // Images are spread over threads when there are enough of them; otherwise each GEMM uses every
 // thread. grad_weight then keeps one partial sum per thread, added in a fixed order.
-// Behind a max-pool, grad_weight can also run on the pooled gradient itself
-// (conv2d_grad_weight_pooled): the GEMM's gather form sums each window's gradient times the
-// input patch at its maximum, from a per-image patch matrix (im2col transposed).
+// Behind a max-pool, both gradients can also run on the pooled gradient itself: grad_input
+// scatters it straight into the padded planes it reads (conv2d_grad_input_pooled); grad_weight
+// either sums each window's gradient times the input patch at its maximum in the GEMM's gather
+// form, from a per-image patch matrix (im2col transposed), or unpools a few images at a time
+// for the dense kernels (conv2d_grad_weight_pooled).
 #include "conv2d.h"
 
 #include <algorithm>
@@ -153,6 +155,27 @@ struct PooledGrad {
   const T* relu_output;
 };
 
+// Pooled plane `plane` of src (masked) added into out at its indices: pixel q, of the plane's
+// `pixels`, at out[q], or at out[pos[q]] where pos is given. False if an index lies outside the
+// plane (that element is dropped).
+template <typename T>
+bool unpool_plane(const PooledGrad<T>& src, int64_t plane, int64_t pixels, const int64_t* pos,
+                  T* out) {
+  const int64_t o = plane * src.pooled;
+  bool inside = true;
+  for (int64_t e = 0; e < src.pooled; ++e) {
+    const int64_t q = src.indices[o + e];
+    const T v = src.grad[o + e];
+    if (uint64_t(q) >= uint64_t(pixels)) {
+      inside = false;
+      continue;
+    }
+    // A NaN mask passes the gradient, as torch's threshold_backward.
+    out[pos ? pos[q] : q] += src.relu_output && src.relu_output[o + e] <= T(0) ? T(0) : v;
+  }
+  return inside;
+}
+
 // Images [n0, n0 + count) of the unpooled gradient into dense[count, OC, OH * OW]; false if an
 // index lies outside its plane (that element is dropped).
 template <typename T>
@@ -161,18 +184,9 @@ bool unpool_images(const Conv2dParams& p, const PooledGrad<T>& src, int64_t n0, 
   const int64_t OHW = p.OH * p.OW, planes = count * p.OC;
   std::fill(dense, dense + planes * OHW, T(0));
   bool inside = true;
-  for (int64_t plane = 0; plane < planes; ++plane) {
-    const int64_t o = (n0 * p.OC + plane) * src.pooled;
-    T* out = dense + plane * OHW;
-    for (int64_t e = 0; e < src.pooled; ++e) {
-      const int64_t q = src.indices[o + e];
-      const T v = src.grad[o + e];
-      if (uint64_t(q) >= uint64_t(OHW)) {
-        inside = false;
-        continue;
-      }
-      out[q] += src.relu_output && src.relu_output[o + e] <= T(0) ? T(0) : v;  // NaN mask passes
-    }
+  for (int64_t i = 0; i < planes; ++i) {
+    inside &= unpool_plane(src, n0 * p.OC + i, OHW, static_cast<const int64_t*>(nullptr),
+                           dense + i * OHW);
   }
   return inside;
 }
@@ -216,22 +230,8 @@ bool pad_input(const Conv2dParams& p, const PaddedWidth& pw, int64_t channels, c
   }
   std::fill(xpad, xpad + pw.size, T(0));
   bool inside = true;
-  for (int64_t c = 0; c < channels; ++c) {
-    const int64_t o = (first + c) * pooled->pooled;
-    const T* grad = pooled->grad + o;
-    const T* mask = pooled->relu_output ? pooled->relu_output + o : nullptr;
-    const int64_t* index = pooled->indices + o;
-    T* plane = xpad + c * pw.Hp * pw.Wp;
-    for (int64_t e = 0; e < pooled->pooled; ++e) {
-      const int64_t q = index[e];
-      const T v = grad[e];
-      if (uint64_t(q) >= uint64_t(p.H * p.W)) {
-        inside = false;
-        continue;
-      }
-      plane[padded_pos[q]] += mask && mask[e] <= T(0) ? T(0) : v;  // a NaN mask passes
-    }
-  }
+  for (int64_t c = 0; c < channels; ++c)
+    inside &= unpool_plane(*pooled, first + c, p.H * p.W, padded_pos, xpad + c * pw.Hp * pw.Wp);
   return inside;
 }
 
@@ -612,15 +612,15 @@ void conv2d_grad_weight(const Context& ctx, const Conv2dParams& p, const T* gy, 
 
 namespace {
 
-// One image's channels zero-padded for conv2d_grad_weight_pooled: Hp x Wp planes that every
-// window lies in, the image at (pad_top, pad_left).
-struct PatchPadding {
-  int64_t Hp, Wp;
-};
-
-PatchPadding patch_padding(const Conv2dParams& p) {
-  return {std::max(p.H + p.pad_top, (p.OH - 1) * p.stride_h + (p.KH - 1) * p.dilation_h + 1),
-          std::max(p.W + p.pad_left, (p.OW - 1) * p.stride_w + (p.KW - 1) * p.dilation_w + 1)};
+// The padded planes of a strided conv's image for im2col_rows: every window inside, the image at
+// (pad_top, pad_left), as pad_planes fills them.
+PaddedWidth strided_padding(const Conv2dParams& p, int64_t channels) {
+  PaddedWidth pw;
+  pw.Hp = std::max(p.H + p.pad_top, (p.OH - 1) * p.stride_h + (p.KH - 1) * p.dilation_h + 1);
+  pw.Wp = std::max(p.W + p.pad_left, (p.OW - 1) * p.stride_w + (p.KW - 1) * p.dilation_w + 1);
+  pw.Q = 0;  // not a padded-width GEMM operand
+  pw.size = channels * pw.Hp * pw.Wp;
+  return pw;
 }
 
 // Rows q = oh * OW + ow of one image's im2col matrix transposed, from its padded planes xpad:
@@ -628,24 +628,22 @@ PatchPadding patch_padding(const Conv2dParams& p) {
 // strides above 1 (stride 1 takes the engine's transposes, pack_gather_operand); columns past
 // channels * KH * KW are left as they are.
 template <typename T>
-void im2col_rows(const Conv2dParams& p, const PatchPadding& pad, int64_t channels,
-                 const T* xpad, int64_t ldp, T* P) {
-  const int64_t plane = pad.Hp * pad.Wp;
+void im2col_rows(const Conv2dParams& p, const PaddedWidth& pw, int64_t channels, const T* xpad,
+                 int64_t ldp, T* P) {
+  const int64_t plane = pw.Hp * pw.Wp;
   for (int64_t oh = 0; oh < p.OH; ++oh) {
     for (int64_t ow = 0; ow < p.OW; ++ow) {
       T* dst = P + (oh * p.OW + ow) * ldp;
-      const T* corner = xpad + oh * p.stride_h * pad.Wp + ow * p.stride_w;
+      const T* corner = xpad + oh * p.stride_h * pw.Wp + ow * p.stride_w;
       for (int64_t c = 0; c < channels; ++c) {
         for (int64_t kh = 0; kh < p.KH; ++kh, dst += p.KW) {
-          const T* src = corner + c * plane + kh * p.dilation_h * pad.Wp;
+          const T* src = corner + c * plane + kh * p.dilation_h * pw.Wp;
           for (int64_t kw = 0; kw < p.KW; ++kw) dst[kw] = src[kw * p.dilation_w];
         }
       }
     }
   }
 }
-
-}  // namespace
 
 // Whether the gather form pays for a pooled weight gradient: for few taps per output channel
 // (C / groups * KH * KW) and many output channels, where the dense product's register tile is
@@ -658,12 +656,14 @@ bool gather_pays(const Conv2dParams& p) {
   return d.CKK <= 64 && d.OCg >= 16;
 }
 
+}  // namespace
+
 template <typename T>
 bool conv2d_grad_weight_pooled(const Context& ctx, const Conv2dParams& p, int64_t pooled,
                                const T* gy, const int64_t* indices, const T* relu_output,
                                const T* x, T* gw) {
+  const PooledGrad<T> src{pooled, gy, indices, relu_output};
   if (!gather_pays(p)) {  // the dense kernels, fed a group of images' unpooled gradient at a time
-    const PooledGrad<T> src{pooled, gy, indices, relu_output};
     return grad_weight_impl(ctx, p, static_cast<const T*>(nullptr), x,
                             static_cast<const T*>(nullptr), &src, gw);
   }
@@ -674,10 +674,9 @@ bool conv2d_grad_weight_pooled(const Context& ctx, const Conv2dParams& p, int64_
   // (PaddedWidth), transposed by the engine, whose rows are positions oh * Wp + ow; otherwise
   // rows oh * OW + ow, copied from a padded image by im2col_rows.
   const bool stride1 = use_padded_width(p);
-  const PaddedWidth pw = stride1 ? padded_width(p, d.Cg) : PaddedWidth{};
-  const PatchPadding pad = patch_padding(p);
+  const PaddedWidth pw = stride1 ? padded_width(p, d.Cg) : strided_padding(p, d.Cg);
   const int64_t rows = stride1 ? pw.Q : d.OHW;
-  const int64_t pad_size = stride1 ? pw.size : d.Cg * pad.Hp * pad.Wp;
+  const int64_t pad_size = pw.size;
   const int64_t P_size = rows * ldp;
   std::vector<int64_t> position(static_cast<size_t>(d.OHW));  // P's row of each activation pixel
   for (int64_t q = 0; q < d.OHW; ++q)
@@ -705,8 +704,7 @@ bool conv2d_grad_weight_pooled(const Context& ctx, const Conv2dParams& p, int64_
     T* grad = xpad + pad_size;
     T* unpooled = grad + d.OCg * pooled;
     std::fill(part, part + part_size, T(0));
-    if (!stride1) {  // padding that is never written after: the image's, and P's columns
-      std::fill(xpad, xpad + pad_size, T(0));
+    if (!stride1) {  // P's padding columns, which im2col_rows never writes
       for (int64_t q = 0; q < rows; ++q) std::fill(P + q * ldp + d.CKK, P + (q + 1) * ldp, T(0));
     }
     bool inside = true;
@@ -714,17 +712,11 @@ bool conv2d_grad_weight_pooled(const Context& ctx, const Conv2dParams& p, int64_
     for (int64_t n = chunk * per_chunk; n < end; ++n) {
       for (int64_t g = 0; g < p.groups; ++g) {
         const T* xg = x + (n * p.C + g * d.Cg) * d.HW;
+        pad_planes(p, pw, d.Cg, xg, static_cast<const T*>(nullptr), xpad);
         if (stride1) {
-          pad_planes(p, pw, d.Cg, xg, static_cast<const T*>(nullptr), xpad);
           pack_gather_operand(serial, rows, d.CKK, xpad, pw.off.data(), P, ldp);
         } else {
-          for (int64_t c = 0; c < d.Cg; ++c) {
-            for (int64_t h = 0; h < p.H; ++h) {
-              std::copy_n(xg + (c * p.H + h) * p.W, p.W,
-                          xpad + (c * pad.Hp + p.pad_top + h) * pad.Wp + p.pad_left);
-            }
-          }
-          im2col_rows(p, pad, d.Cg, xpad, ldp, P);
+          im2col_rows(p, pw, d.Cg, xpad, ldp, P);
         }
         const int64_t o = (n * p.OC + g * d.OCg) * pooled;  // the group's first gradient row
         const T* mask = relu_output ? relu_output + o : nullptr;
@@ -746,9 +738,9 @@ bool conv2d_grad_weight_pooled(const Context& ctx, const Conv2dParams& p, int64_
         // Inf or NaN in the image: every position counts, as in the dense product that torch
         // computes (0 * Inf is NaN there too).
         std::fill_n(unpooled, d.OCg * d.OHW, T(0));
-        for (int64_t t = 0; t < terms; ++t) {
-          const int64_t q = indices[o + t];
-          if (uint64_t(q) < uint64_t(d.OHW)) unpooled[(t / pooled) * d.OHW + q] += grad[t];
+        for (int64_t oc = 0; oc < d.OCg; ++oc) {
+          unpool_plane(src, n * p.OC + g * d.OCg + oc, d.OHW, static_cast<const int64_t*>(nullptr),
+                       unpooled + oc * d.OHW);
         }
         gemm_gather(serial, d.OCg, ldp, d.OHW, unpooled, d.OHW, position.data(), 0, P, rows, ldp,
                     part_g, ldp, /*accumulate=*/true);

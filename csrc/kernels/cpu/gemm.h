@@ -95,9 +95,9 @@ void gemm_dot(const Context& ctx, int64_t M, int64_t N, int64_t K, const T* a, i
 // a window's maximum carries a gradient, so A, the unpooled gradient, is the pooled gradient with
 // the pool's indices as columns, and B is the image's im2col matrix, positions by taps. Each
 // term's row of B is gathered, scaled and added in registers, a few vectors of columns at a time.
-// N must be a multiple of kGemmDotAlign (the caller pads B and C). A column outside [0, rows) is
-// skipped and makes the call return false. Serial, on the calling thread (the caller splits the
-// work); ctx only picks the ISA. Deterministic.
+// N must be a multiple of kGemmDotAlign (the caller pads B and C). A column outside [0, rows)
+// is never read through: the call then returns false, and C is unspecified. Serial, on the
+// calling thread (the caller splits the work); ctx only picks the ISA. Deterministic.
 template <typename T>
 bool gemm_gather(const Context& ctx, int64_t M, int64_t N, int64_t terms, const T* a,
                  int64_t lda, const int64_t* col, int64_t ldcol, const T* B, int64_t rows,
@@ -117,8 +117,9 @@ void pack_gather_operand(const Context& ctx, int64_t rows, int64_t cols, const T
 // The engine's window form, for stride-1 convs read from a zero-padded image (conv2d.cpp):
 //   C[j * ldc + h * cols + w] (+)= sum_k a[a_off[k] + h * pitch + w] * B[j][k]
 // for channels j < N, rows h < rows and columns w < cols; then + row_bias[j] + col_bias[h * cols
-// + w] (a bias per position) and ReLU, as the epilogue asks. The micro-kernel holds a few consecutive (h, w)
-// positions of one row times NR channels: it broadcasts them straight from `a` at each of the K
+// + w] (a bias per position) and ReLU, as the epilogue asks. The micro-kernel holds a few
+// consecutive (h, w) positions of one row times NR channels: it broadcasts them straight from
+// `a` at each of the K
 // offsets and loads B from panels packed beforehand (WindowWeights), so nothing is packed per
 // call and no position past the end of a row is computed.
 //   forward:      (h, w) = output pixel, k = (c, kh, kw), B = the weight [OC, C*KH*KW]

@@ -99,7 +99,7 @@ struct GatherKernel {
   static constexpr int64_t kCols = 16;  // kGemmDotAlign: N is a multiple of it
   static void pack(int64_t rows, int64_t cols, const T* src, const int64_t* off, T* B,
                    int64_t ldb) {
-    const int64_t padded = (cols + kCols - 1) / kCols * kCols;
+    const int64_t padded = round_up(cols, kGemmDotAlign);
     for (int64_t q = 0; q < rows; ++q) {
       for (int64_t k = 0; k < padded; ++k) B[q * ldb + k] = src[off[std::min(k, cols - 1)] + q];
     }
