@@ -1,15 +1,19 @@
-// Autograd for linear and linear_relu in C++, on the Autograd key of every backend. These are the
-// ops of the smallest layers (10 outputs, 20 inputs), whose arithmetic takes a few microseconds:
-// a Python backward (torch.library.register_autograd, as the other ops have in
-// fastlayers/_autograd.py) cost them about 25 us per forward and backward, more than the kernels.
-// The backward calls the backward ops through the dispatcher, so under create_graph their own
-// autograd (Python, _autograd.py) still gives double backward. Under torch.autocast the autocast kernel runs first
-// and redispatches here with the cast arguments, which are what is saved.
+// Autograd for the forward ops (linear, linear_relu, conv2d, conv2d_relu,
+// conv2d_relu_max_pool2d, max_pool2d and relu) in C++, on the Autograd key of every backend. A
+// Python backward (torch.library.register_autograd) cost about 25 us per forward and backward
+// for linear and 80 us for the fused conv, more than the arithmetic of the models' smallest
+// layers (a classifier of 10 outputs, LeNet-5's 6 -> 16 conv). The backward calls the backward
+// ops through the dispatcher, so under create_graph their own autograd (Python,
+// fastlayers/_autograd.py, which also holds the torch.autograd.Function layers with the same
+// backward) still gives double backward. Under torch.autocast the autocast kernel runs first and
+// redispatches here with the cast arguments, which are what is saved.
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
 
 #include <optional>
+#include <tuple>
+#include <vector>
 
 namespace fastlayers {
 namespace {
@@ -19,6 +23,8 @@ using OptionalTensor = std::optional<Tensor>;
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
+using at::IntArrayRef;
+using c10::SymIntArrayRef;
 using LinearSignature = Tensor(const Tensor&, const Tensor&, const OptionalTensor&);
 using GradSignature = Tensor(const Tensor&, const Tensor&, const OptionalTensor&);
 using BiasGradSignature = Tensor(const Tensor&, const OptionalTensor&, int64_t);
@@ -27,6 +33,15 @@ template <class Signature>
 c10::TypedOperatorHandle<Signature> op_handle(const char* name) {
   return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Signature>();
 }
+
+// A plain backward (grad mode off: not create_graph) records nothing, so the backward ops go
+// straight to their kernels, past their own autograd, which is Python and costs ~3 us a call.
+struct BelowAutogradUnlessRecording {
+  std::optional<at::AutoDispatchBelowADInplaceOrView> guard;
+  BelowAutogradUnlessRecording() {
+    if (!at::GradMode::is_enabled()) guard.emplace();
+  }
+};
 
 // y = input @ weight^T + bias, then ReLU when Relu; the backward masks by y when Relu.
 template <bool Relu>
@@ -56,10 +71,7 @@ struct LinearFunction : public torch::autograd::Function<LinearFunction<Relu>> {
     const Tensor& grad = grad_outputs[0];
     Tensor grad_input, grad_weight, grad_bias;
     if (!grad.defined()) return {grad_input, grad_weight, grad_bias};
-    // A plain backward (grad mode off: not create_graph) records nothing, so the backward ops go
-    // straight to their kernels, past their own autograd, which is Python and costs ~3 us a call.
-    std::optional<at::AutoDispatchBelowADInplaceOrView> below_autograd;
-    if (!at::GradMode::is_enabled()) below_autograd.emplace();
+    BelowAutogradUnlessRecording below;
     if (ctx->needs_input_grad(0)) grad_input = grad_input_op.call(grad, weight, relu_output);
     if (ctx->needs_input_grad(1)) grad_weight = grad_weight_op.call(grad, input, relu_output);
     if (ctx->saved_data["has_bias"].toBool() && ctx->needs_input_grad(2)) {
@@ -81,11 +93,328 @@ Tensor linear_autograd(const Tensor& input, const Tensor& weight, const Optional
   return LinearFunction<Relu>::apply(input, weight, bias);
 }
 
+// --- conv2d and conv2d_relu -----------------------------------------------------------------
+
+using ConvSignature = Tensor(const Tensor&, const Tensor&, const OptionalTensor&, IntArrayRef,
+                             IntArrayRef, IntArrayRef, int64_t);
+using ConvGradSignature = Tensor(const Tensor&, const Tensor&, SymIntArrayRef, IntArrayRef,
+                                 IntArrayRef, IntArrayRef, int64_t, const OptionalTensor&);
+
+// A conv's geometry, kept in the context for its backward.
+void save_conv_geometry(AutogradContext* ctx, IntArrayRef stride, IntArrayRef padding,
+                        IntArrayRef dilation, int64_t groups) {
+  ctx->saved_data["stride"] = stride.vec();
+  ctx->saved_data["padding"] = padding.vec();
+  ctx->saved_data["dilation"] = dilation.vec();
+  ctx->saved_data["groups"] = groups;
+}
+
+// The input and weight gradients of a conv whose output gradient is grad (masked by
+// relu_output, if given), each only where needed.
+std::pair<Tensor, Tensor> conv_grads(AutogradContext* ctx, const Tensor& grad, const Tensor& input,
+                                     const Tensor& weight, const OptionalTensor& relu_output) {
+  static const auto grad_input_op = op_handle<ConvGradSignature>("fastlayers::conv2d_grad_input");
+  static const auto grad_weight_op =
+      op_handle<ConvGradSignature>("fastlayers::conv2d_grad_weight");
+  const auto stride = ctx->saved_data["stride"].toIntVector();
+  const auto padding = ctx->saved_data["padding"].toIntVector();
+  const auto dilation = ctx->saved_data["dilation"].toIntVector();
+  const int64_t groups = ctx->saved_data["groups"].toInt();
+  Tensor grad_input, grad_weight;
+  if (ctx->needs_input_grad(0)) {
+    grad_input = grad_input_op.call(grad, weight, input.sym_sizes(), stride, padding, dilation,
+                                    groups, relu_output);
+  }
+  if (ctx->needs_input_grad(1)) {
+    grad_weight = grad_weight_op.call(grad, input, weight.sym_sizes(), stride, padding, dilation,
+                                      groups, relu_output);
+  }
+  return {grad_input, grad_weight};
+}
+
+// y = conv2d(input, weight) + bias, then ReLU when Relu; the backward masks by y when Relu.
+template <bool Relu>
+struct Conv2dFunction : public torch::autograd::Function<Conv2dFunction<Relu>> {
+  static Tensor forward(AutogradContext* ctx, const Tensor& input, const Tensor& weight,
+                        const OptionalTensor& bias, IntArrayRef stride, IntArrayRef padding,
+                        IntArrayRef dilation, int64_t groups) {
+    static const auto op =
+        op_handle<ConvSignature>(Relu ? "fastlayers::conv2d_relu" : "fastlayers::conv2d");
+    Tensor output;
+    {
+      at::AutoDispatchBelowADInplaceOrView below_autograd;
+      output = op.call(input, weight, bias, stride, padding, dilation, groups);
+    }
+    save_conv_geometry(ctx, stride, padding, dilation, groups);
+    ctx->saved_data["has_bias"] = bias.has_value() && bias->defined();
+    ctx->save_for_backward({input, weight, Relu ? output : Tensor()});
+    return output;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    static const auto bias_grad_op = op_handle<BiasGradSignature>("fastlayers::bias_grad");
+    const auto saved = ctx->get_saved_variables();
+    const OptionalTensor relu_output = saved[2].defined() ? OptionalTensor(saved[2]) : std::nullopt;
+    const Tensor& grad = grad_outputs[0];
+    variable_list grads(7);
+    if (!grad.defined()) return grads;
+    BelowAutogradUnlessRecording below;
+    std::tie(grads[0], grads[1]) = conv_grads(ctx, grad, saved[0], saved[1], relu_output);
+    if (ctx->saved_data["has_bias"].toBool() && ctx->needs_input_grad(2)) {
+      grads[2] = bias_grad_op.call(grad, relu_output, 1);
+    }
+    return grads;
+  }
+};
+
+template <bool Relu>
+Tensor conv2d_autograd(const Tensor& input, const Tensor& weight, const OptionalTensor& bias,
+                       IntArrayRef stride, IntArrayRef padding, IntArrayRef dilation,
+                       int64_t groups) {
+  if (!input.defined() || !weight.defined()) {
+    static const auto op =
+        op_handle<ConvSignature>(Relu ? "fastlayers::conv2d_relu" : "fastlayers::conv2d");
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return op.call(input, weight, bias, stride, padding, dilation, groups);
+  }
+  return Conv2dFunction<Relu>::apply(input, weight, bias, stride, padding, dilation, groups);
+}
+
+// --- max_pool2d and the fused conv2d_relu_max_pool2d ----------------------------------------
+
+using PoolBackwardSignature = Tensor(const Tensor&, const Tensor&, SymIntArrayRef);
+
+// A pool's geometry (kernel, stride, padding, dilation), kept in the context for its backward.
+void save_pool_geometry(AutogradContext* ctx, IntArrayRef kernel, IntArrayRef stride,
+                        IntArrayRef padding, IntArrayRef dilation) {
+  ctx->saved_data["pool_kernel"] = kernel.vec();
+  ctx->saved_data["pool_stride"] = stride.vec();
+  ctx->saved_data["pool_padding"] = padding.vec();
+  ctx->saved_data["pool_dilation"] = dilation.vec();
+}
+
+// grad and indices of a pool whose input has size input_size, with the entries of the windows
+// that lie wholly in the padding zeroed. Only a dilated window that starts in the padding can
+// step over the whole input (the padding being at most half the window); such a window gives
+// -inf and, as in torch, an index that is not one of its own taps, and its output depends on no
+// input, so its gradient must go nowhere. The geometry decides, not the data.
+std::pair<Tensor, Tensor> without_empty_windows(AutogradContext* ctx, const Tensor& grad,
+                                                const Tensor& indices,
+                                                SymIntArrayRef input_size) {
+  const auto kernel = ctx->saved_data["pool_kernel"].toIntVector();
+  const auto stride = ctx->saved_data["pool_stride"].toIntVector();
+  const auto padding = ctx->saved_data["pool_padding"].toIntVector();
+  const auto dilation = ctx->saved_data["pool_dilation"].toIntVector();
+  if (!((padding[0] > 0 && dilation[0] > 1) || (padding[1] > 0 && dilation[1] > 1))) {
+    return {grad, indices};
+  }
+  Tensor empty[2];
+  for (int i = 0; i < 2; ++i) {
+    const int64_t size = input_size[2 + i].guard_int(__FILE__, __LINE__);
+    const int64_t out = grad.sym_size(grad.dim() - 2 + i).guard_int(__FILE__, __LINE__);
+    const Tensor start = at::arange(out, at::kLong).mul(stride[i]).sub(padding[i]);
+    // Each window's first tap at or past 0.
+    const Tensor first = start.neg().clamp_min(0).add(dilation[i] - 1).div(dilation[i], "floor");
+    empty[i] = first.ge(kernel[i]).logical_or(first.mul(dilation[i]).add(start).ge(size));
+  }
+  const Tensor mask = empty[0].unsqueeze(1).logical_or(empty[1].unsqueeze(0)).to(grad.device());
+  return {grad.masked_fill(mask, 0), indices.masked_fill(mask, 0)};
+}
+
+using PoolSignature = std::tuple<Tensor, Tensor>(const Tensor&, IntArrayRef, IntArrayRef,
+                                                 IntArrayRef, IntArrayRef, bool);
+
+// (output, indices) = max_pool2d(input); the indices have no gradient.
+struct MaxPool2dFunction : public torch::autograd::Function<MaxPool2dFunction> {
+  static variable_list forward(AutogradContext* ctx, const Tensor& input, IntArrayRef kernel,
+                               IntArrayRef stride, IntArrayRef padding, IntArrayRef dilation,
+                               bool ceil_mode) {
+    static const auto op = op_handle<PoolSignature>("fastlayers::max_pool2d");
+    Tensor output, indices;
+    {
+      at::AutoDispatchBelowADInplaceOrView below_autograd;
+      std::tie(output, indices) = op.call(input, kernel, stride, padding, dilation, ceil_mode);
+    }
+    ctx->set_materialize_grads(false);  // the indices' gradient would be a tensor of zeros
+    ctx->mark_non_differentiable({indices});
+    save_pool_geometry(ctx, kernel, stride, padding, dilation);
+    ctx->saved_data["input_size"] = c10::IValue(input.sym_sizes().vec());
+    ctx->save_for_backward({indices});
+    return {output, indices};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    static const auto backward_op =
+        op_handle<PoolBackwardSignature>("fastlayers::max_pool2d_backward");
+    variable_list grads(6);
+    if (!grad_outputs[0].defined()) return grads;
+    BelowAutogradUnlessRecording below;
+    const auto input_size = ctx->saved_data["input_size"].toSymIntList().vec();
+    const auto [grad, indices] =
+        without_empty_windows(ctx, grad_outputs[0], ctx->get_saved_variables()[0], input_size);
+    grads[0] = backward_op.call(grad, indices, input_size);
+    return grads;
+  }
+};
+
+std::tuple<Tensor, Tensor> max_pool2d_autograd(const Tensor& input, IntArrayRef kernel,
+                                               IntArrayRef stride, IntArrayRef padding,
+                                               IntArrayRef dilation, bool ceil_mode) {
+  if (!input.defined()) {
+    static const auto op = op_handle<PoolSignature>("fastlayers::max_pool2d");
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return op.call(input, kernel, stride, padding, dilation, ceil_mode);
+  }
+  const auto out = MaxPool2dFunction::apply(input, kernel, stride, padding, dilation, ceil_mode);
+  return {out[0], out[1]};
+}
+
+using FusedSignature = std::tuple<Tensor, Tensor>(
+    const Tensor&, const Tensor&, const OptionalTensor&, IntArrayRef, IntArrayRef, IntArrayRef,
+    int64_t, IntArrayRef, IntArrayRef, IntArrayRef, IntArrayRef, bool);
+using PooledGradSignature = Tensor(const Tensor&, const Tensor&, const Tensor&, SymIntArrayRef,
+                                   IntArrayRef, IntArrayRef, IntArrayRef, int64_t,
+                                   const OptionalTensor&);
+using ReluBackwardSignature = Tensor(const Tensor&, const Tensor&);
+
+// (output, indices) = max_pool2d(relu(conv2d(input, weight) + bias)). The ReLU's mask on the
+// activation, read at each window's maximum, is the pooled output > 0; the rest of the
+// activation gets no gradient from the pool anyway.
+struct Conv2dReluMaxPool2dFunction : public torch::autograd::Function<Conv2dReluMaxPool2dFunction> {
+  static variable_list forward(AutogradContext* ctx, const Tensor& input, const Tensor& weight,
+                               const OptionalTensor& bias, IntArrayRef stride, IntArrayRef padding,
+                               IntArrayRef dilation, int64_t groups, IntArrayRef pool_kernel,
+                               IntArrayRef pool_stride, IntArrayRef pool_padding,
+                               IntArrayRef pool_dilation, bool ceil_mode) {
+    static const auto op = op_handle<FusedSignature>("fastlayers::conv2d_relu_max_pool2d");
+    Tensor output, indices;
+    {
+      at::AutoDispatchBelowADInplaceOrView below_autograd;
+      std::tie(output, indices) =
+          op.call(input, weight, bias, stride, padding, dilation, groups, pool_kernel,
+                  pool_stride, pool_padding, pool_dilation, ceil_mode);
+    }
+    ctx->set_materialize_grads(false);
+    ctx->mark_non_differentiable({indices});
+    save_conv_geometry(ctx, stride, padding, dilation, groups);
+    save_pool_geometry(ctx, pool_kernel, pool_stride, pool_padding, pool_dilation);
+    ctx->saved_data["has_bias"] = bias.has_value() && bias->defined();
+    ctx->save_for_backward({input, weight, output, indices});
+    return {output, indices};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    static const auto bias_grad_op = op_handle<BiasGradSignature>("fastlayers::bias_grad");
+    static const auto grad_input_op =
+        op_handle<PooledGradSignature>("fastlayers::conv2d_grad_input_pooled");
+    static const auto grad_weight_op =
+        op_handle<PooledGradSignature>("fastlayers::conv2d_grad_weight_pooled");
+    static const auto relu_backward_op =
+        op_handle<ReluBackwardSignature>("fastlayers::relu_backward");
+    static const auto pool_backward_op =
+        op_handle<PoolBackwardSignature>("fastlayers::max_pool2d_backward");
+    variable_list grads(12);
+    if (!grad_outputs[0].defined()) return grads;
+    BelowAutogradUnlessRecording below;
+    const auto saved = ctx->get_saved_variables();
+    const Tensor &input = saved[0], &weight = saved[1], &output = saved[2];
+    const auto stride = ctx->saved_data["stride"].toIntVector();
+    const auto padding = ctx->saved_data["padding"].toIntVector();
+    const auto dilation = ctx->saved_data["dilation"].toIntVector();
+    const int64_t groups = ctx->saved_data["groups"].toInt();
+    // The activation's size: [N, OC, OH, OW].
+    std::vector<c10::SymInt> activation = {input.sym_size(0), weight.sym_size(0)};
+    for (int i = 0; i < 2; ++i) {
+      const c10::SymInt extent = input.sym_size(2 + i) + padding[2 * i] + padding[2 * i + 1] -
+                                 (weight.sym_size(2 + i) - 1) * dilation[i] - 1;
+      activation.push_back(extent / stride[i] + 1);
+    }
+    const auto [grad, indices] =
+        without_empty_windows(ctx, grad_outputs[0], saved[3], activation);
+    // The pool scatters each window's gradient to one activation element, so the bias gradient
+    // (the activation gradient's sum per channel) is the pooled gradient's.
+    if (ctx->saved_data["has_bias"].toBool() && ctx->needs_input_grad(2)) {
+      grads[2] = bias_grad_op.call(grad, output, 1);
+    }
+    if (!input.is_cpu()) {  // the CUDA ops unpool the gradient first
+      const Tensor unpooled =
+          pool_backward_op.call(relu_backward_op.call(grad, output), indices, activation);
+      std::tie(grads[0], grads[1]) = conv_grads(ctx, unpooled, input, weight, std::nullopt);
+      return grads;
+    }
+    // On CPU both gradients are computed from the pooled one: the unpooled gradient is never
+    // written out.
+    if (ctx->needs_input_grad(0)) {
+      grads[0] = grad_input_op.call(grad, indices, weight, input.sym_sizes(), stride, padding,
+                                    dilation, groups, output);
+    }
+    if (ctx->needs_input_grad(1)) {
+      grads[1] = grad_weight_op.call(grad, indices, input, weight.sym_sizes(), stride, padding,
+                                     dilation, groups, output);
+    }
+    return grads;
+  }
+};
+
+std::tuple<Tensor, Tensor> conv2d_relu_max_pool2d_autograd(
+    const Tensor& input, const Tensor& weight, const OptionalTensor& bias, IntArrayRef stride,
+    IntArrayRef padding, IntArrayRef dilation, int64_t groups, IntArrayRef pool_kernel,
+    IntArrayRef pool_stride, IntArrayRef pool_padding, IntArrayRef pool_dilation,
+    bool ceil_mode) {
+  if (!input.defined() || !weight.defined()) {
+    static const auto op = op_handle<FusedSignature>("fastlayers::conv2d_relu_max_pool2d");
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return op.call(input, weight, bias, stride, padding, dilation, groups, pool_kernel,
+                   pool_stride, pool_padding, pool_dilation, ceil_mode);
+  }
+  const auto out =
+      Conv2dReluMaxPool2dFunction::apply(input, weight, bias, stride, padding, dilation, groups,
+                                         pool_kernel, pool_stride, pool_padding, pool_dilation,
+                                         ceil_mode);
+  return {out[0], out[1]};
+}
+
+// --- relu -----------------------------------------------------------------------------------
+
+struct ReluFunction : public torch::autograd::Function<ReluFunction> {
+  static Tensor forward(AutogradContext* ctx, const Tensor& input) {
+    static const auto op = op_handle<Tensor(const Tensor&)>("fastlayers::relu");
+    Tensor output;
+    {
+      at::AutoDispatchBelowADInplaceOrView below_autograd;
+      output = op.call(input);
+    }
+    ctx->save_for_backward({output});
+    return output;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    static const auto backward_op = op_handle<ReluBackwardSignature>("fastlayers::relu_backward");
+    if (!grad_outputs[0].defined()) return {Tensor()};
+    BelowAutogradUnlessRecording below;
+    return {backward_op.call(grad_outputs[0], ctx->get_saved_variables()[0])};
+  }
+};
+
+Tensor relu_autograd(const Tensor& input) {
+  if (!input.defined()) {
+    static const auto op = op_handle<Tensor(const Tensor&)>("fastlayers::relu");
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return op.call(input);
+  }
+  return ReluFunction::apply(input);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fastlayers, Autograd, m) {
   m.impl("linear", &linear_autograd<false>);
   m.impl("linear_relu", &linear_autograd<true>);
+  m.impl("conv2d", &conv2d_autograd<false>);
+  m.impl("conv2d_relu", &conv2d_autograd<true>);
+  m.impl("max_pool2d", &max_pool2d_autograd);
+  m.impl("conv2d_relu_max_pool2d", &conv2d_relu_max_pool2d_autograd);
+  m.impl("relu", &relu_autograd);
 }
 
 }  // namespace fastlayers

@@ -1,13 +1,14 @@
 """Autograd for every op. Each layer has a torch.autograd.Function whose forward calls a
 fastlayers op and whose backward calls the matching backward ops, each only for the gradients that
-are needed. The same setup/backward code is registered on the ops themselves
-(torch.library.register_autograd), so torch.ops.fastlayers.* are differentiable when called
-directly too; linear and linear_relu have the same backward in C++ (csrc/autograd.cpp). A fused ReLU saves its output, and the backward ops apply its mask inside their own
-kernels.
+are needed. The forward ops themselves (torch.ops.fastlayers.linear, conv2d, ...) have the same
+backward in C++ (csrc/autograd.cpp), where the Python one's overhead would outweigh the smallest
+layers' arithmetic. A fused ReLU saves its output, and the backward ops apply its mask inside
+their own kernels.
 
 The backward ops are differentiable too (their own autograd is registered at the end of this
-file, again in terms of fastlayers ops), so double backward (torch.autograd.gradgradcheck,
-gradient penalties) works to any order. A ReLU mask is piecewise constant: it has no gradient."""
+file, with torch.library.register_autograd, in terms of fastlayers ops), so double backward
+(torch.autograd.gradgradcheck, gradient penalties) works to any order, through the layers'
+Functions and the ops alike. A ReLU mask is piecewise constant: it has no gradient."""
 
 from __future__ import annotations
 
@@ -245,23 +246,6 @@ def _register(name, grads, setup_context):
         return *result, *([None] * (num_args - len(result)))
 
     torch.library.register_autograd("fastlayers::" + name, backward, setup_context=setup_context)
-
-
-# linear and linear_relu have theirs in C++ (csrc/autograd.cpp): the same backward, without the
-# Python overhead that outweighs the smallest layers' arithmetic.
-for _relu in (False, True):
-    _register(
-        "conv2d_relu" if _relu else "conv2d",
-        _conv2d_grads,
-        lambda ctx, inputs, output, relu=_relu: _conv2d_setup(ctx, *inputs, output, relu),
-    )
-_register(
-    "conv2d_relu_max_pool2d",
-    _conv2d_relu_max_pool2d_grads,
-    lambda ctx, inputs, output: _conv2d_relu_max_pool2d_setup(ctx, *inputs[:7], inputs[7:], output),
-)
-_register("max_pool2d", _max_pool2d_grad, lambda ctx, inputs, output: _max_pool2d_setup(ctx, inputs[0], output[1], *inputs[1:5]))
-_register("relu", _relu_grad, lambda ctx, inputs, output: _relu_setup(ctx, output))
 
 
 # --- the backward ops' own autograd (double backward) -------------------------------------------
