@@ -1,8 +1,8 @@
 """The functional API: same names, signatures and defaults as torch.nn.functional, computed by
 fastlayers' kernels, differentiable through fastlayers' backward kernels. Each function calls its
-op, whose autograd is registered on the op itself (_autograd.py), so torch.autocast casts before
-autograd records, as for torch's layers; fastlayers.autograd has the same layers as
-torch.autograd.Function classes, one Python layer slower per call.
+op, whose autograd is registered on the op itself (csrc/autograd.cpp), so torch.autocast casts
+before autograd records, as for torch's layers; fastlayers.autograd has the same layers as
+torch.autograd.Function classes, with their backward in Python, slower per call.
 
     import fastlayers.functional as FF
     y = FF.conv2d_relu(x, weight, bias, padding="same")
