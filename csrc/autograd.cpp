@@ -101,33 +101,38 @@ using ConvGradSignature = Tensor(const Tensor&, const Tensor&, SymIntArrayRef, I
                                  IntArrayRef, IntArrayRef, int64_t, const OptionalTensor&);
 
 // A conv's geometry, kept in the context for its backward.
-void save_conv_geometry(AutogradContext* ctx, IntArrayRef stride, IntArrayRef padding,
-                        IntArrayRef dilation, int64_t groups) {
-  ctx->saved_data["stride"] = stride.vec();
-  ctx->saved_data["padding"] = padding.vec();
-  ctx->saved_data["dilation"] = dilation.vec();
-  ctx->saved_data["groups"] = groups;
-}
+struct ConvGeometry {
+  std::vector<int64_t> stride, padding, dilation;
+  int64_t groups;
+
+  void save(AutogradContext* ctx) const {
+    ctx->saved_data["stride"] = stride;
+    ctx->saved_data["padding"] = padding;
+    ctx->saved_data["dilation"] = dilation;
+    ctx->saved_data["groups"] = groups;
+  }
+  static ConvGeometry load(AutogradContext* ctx) {
+    return {ctx->saved_data["stride"].toIntVector(), ctx->saved_data["padding"].toIntVector(),
+            ctx->saved_data["dilation"].toIntVector(), ctx->saved_data["groups"].toInt()};
+  }
+};
 
 // The input and weight gradients of a conv whose output gradient is grad (masked by
 // relu_output, if given), each only where needed.
-std::pair<Tensor, Tensor> conv_grads(AutogradContext* ctx, const Tensor& grad, const Tensor& input,
-                                     const Tensor& weight, const OptionalTensor& relu_output) {
+std::pair<Tensor, Tensor> conv_grads(AutogradContext* ctx, const ConvGeometry& g,
+                                     const Tensor& grad, const Tensor& input, const Tensor& weight,
+                                     const OptionalTensor& relu_output) {
   static const auto grad_input_op = op_handle<ConvGradSignature>("fastlayers::conv2d_grad_input");
   static const auto grad_weight_op =
       op_handle<ConvGradSignature>("fastlayers::conv2d_grad_weight");
-  const auto stride = ctx->saved_data["stride"].toIntVector();
-  const auto padding = ctx->saved_data["padding"].toIntVector();
-  const auto dilation = ctx->saved_data["dilation"].toIntVector();
-  const int64_t groups = ctx->saved_data["groups"].toInt();
   Tensor grad_input, grad_weight;
   if (ctx->needs_input_grad(0)) {
-    grad_input = grad_input_op.call(grad, weight, input.sym_sizes(), stride, padding, dilation,
-                                    groups, relu_output);
+    grad_input = grad_input_op.call(grad, weight, input.sym_sizes(), g.stride, g.padding,
+                                    g.dilation, g.groups, relu_output);
   }
   if (ctx->needs_input_grad(1)) {
-    grad_weight = grad_weight_op.call(grad, input, weight.sym_sizes(), stride, padding, dilation,
-                                      groups, relu_output);
+    grad_weight = grad_weight_op.call(grad, input, weight.sym_sizes(), g.stride, g.padding,
+                                      g.dilation, g.groups, relu_output);
   }
   return {grad_input, grad_weight};
 }
@@ -145,7 +150,7 @@ struct Conv2dFunction : public torch::autograd::Function<Conv2dFunction<Relu>> {
       at::AutoDispatchBelowADInplaceOrView below_autograd;
       output = op.call(input, weight, bias, stride, padding, dilation, groups);
     }
-    save_conv_geometry(ctx, stride, padding, dilation, groups);
+    ConvGeometry{stride.vec(), padding.vec(), dilation.vec(), groups}.save(ctx);
     ctx->saved_data["has_bias"] = bias.has_value() && bias->defined();
     ctx->save_for_backward({input, weight, Relu ? output : Tensor()});
     return output;
@@ -159,7 +164,8 @@ struct Conv2dFunction : public torch::autograd::Function<Conv2dFunction<Relu>> {
     variable_list grads(7);
     if (!grad.defined()) return grads;
     BelowAutogradUnlessRecording below;
-    std::tie(grads[0], grads[1]) = conv_grads(ctx, grad, saved[0], saved[1], relu_output);
+    std::tie(grads[0], grads[1]) =
+        conv_grads(ctx, ConvGeometry::load(ctx), grad, saved[0], saved[1], relu_output);
     if (ctx->saved_data["has_bias"].toBool() && ctx->needs_input_grad(2)) {
       grads[2] = bias_grad_op.call(grad, relu_output, 1);
     }
@@ -296,7 +302,7 @@ struct Conv2dReluMaxPool2dFunction : public torch::autograd::Function<Conv2dRelu
     }
     ctx->set_materialize_grads(false);
     ctx->mark_non_differentiable({indices});
-    save_conv_geometry(ctx, stride, padding, dilation, groups);
+    ConvGeometry{stride.vec(), padding.vec(), dilation.vec(), groups}.save(ctx);
     save_pool_geometry(ctx, pool_kernel, pool_stride, pool_padding, pool_dilation);
     ctx->saved_data["has_bias"] = bias.has_value() && bias->defined();
     ctx->save_for_backward({input, weight, output, indices});
@@ -318,16 +324,13 @@ struct Conv2dReluMaxPool2dFunction : public torch::autograd::Function<Conv2dRelu
     BelowAutogradUnlessRecording below;
     const auto saved = ctx->get_saved_variables();
     const Tensor &input = saved[0], &weight = saved[1], &output = saved[2];
-    const auto stride = ctx->saved_data["stride"].toIntVector();
-    const auto padding = ctx->saved_data["padding"].toIntVector();
-    const auto dilation = ctx->saved_data["dilation"].toIntVector();
-    const int64_t groups = ctx->saved_data["groups"].toInt();
+    const ConvGeometry g = ConvGeometry::load(ctx);
     // The activation's size: [N, OC, OH, OW].
     std::vector<c10::SymInt> activation = {input.sym_size(0), weight.sym_size(0)};
     for (int i = 0; i < 2; ++i) {
-      const c10::SymInt extent = input.sym_size(2 + i) + padding[2 * i] + padding[2 * i + 1] -
-                                 (weight.sym_size(2 + i) - 1) * dilation[i] - 1;
-      activation.push_back(extent / stride[i] + 1);
+      const c10::SymInt extent = input.sym_size(2 + i) + g.padding[2 * i] + g.padding[2 * i + 1] -
+                                 (weight.sym_size(2 + i) - 1) * g.dilation[i] - 1;
+      activation.push_back(extent / g.stride[i] + 1);
     }
     const auto [grad, indices] =
         without_empty_windows(ctx, grad_outputs[0], saved[3], activation);
@@ -339,18 +342,18 @@ struct Conv2dReluMaxPool2dFunction : public torch::autograd::Function<Conv2dRelu
     if (!input.is_cpu()) {  // the CUDA ops unpool the gradient first
       const Tensor unpooled =
           pool_backward_op.call(relu_backward_op.call(grad, output), indices, activation);
-      std::tie(grads[0], grads[1]) = conv_grads(ctx, unpooled, input, weight, std::nullopt);
+      std::tie(grads[0], grads[1]) = conv_grads(ctx, g, unpooled, input, weight, std::nullopt);
       return grads;
     }
     // On CPU both gradients are computed from the pooled one: the unpooled gradient is never
     // written out.
     if (ctx->needs_input_grad(0)) {
-      grads[0] = grad_input_op.call(grad, indices, weight, input.sym_sizes(), stride, padding,
-                                    dilation, groups, output);
+      grads[0] = grad_input_op.call(grad, indices, weight, input.sym_sizes(), g.stride, g.padding,
+                                    g.dilation, g.groups, output);
     }
     if (ctx->needs_input_grad(1)) {
-      grads[1] = grad_weight_op.call(grad, indices, input, weight.sym_sizes(), stride, padding,
-                                     dilation, groups, output);
+      grads[1] = grad_weight_op.call(grad, indices, input, weight.sym_sizes(), g.stride,
+                                     g.padding, g.dilation, g.groups, output);
     }
     return grads;
   }
