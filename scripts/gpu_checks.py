@@ -87,8 +87,9 @@ def run_stage(stage):
     ok = True
     with open(LOGS / f"{stage}.log", "a") as log:
         for label, cmd, env in STAGES[stage]:
-            if label == "build" and "TORCH_CUDA_ARCH_LIST" not in os.environ and own_arch():
-                env = {**env, "TORCH_CUDA_ARCH_LIST": own_arch()}
+            arch = own_arch() if label == "build" and "TORCH_CUDA_ARCH_LIST" not in os.environ else None
+            if arch:
+                env = {**env, "TORCH_CUDA_ARCH_LIST": arch}
             log.write(f"\n### {label}: {' '.join(cmd)}\n")
             log.flush()
             try:
