@@ -8,11 +8,13 @@ namespace fastlayers {
 namespace {
 
 std::atomic<cpu::Isa> requested_isa{cpu::Isa::best};
+std::atomic<bool> winograd{true};
 
 }  // namespace
 
 cpu::Context cpu_context() {
-  return cpu::Context{at::get_num_threads(), requested_isa.load(std::memory_order_relaxed)};
+  return cpu::Context{at::get_num_threads(), requested_isa.load(std::memory_order_relaxed),
+                      winograd.load(std::memory_order_relaxed)};
 }
 
 cpu::Isa cpu_isa() { return cpu::resolve_isa(requested_isa.load(std::memory_order_relaxed)); }
@@ -22,5 +24,9 @@ bool set_cpu_isa(cpu::Isa isa) {
   requested_isa.store(isa, std::memory_order_relaxed);
   return true;
 }
+
+bool cpu_winograd() { return winograd.load(std::memory_order_relaxed); }
+
+void set_cpu_winograd(bool enabled) { winograd.store(enabled, std::memory_order_relaxed); }
 
 }  // namespace fastlayers

@@ -1,6 +1,7 @@
 // The fastlayers._C Python module. Importing it loads this library, which registers the ops
 // (ops.cpp and the backends); its own functions are the CPU settings behind fastlayers.cpu_isa,
-// fastlayers.set_cpu_isa and fastlayers.cpu_isas.
+// fastlayers.set_cpu_isa, fastlayers.cpu_isas, fastlayers.cpu_winograd and
+// fastlayers.set_cpu_winograd.
 #include <Python.h>
 
 #include <initializer_list>
@@ -45,6 +46,17 @@ PyObject* cpu_isas(PyObject*, PyObject*) {
   return list;
 }
 
+PyObject* get_cpu_winograd(PyObject*, PyObject*) { return PyBool_FromLong(fastlayers::cpu_winograd()); }
+
+PyObject* set_cpu_winograd(PyObject*, PyObject* arg) {
+  if (!PyBool_Check(arg)) {
+    PyErr_Format(PyExc_TypeError, "fastlayers.set_cpu_winograd: expected a bool, but got %R", arg);
+    return nullptr;
+  }
+  fastlayers::set_cpu_winograd(arg == Py_True);
+  Py_RETURN_NONE;
+}
+
 PyObject* fma_peak_gflops(PyObject*, PyObject* args) {
   int threads = 0;
   double seconds = 0.2;
@@ -64,6 +76,8 @@ PyMethodDef methods[] = {
     {"cpu_isa", get_cpu_isa, METH_NOARGS, "The instruction set the CPU kernels use."},
     {"set_cpu_isa", set_cpu_isa, METH_O, "Chooses the CPU kernels' instruction set."},
     {"cpu_isas", cpu_isas, METH_NOARGS, "The instruction sets this CPU supports."},
+    {"cpu_winograd", get_cpu_winograd, METH_NOARGS, "Whether 5x5 convs may use Winograd."},
+    {"set_cpu_winograd", set_cpu_winograd, METH_O, "Allows or forbids Winograd for 5x5 convs."},
     {"fma_peak_gflops", fma_peak_gflops, METH_VARARGS,
      "fma_peak_gflops(threads, seconds=0.2): measured float32 FMA peak of the current ISA."},
     {nullptr, nullptr, 0, nullptr},

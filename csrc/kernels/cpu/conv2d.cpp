@@ -22,10 +22,13 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "gemm.h"
 #include "max_pool2d.h"
+#include "winograd.h"
 
 namespace fastlayers::cpu {
 namespace {
@@ -332,6 +335,131 @@ void conv2d_windows(const Context& ctx, const Conv2dParams& p, const T* x, const
       [](const Context&, int64_t, T*) {}, pooled, ok);
 }
 
+// True when no element of x[0, n) is an Inf or a NaN: no exponent field all ones. Integer bit
+// tests, so the compiler vectorises the loop (a float test would need reassociation).
+template <typename T>
+bool all_finite(const T* x, int64_t n) {
+  using U = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+  static_assert(sizeof(T) == sizeof(U), "float or double");
+  constexpr U kExponent = sizeof(T) == 4 ? U(0x7f800000u) : U(0x7ff0000000000000ull);
+  U bad = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    U bits;
+    std::memcpy(&bits, x + i, sizeof bits);
+    bad |= U((bits & kExponent) == kExponent);
+  }
+  return bad == 0;
+}
+
+// all_finite over ctx's threads, for whole batches.
+template <typename T>
+bool all_finite(const Context& ctx, const T* x, int64_t n) {
+  std::atomic<bool> ok{true};
+  parallel_for(ctx, n, 1 << 16, [&](int64_t begin, int64_t end) {
+    if (!all_finite(x + begin, end - begin)) ok = false;
+  });
+  return ok.load();
+}
+
+// Winograd F(2x2, 5x5) (winograd.h) for a stride-1, undilated 5x5 conv with enough channels on
+// both sides for its 36 GEMMs to fill the window form's tile; 2.8x fewer multiplies than the
+// direct window form. Off when ctx.winograd is (fastlayers.set_cpu_winograd).
+bool use_winograd(const Context& ctx, const Conv2dParams& p) {
+  return ctx.winograd && p.KH == 5 && p.KW == 5 && p.stride_h == 1 && p.stride_w == 1 &&
+         p.dilation_h == 1 && p.dilation_w == 1 && p.OC / p.groups >= kWindowMinChannels &&
+         p.C / p.groups >= kWindowMinChannels && p.OH > 0 && p.OW > 0 && p.H > 0 && p.W > 0;
+}
+
+// One input plane x[H][W] (0 where mask <= 0, if given) into its zeroed quad planes (winograd.h):
+// each row split into its even and odd padded columns.
+template <typename T>
+void fill_quads(const Conv2dParams& p, const WinogradTiles& g, const T* x, const T* mask, T* out) {
+  for (int64_t h = 0; h < p.H; ++h) {
+    const int64_t r = h + p.pad_top;
+    for (int64_t b = 0; b < 2; ++b) {
+      const int64_t w0 = (b + p.pad_left) & 1;  // the first column with (w + pad_left) % 2 == b
+      const int64_t count = (p.W - w0 + 1) / 2;
+      const T* src = x + h * p.W + w0;
+      T* dst = out + ((r & 1) * 2 + b) * g.Sq + (r >> 1) * g.Wq + ((w0 + p.pad_left) >> 1);
+      if (mask) {
+        const T* m = mask + h * p.W + w0;
+        for (int64_t k = 0; k < count; ++k) {
+          const T v = src[2 * k], keep = m[2 * k];
+          dst[k] = keep <= T(0) ? T(0) : v;
+        }
+      } else {
+        for (int64_t k = 0; k < count; ++k) dst[k] = src[2 * k];
+      }
+    }
+  }
+}
+
+// conv2d_windows_each's contract, in Winograd's form. Returns false, having done nothing, when an
+// input or weight is Inf or NaN: the transforms would spread it over whole tiles, where the
+// direct sum confines it to the windows that hold it.
+template <typename T, typename Out, typename Done>
+bool conv2d_winograd_each(const Context& ctx, const Conv2dParams& p, const T* x, const T* x_mask,
+                          const T* w, const T* bias, bool relu, int64_t extra_size, const Out& out,
+                          const Done& done, const PooledGrad<T>* pooled = nullptr,
+                          std::atomic<bool>* ok = nullptr) {
+  const Dims d = dims_of(p);
+  if (!all_finite(w, p.OC * d.CKK)) return false;
+  if (pooled ? !all_finite(ctx, pooled->grad, p.N * p.C * pooled->pooled)
+             : !all_finite(ctx, x, p.N * p.C * d.HW))
+    return false;
+  const WinogradTiles g = winograd_tiles(p.OH, p.OW);
+  // Every input pixel's place in its channel's quad planes (all of them lie inside: 2 * Wq >=
+  // OW + 4 = W + pad_left + pad_right, and the same for rows).
+  std::vector<int64_t> pos(static_cast<size_t>(d.HW));
+  for (int64_t q = 0; q < d.HW; ++q) {
+    const int64_t r = q / p.W + p.pad_top, c = q % p.W + p.pad_left;
+    pos[static_cast<size_t>(q)] = ((r & 1) * 2 + (c & 1)) * g.Sq + (r >> 1) * g.Wq + (c >> 1);
+  }
+  // U[xi] = (G w G^T)[xi] per group, as [OCg, Cg] matrices packed for the window form.
+  std::vector<WindowWeights<T>> weights;
+  std::vector<T> U(static_cast<size_t>(36 * d.OCg * d.Cg));
+  for (int64_t grp = 0; grp < p.groups; ++grp) {
+    const Operand<T> kron{winograd_weight_transform<T>(), 25, 1};
+    const Operand<T> taps{w + grp * d.OCg * d.CKK, 1, 25};  // [25, OCg * Cg]
+    gemm(ctx, 36, d.OCg * d.Cg, 25, kron, taps, U.data(), d.OCg * d.Cg, Epilogue<T>{});
+    for (int64_t xi = 0; xi < 36; ++xi) {
+      weights.push_back(window_weights<T>(ctx, d.OCg, d.Cg));
+      pack_window_rows(weights.back(), 0, d.Cg, U.data() + xi * d.OCg * d.Cg, d.Cg);
+    }
+  }
+  std::vector<int64_t> a_off(static_cast<size_t>(d.Cg));
+  for (int64_t c = 0; c < d.Cg; ++c) a_off[static_cast<size_t>(c)] = c * g.Sv;
+  const int64_t quad_size = d.Cg * 4 * g.Sq;
+  const WinogradScratch sc = winograd_scratch(g, d.Cg, d.OCg, weights[0].NR);
+  const ImageSplit split = split_images(ctx, p);
+  for_each_image<T>(ctx, p, split, quad_size + sc.v + sc.m + sc.s + extra_size,
+                    [&](int64_t, int64_t n, bool, T* buf) {
+    T* quads = buf;
+    T* V = quads + quad_size;
+    T* M = V + sc.v;
+    T* S = M + sc.m;
+    T* extra = S + sc.s;
+    T* y = out(n, extra);
+    for (int64_t grp = 0; grp < p.groups; ++grp) {
+      std::fill(quads, quads + quad_size, T(0));
+      const int64_t first = n * p.C + grp * d.Cg;  // the group's first input plane
+      for (int64_t c = 0; c < d.Cg; ++c) {
+        T* dst = quads + c * 4 * g.Sq;
+        if (pooled) {
+          if (!unpool_plane(*pooled, first + c, d.HW, pos.data(), dst)) *ok = false;
+          continue;
+        }
+        const T* src = x + (first + c) * d.HW;
+        fill_quads(p, g, src, x_mask ? x_mask + (first + c) * d.HW : nullptr, dst);
+      }
+      winograd_image(g, d.Cg, d.OCg, quads, weights.data() + grp * 36, a_off.data(), V, M, S,
+                     bias ? bias + grp * d.OCg : nullptr, relu, y + grp * d.OCg * d.OHW);
+    }
+    done(split.inner, n, extra);
+  });
+  return true;
+}
+
 bool use_windows(const Conv2dParams& p) { return p.OC / p.groups >= kWindowMinChannels; }
 
 // A stride-1 conv, in whichever form fits its channels.
@@ -339,6 +467,12 @@ template <typename T>
 void conv2d_stride1(const Context& ctx, const Conv2dParams& p, const T* x, const T* x_mask,
                     const T* w, const T* bias, T* y, bool relu,
                     const PooledGrad<T>* pooled = nullptr, std::atomic<bool>* ok = nullptr) {
+  const int64_t image_size = p.OC * p.OH * p.OW;
+  if (use_winograd(ctx, p) &&
+      conv2d_winograd_each(
+          ctx, p, x, x_mask, w, bias, relu, 0, [&](int64_t n, T*) { return y + n * image_size; },
+          [](const Context&, int64_t, T*) {}, pooled, ok))
+    return;
   if (use_windows(p))
     conv2d_windows(ctx, p, x, x_mask, w, bias, y, relu, pooled, ok);
   else
@@ -349,14 +483,6 @@ void conv2d_stride1(const Context& ctx, const Conv2dParams& p, const T* x, const
 // channels, so it needs unit dilation along the row, and enough taps and channels to fill.
 bool use_windows_grad_weight(const Conv2dParams& p) {
   return p.dilation_w == 1 && p.OC / p.groups >= kWindowMinChannels && p.KW >= kWindowMinTaps;
-}
-
-// True when no element of x[0, n) is an Inf or a NaN.
-template <typename T>
-bool all_finite(const T* x, int64_t n) {
-  bool ok = true;
-  for (int64_t i = 0; i < n; ++i) ok &= (x[i] - x[i] == T(0));
-  return ok;
 }
 
 // grad_weight of a stride-1 conv in the GEMM's dot-product form, over a few images at once:
@@ -772,12 +898,16 @@ void conv2d_relu_max_pool2d_forward(const Context& ctx, const Conv2dParams& p,
   image_pool.planes = p.OC;
   if (!dims_of(p).pointwise && use_padded_width(p) && use_windows(p)) {
     // The weights packed once for the batch; each image's activation pooled while it is hot.
-    conv2d_windows_each(
-        ctx, p, x, static_cast<const T*>(nullptr), w, bias, /*relu=*/true, act_size,
-        [](int64_t, T* act) { return act; },
-        [&](const Context& inner, int64_t n, T* act) {
-          max_pool2d_forward(inner, image_pool, act, y + n * out_size, indices + n * out_size);
-        });
+    const auto act = [](int64_t, T* a) { return a; };
+    const auto pool_image = [&](const Context& inner, int64_t n, T* a) {
+      max_pool2d_forward(inner, image_pool, a, y + n * out_size, indices + n * out_size);
+    };
+    if (use_winograd(ctx, p) && conv2d_winograd_each(ctx, p, x, static_cast<const T*>(nullptr),
+                                                     w, bias, /*relu=*/true, act_size, act,
+                                                     pool_image))
+      return;
+    conv2d_windows_each(ctx, p, x, static_cast<const T*>(nullptr), w, bias, /*relu=*/true,
+                        act_size, act, pool_image);
     return;
   }
   const ImageSplit split = split_images(ctx, p);

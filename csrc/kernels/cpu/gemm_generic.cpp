@@ -126,6 +126,29 @@ struct GatherKernel {
   }
 };
 
+// One lane of T, for the Winograd transforms (winograd_kernel.inc), which the compiler may
+// vectorise across their independent columns.
+template <typename T_>
+struct Scalar {
+  using T = T_;
+  using R = T_;
+  static constexpr int64_t W = 1;
+  static R load(const T* p) { return *p; }
+  static void store(T* p, R v) { *p = v; }
+  static R set1(T x) { return x; }
+  static R fma(R a, R b, R c) { return a * b + c; }
+  static R add(R a, R b) { return a + b; }
+  static R sub(R a, R b) { return a - b; }
+  static R mul(R a, R b) { return a * b; }
+  static R relu(R v) { return v < T(0) ? T(0) : v; }  // NaN stays NaN, as torch.relu
+  static R load_first(const T* p, int64_t n) { return n > 0 ? *p : T(0); }
+  static void store_first(T* p, R v, int64_t n) {
+    if (n > 0) *p = v;
+  }
+  static void interleave(R a, R b, R& lo, R& hi) { lo = a, hi = b; }
+};
+
+
 template <typename T>
 struct Kernel;
 template <>
@@ -138,6 +161,7 @@ struct Kernel<double> : PortableKernel<double, 4, 4> {
 };
 
 #include "gemm_driver.inc"
+#include "winograd_kernel.inc"
 
 }  // namespace
 
@@ -158,5 +182,6 @@ FASTLAYERS_INSTANTIATE_GEMM_DOT(gemm_dot_generic, float)
 FASTLAYERS_INSTANTIATE_GEMM_DOT(gemm_dot_generic, double)
 FASTLAYERS_DEFINE_WINDOWS(generic)
 FASTLAYERS_DEFINE_GEMM_GATHER(generic)
+FASTLAYERS_DEFINE_WINOGRAD(generic, Scalar<float>, Scalar<double>)
 
 }  // namespace fastlayers::cpu

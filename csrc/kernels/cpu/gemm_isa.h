@@ -3,7 +3,10 @@
 // K > 0, M > 0, N > 0 here.
 #pragma once
 
+#include <type_traits>
+
 #include "gemm.h"
+#include "winograd.h"
 
 namespace fastlayers::cpu {
 
@@ -122,5 +125,37 @@ FASTLAYERS_DECLARE_WINDOWS(avx512)
 #define FASTLAYERS_INSTANTIATE_GEMM(name, T)                                                   \
   template void name<T>(const Context&, int64_t, int64_t, int64_t, Operand<T>, Operand<T>, T*, \
                         int64_t, const Epilogue<T>&);
+
+#define FASTLAYERS_DECLARE_WINOGRAD(isa)                                                       \
+  template <typename T>                                                                        \
+  void winograd_image_##isa(const WinogradTiles& g, int64_t channels, int64_t out_channels,     \
+                            const T* quads, const WindowWeights<T>* weights,                   \
+                            const int64_t* a_off, T* V, T* M, T* S, const T* bias, bool relu,  \
+                            T* y);
+FASTLAYERS_DECLARE_WINOGRAD(generic)
+FASTLAYERS_DECLARE_WINOGRAD(avx2)
+FASTLAYERS_DECLARE_WINOGRAD(avx512)
+#undef FASTLAYERS_DECLARE_WINOGRAD
+
+// Defines the Winograd entry point of one ISA file, for float and double, from its vector types
+// and Kernel.
+#define FASTLAYERS_DEFINE_WINOGRAD(isa, VF, VD)                                                \
+  template <typename T>                                                                        \
+  void winograd_image_##isa(const WinogradTiles& g, int64_t channels, int64_t out_channels,     \
+                            const T* quads, const WindowWeights<T>* weights,                   \
+                            const int64_t* a_off, T* V, T* M, T* S, const T* bias, bool relu,  \
+                            T* y) {                                                            \
+    using Vec = std::conditional_t<std::is_same_v<T, float>, VF, VD>;                          \
+    Winograd25Kernel<Vec, Kernel<T>>::image(g, channels, out_channels, quads, weights, a_off,  \
+                                            V, M, S, bias, relu, y);                           \
+  }                                                                                            \
+  template void winograd_image_##isa<float>(const WinogradTiles&, int64_t, int64_t,            \
+                                            const float*, const WindowWeights<float>*,         \
+                                            const int64_t*, float*, float*, float*,            \
+                                            const float*, bool, float*);                       \
+  template void winograd_image_##isa<double>(const WinogradTiles&, int64_t, int64_t,           \
+                                             const double*, const WindowWeights<double>*,      \
+                                             const int64_t*, double*, double*, double*,        \
+                                             const double*, bool, double*);
 
 }  // namespace fastlayers::cpu
