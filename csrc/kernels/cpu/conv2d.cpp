@@ -380,7 +380,7 @@ void fill_quads(const Conv2dParams& p, const WinogradTiles& g, const T* x, const
       const int64_t w0 = (b + p.pad_left) & 1;  // the first column with (w + pad_left) % 2 == b
       const int64_t count = (p.W - w0 + 1) / 2;
       const T* src = x + h * p.W + w0;
-      T* dst = out + ((r & 1) * 2 + b) * g.Sq + (r >> 1) * g.Wq + ((w0 + p.pad_left) >> 1);
+      T* dst = out + winograd_quad_offset(g, r, w0 + p.pad_left);
       if (mask) {
         const T* m = mask + h * p.W + w0;
         for (int64_t k = 0; k < count; ++k) {
@@ -408,13 +408,11 @@ bool conv2d_winograd_each(const Context& ctx, const Conv2dParams& p, const T* x,
              : !all_finite(ctx, x, p.N * p.C * d.HW))
     return false;
   const WinogradTiles g = winograd_tiles(p.OH, p.OW);
-  // Every input pixel's place in its channel's quad planes (all of them lie inside: 2 * Wq >=
-  // OW + 4 = W + pad_left + pad_right, and the same for rows).
-  std::vector<int64_t> pos(static_cast<size_t>(d.HW));
-  for (int64_t q = 0; q < d.HW; ++q) {
-    const int64_t r = q / p.W + p.pad_top, c = q % p.W + p.pad_left;
-    pos[static_cast<size_t>(q)] = ((r & 1) * 2 + (c & 1)) * g.Sq + (r >> 1) * g.Wq + (c >> 1);
-  }
+  // A pooled input's scatter targets: every input pixel's place in its channel's quad planes
+  // (all of them lie inside: 2 * Wq >= OW + 4 = W + pad_left + pad_right, and the same for rows).
+  std::vector<int64_t> pos(static_cast<size_t>(pooled ? d.HW : 0));
+  for (int64_t q = 0; q < static_cast<int64_t>(pos.size()); ++q)
+    pos[static_cast<size_t>(q)] = winograd_quad_offset(g, q / p.W + p.pad_top, q % p.W + p.pad_left);
   // U[xi] = (G w G^T)[xi] per group, as [OCg, Cg] matrices packed for the window form.
   std::vector<WindowWeights<T>> weights;
   std::vector<T> U(static_cast<size_t>(36 * d.OCg * d.Cg));

@@ -37,12 +37,6 @@ struct F32x8 {
   static R add(R a, R b) { return _mm256_add_ps(a, b); }
   static R sub(R a, R b) { return _mm256_sub_ps(a, b); }
   static R mul(R a, R b) { return _mm256_mul_ps(a, b); }
-  // lo, hi = a0 b0 a1 b1 a2 b2 a3 b3, a4 b4 ... a7 b7.
-  static void interleave(R a, R b, R& lo, R& hi) {
-    const R l = _mm256_unpacklo_ps(a, b), h = _mm256_unpackhi_ps(a, b);  // per 128-bit half
-    lo = _mm256_permute2f128_ps(l, h, 0x20);
-    hi = _mm256_permute2f128_ps(l, h, 0x31);
-  }
   static R relu(R v) { return _mm256_max_ps(zero(), v); }  // max returns v where v is NaN
   // The first n <= W lanes only.
   static R load_first(const T* p, int64_t n) { return _mm256_maskload_ps(p, first(n)); }
@@ -74,17 +68,6 @@ struct F64x4 {
   static R add(R a, R b) { return _mm256_add_pd(a, b); }
   static R sub(R a, R b) { return _mm256_sub_pd(a, b); }
   static R mul(R a, R b) { return _mm256_mul_pd(a, b); }
-  static R relu(R v) { return _mm256_max_pd(zero(), v); }  // max returns v where v is NaN
-  static R load_first(const T* p, int64_t n) { return _mm256_maskload_pd(p, first(n)); }
-  static void store_first(T* p, R v, int64_t n) { _mm256_maskstore_pd(p, first(n), v); }
-  static __m256i first(int64_t n) {
-    return _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
-  }
-  static void interleave(R a, R b, R& lo, R& hi) {  // as F32x8::interleave
-    const R l = _mm256_unpacklo_pd(a, b), h = _mm256_unpackhi_pd(a, b);
-    lo = _mm256_permute2f128_pd(l, h, 0x20);
-    hi = _mm256_permute2f128_pd(l, h, 0x31);
-  }
   static R keep(R v, R mask) { return _mm256_and_pd(v, _mm256_cmp_pd(mask, zero(), _CMP_NLE_UQ)); }
   static T sum(R v) {
     const __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));

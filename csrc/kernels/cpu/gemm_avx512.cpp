@@ -37,11 +37,6 @@ struct F32x16 {
   static R add(R a, R b) { return _mm512_add_ps(a, b); }
   static R sub(R a, R b) { return _mm512_sub_ps(a, b); }
   static R mul(R a, R b) { return _mm512_mul_ps(a, b); }
-  // lo, hi = a0 b0 a1 b1 ... a7 b7, a8 b8 ... a15 b15.
-  static void interleave(R a, R b, R& lo, R& hi) {
-    lo = _mm512_permutex2var_ps(a, _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23), b);
-    hi = _mm512_permutex2var_ps(a, _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31), b);
-  }
   // max returns v where v is NaN; the zero-masked form for the gcc 12 warning noted at sum().
   static R relu(R v) { return _mm512_maskz_max_ps(0xFFFF, zero(), v); }
   // The first n <= W lanes only.
@@ -126,14 +121,6 @@ struct F64x8 {
   static R add(R a, R b) { return _mm512_add_pd(a, b); }
   static R sub(R a, R b) { return _mm512_sub_pd(a, b); }
   static R mul(R a, R b) { return _mm512_mul_pd(a, b); }
-  static R relu(R v) { return _mm512_maskz_max_pd(0xFF, zero(), v); }  // as F32x16::relu
-  static R load_first(const T* p, int64_t n) { return _mm512_maskz_loadu_pd(first(n), p); }
-  static void store_first(T* p, R v, int64_t n) { _mm512_mask_storeu_pd(p, first(n), v); }
-  static __mmask8 first(int64_t n) { return static_cast<__mmask8>((1u << n) - 1); }
-  static void interleave(R a, R b, R& lo, R& hi) {  // as F32x16::interleave
-    lo = _mm512_permutex2var_pd(a, _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11), b);
-    hi = _mm512_permutex2var_pd(a, _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15), b);
-  }
   static R keep(R v, R mask) { return _mm512_maskz_mov_pd(_mm512_cmp_pd_mask(mask, zero(), _CMP_NLE_UQ), v); }
   static T sum(R v) {  // as F32x16::sum
     constexpr __mmask8 all = 0xFF;

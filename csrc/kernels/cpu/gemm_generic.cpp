@@ -140,14 +140,7 @@ struct Scalar {
   static R add(R a, R b) { return a + b; }
   static R sub(R a, R b) { return a - b; }
   static R mul(R a, R b) { return a * b; }
-  static R relu(R v) { return v < T(0) ? T(0) : v; }  // NaN stays NaN, as torch.relu
-  static R load_first(const T* p, int64_t n) { return n > 0 ? *p : T(0); }
-  static void store_first(T* p, R v, int64_t n) {
-    if (n > 0) *p = v;
-  }
-  static void interleave(R a, R b, R& lo, R& hi) { lo = a, hi = b; }
 };
-
 
 template <typename T>
 struct Kernel;

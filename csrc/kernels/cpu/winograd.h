@@ -38,6 +38,11 @@ struct WinogradTiles {
 
 WinogradTiles winograd_tiles(int64_t OH, int64_t OW);
 
+// Where padded-image pixel (r, c) lies in its channel's quad planes.
+inline int64_t winograd_quad_offset(const WinogradTiles& g, int64_t r, int64_t c) {
+  return ((r & 1) * 2 + (c & 1)) * g.Sq + (r >> 1) * g.Wq + (c >> 1);
+}
+
 // The distance between V's 36 blocks: a cache line more than channels * Sv, so that the input
 // transform's 36 store streams do not all fall into one L1 set (channels * Sv is often a
 // multiple of 4 KiB).
