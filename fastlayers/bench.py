@@ -58,6 +58,31 @@ TORCH_OPS = {
     "conv2d_relu_max_pool2d": torch_conv2d_relu_max_pool2d,
     "gemm": lambda x, w, b: torch.mm(x, w.t()),
 }
+
+
+# Where a ReLU's input is within rounding of zero, its gradient is 0 or not depending on that
+# rounding; where two values in a pool window are within rounding of each other, so is which one
+# gets the gradient. Either side is right, so the reference backward of the fused ops follows
+# fastlayers' forward: its ReLU mask (output > 0) and, for the pool, its indices.
+def _relu_reference_backward(op):
+    def backward(args, kwargs, grad, fast_output):
+        TORCH_OPS[op](*args, **kwargs).backward(grad * (fast_output > 0))
+    return backward
+
+
+def _conv2d_relu_max_pool2d_reference_backward(args, kwargs, grad, fast_output):
+    _, indices = FF.conv2d_relu_max_pool2d(*args, **kwargs, return_indices=True)
+    conv = {k: v for k, v in kwargs.items() if not k.startswith("pool_")}
+    act = F.conv2d(*args, **conv).flatten(2)
+    picked = act.gather(2, indices.flatten(2)).view_as(indices)
+    picked.backward(grad * (fast_output > 0))
+
+
+REFERENCE_BACKWARD = {
+    "linear_relu": _relu_reference_backward("linear"),
+    "conv2d_relu": _relu_reference_backward("conv2d"),
+    "conv2d_relu_max_pool2d": _conv2d_relu_max_pool2d_reference_backward,
+}
 TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-10}
 MODES = ("fwd", "fwd+bwd", "step")
 SIDES = ("fastlayers", "torch", "compile")
@@ -220,12 +245,10 @@ def layer_callables(case, dtype, device, with_compile):
     for side in ("fastlayers", "torch"):
         out = callables[checked, side]().detach()
         results[side] = [out] + ([t.grad.clone() for t in leaves] if backward else [])
-    if backward and case["op"].endswith("_relu"):
-        # Where the ReLU's input is within rounding of zero, its gradient is 0 or not depending on
-        # that rounding, and either side is right: the reference backward takes fastlayers' mask.
+    if backward and case["op"] in REFERENCE_BACKWARD:
         for t in leaves:
             t.grad = None
-        TORCH_OPS[case["op"].removesuffix("_relu")](*args, **kwargs).backward(grad * (results["fastlayers"][0] > 0))
+        REFERENCE_BACKWARD[case["op"]](args, kwargs, grad, results["fastlayers"][0])
         results["torch"][1:] = [t.grad.clone() for t in leaves]
     names = ["output", "grad input", "grad weight", "grad bias"]
     errors = (compare(n, f, t, tol) for n, f, t in zip(names, results["fastlayers"], results["torch"]))
