@@ -47,9 +47,10 @@ def set_cpu_isa(name: str) -> None:
 
 
 def cpu_winograd() -> bool:
-    """Whether CPU convs with a 5x5 kernel, stride 1, no dilation and at least 16 input and
-    output channels per group use Winograd F(2x2, 5x5): 2.8x fewer multiplies, at the cost of
-    about 5x the float32 rounding error of a direct sum (still far inside float32 tolerances).
+    """Whether CPU convs with a 3x3 or 5x5 kernel, stride 1, no dilation and at least 16 input
+    and output channels per group use Winograd F(2x2, 3x3) or F(2x2, 5x5): 2.25x or 2.8x fewer
+    multiplies. F(2x2, 5x5) has about 5x the float32 rounding error of a direct sum (still far
+    inside float32 tolerances); F(2x2, 3x3) about a direct sum's.
     On by default; inputs or weights with an Inf or a NaN always take the direct path."""
     return _C.cpu_winograd()
 

@@ -137,23 +137,30 @@ def test_relu_mask_passes_gradient_where_output_is_nan(device, cpu_isa, in_chann
         torch.testing.assert_close(g, r, equal_nan=True, msg=lambda m: f"{name}: {m}")
 
 
-# 5x5, stride 1, no dilation, at least 16 channels in and out per group: the CPU's Winograd path
-# (forward, and grad_input as a conv with flipped weights), with odd output sizes, asymmetric
-# padding, groups and a batch spread over threads.
+# 3x3 or 5x5, stride 1, no dilation, at least 16 channels in and out per group: the CPU's
+# Winograd path (forward, and grad_input as a conv with flipped weights), with odd output sizes,
+# asymmetric padding, groups, wide rows and a batch spread over threads.
 WINOGRAD_CASES = [
-    ((2, 16, 9, 11), 16, dict(padding=2)),
-    ((1, 20, 7, 6), 17, dict(padding=(1, 3))),
-    ((2, 32, 6, 7), 32, dict(groups=2)),
-    ((5, 16, 14, 14), 24, dict(padding=4)),
+    ((2, 16, 9, 11), 16, 5, dict(padding=2)),
+    ((1, 20, 7, 6), 17, 5, dict(padding=(1, 3))),
+    ((2, 32, 6, 7), 32, 5, dict(groups=2)),
+    ((5, 16, 14, 14), 24, 5, dict(padding=4)),
+    ((2, 16, 9, 11), 16, 3, dict(padding=1)),
+    ((1, 20, 7, 6), 17, 3, dict(padding=(0, 2))),
+    ((2, 32, 5, 8), 32, 3, dict(groups=2)),
+    ((5, 16, 12, 12), 24, 3, dict(padding=3)),
+    # rows wider than two vectors of every ISA, split into even and odd columns in pieces
+    ((1, 16, 4, 37), 16, 3, dict(padding=(2, 1))),
+    ((1, 16, 5, 70), 17, 5, dict(padding=(0, 3))),
 ]
 
 
-@pytest.mark.parametrize("shape,oc,kwargs", WINOGRAD_CASES, ids=[str(c[0]) for c in WINOGRAD_CASES])
+@pytest.mark.parametrize("shape,oc,k,kwargs", WINOGRAD_CASES, ids=[f"{c[0]}-{c[2]}x{c[2]}" for c in WINOGRAD_CASES])
 @pytest.mark.parametrize("winograd", [True, False])
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_winograd_and_direct_paths_match_torch(cpu_isa, shape, oc, kwargs, winograd, relu, dtype):
-    x, w, b = make(shape, oc, (5, 5), kwargs.get("groups", 1), dtype, "cpu")
+def test_winograd_and_direct_paths_match_torch(cpu_isa, shape, oc, k, kwargs, winograd, relu, dtype):
+    x, w, b = make(shape, oc, (k, k), kwargs.get("groups", 1), dtype, "cpu")
     fast = FF.conv2d_relu if relu else FF.conv2d
     old = fastlayers.cpu_winograd()
     fastlayers.set_cpu_winograd(winograd)
@@ -170,29 +177,30 @@ def test_winograd_and_direct_paths_match_torch(cpu_isa, shape, oc, kwargs, winog
     ref_out, ref_grads, _ = run_with_grads(ref, refs, gy.double())
     per_channel = gy[..., 0, :, :].numel()
     assert_close(out, ref_out, terms=w[0].numel(), what="output")
-    terms = (oc * 25, per_channel * 25, per_channel)
+    terms = (oc * k * k, per_channel * k * k, per_channel)
     for name, g, r, t in zip(("grad_input", "grad_weight", "grad_bias"), grads, ref_grads, terms):
         assert_close(g, r, terms=t, what=name)
 
 
 @pytest.mark.parametrize("value", [float("inf"), float("nan")])
 @pytest.mark.parametrize("where", ["input", "weight"])
-def test_winograd_shape_with_a_non_finite_value_matches_torch(cpu_isa, value, where):
+@pytest.mark.parametrize("k", [3, 5])
+def test_winograd_shape_with_a_non_finite_value_matches_torch(cpu_isa, value, where, k):
     """Winograd would spread an Inf or a NaN over whole 2 x 2 output tiles (0 * Inf is NaN); the
     direct path confines it to the windows that hold it, as torch does."""
-    x, w = torch.randn(2, 16, 8, 8), torch.randn(16, 16, 5, 5)
+    x, w, pad = torch.randn(2, 16, 8, 8), torch.randn(16, 16, k, k), k // 2
     if where == "input":
         x[1, 3, 2, 5] = value
     else:
-        w[1, 3, 2, 4] = value
-    ref = F.conv2d(x.double(), w.double(), padding=2)
-    torch.testing.assert_close(FF.conv2d(x, w, padding=2).double(), ref, rtol=1e-5, atol=1e-3, equal_nan=True)
+        w[1, 3, 2, k - 1] = value
+    ref = F.conv2d(x.double(), w.double(), padding=pad)
+    torch.testing.assert_close(FF.conv2d(x, w, padding=pad).double(), ref, rtol=1e-5, atol=1e-3, equal_nan=True)
     if where == "weight":
         return
     gy = torch.randn(2, 16, 8, 8)
     gy[0, 2, 4, 4] = value
-    gx = torch.ops.fastlayers.conv2d_grad_input(gy, w, list(x.shape), [1, 1], [2, 2, 2, 2], [1, 1], 1, None)
-    gr = torch.ops.aten.convolution_backward(gy.double(), x.double(), w.double(), None, [1, 1], [2, 2], [1, 1],
+    gx = torch.ops.fastlayers.conv2d_grad_input(gy, w, list(x.shape), [1, 1], [pad] * 4, [1, 1], 1, None)
+    gr = torch.ops.aten.convolution_backward(gy.double(), x.double(), w.double(), None, [1, 1], [pad] * 2, [1, 1],
                                              False, [0, 0], 1, [True, False, False])[0]
     torch.testing.assert_close(gx.double(), gr, rtol=1e-5, atol=1e-3, equal_nan=True)
 

@@ -32,9 +32,11 @@ CASES = [
     ((8, 32, 12, 12), 64, (3, 3), dict(padding=1), dict(pool_kernel_size=2)),
     ((8, 3, 32, 32), 6, (5, 5), dict(), dict(pool_kernel_size=2, pool_stride=2)),
     ((8, 1, 28, 28), 32, (5, 5), dict(padding=2), dict(pool_kernel_size=2, pool_stride=2)),
-    # 5x5 with 16 or more channels: the CPU's Winograd forward and pooled grad_input
+    # 3x3 and 5x5 with 16 or more channels (and 32 -> 64 3x3 above): the CPU's Winograd forward
+    # and pooled grad_input
     ((4, 16, 14, 14), 32, (5, 5), dict(padding=2), dict(pool_kernel_size=2, pool_stride=2)),
     ((2, 16, 9, 11), 16, (5, 5), dict(padding=1), dict(pool_kernel_size=3, pool_stride=2, ceil_mode=True)),
+    ((2, 16, 11, 9), 24, (3, 3), dict(padding=(1, 2)), dict(pool_kernel_size=3, pool_stride=2, ceil_mode=True)),
 ]
 IDS = [f"{'x'.join(map(str, c[0]))}-oc{c[1]}-{c[3]}-{c[4]}" for c in CASES]
 

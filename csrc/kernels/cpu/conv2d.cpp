@@ -361,37 +361,15 @@ bool all_finite(const Context& ctx, const T* x, int64_t n) {
   return ok.load();
 }
 
-// Winograd F(2x2, 5x5) (winograd.h) for a stride-1, undilated 5x5 conv with enough channels on
-// both sides for its 36 GEMMs to fill the window form's tile; 2.8x fewer multiplies than the
-// direct window form. Off when ctx.winograd is (fastlayers.set_cpu_winograd).
+// Winograd F(2x2, 3x3) or F(2x2, 5x5) (winograd.h) for a stride-1, undilated 3x3 or 5x5 conv
+// with enough channels on both sides for its GEMMs to fill the window form's tile; 2.25x (3x3)
+// or 2.8x (5x5) fewer multiplies than the direct window form. Off when ctx.winograd is
+// (fastlayers.set_cpu_winograd).
 bool use_winograd(const Context& ctx, const Conv2dParams& p) {
-  return ctx.winograd && p.KH == 5 && p.KW == 5 && p.stride_h == 1 && p.stride_w == 1 &&
+  return ctx.winograd && winograd_kernel_size(p.KH) && p.KW == p.KH && p.stride_h == 1 &&
+         p.stride_w == 1 &&
          p.dilation_h == 1 && p.dilation_w == 1 && p.OC / p.groups >= kWindowMinChannels &&
          p.C / p.groups >= kWindowMinChannels && p.OH > 0 && p.OW > 0 && p.H > 0 && p.W > 0;
-}
-
-// One input plane x[H][W] (0 where mask <= 0, if given) into its zeroed quad planes (winograd.h):
-// each row split into its even and odd padded columns.
-template <typename T>
-void fill_quads(const Conv2dParams& p, const WinogradTiles& g, const T* x, const T* mask, T* out) {
-  for (int64_t h = 0; h < p.H; ++h) {
-    const int64_t r = h + p.pad_top;
-    for (int64_t b = 0; b < 2; ++b) {
-      const int64_t w0 = (b + p.pad_left) & 1;  // the first column with (w + pad_left) % 2 == b
-      const int64_t count = (p.W - w0 + 1) / 2;
-      const T* src = x + h * p.W + w0;
-      T* dst = out + winograd_quad_offset(g, r, w0 + p.pad_left);
-      if (mask) {
-        const T* m = mask + h * p.W + w0;
-        for (int64_t k = 0; k < count; ++k) {
-          const T v = src[2 * k], keep = m[2 * k];
-          dst[k] = keep <= T(0) ? T(0) : v;
-        }
-      } else {
-        for (int64_t k = 0; k < count; ++k) dst[k] = src[2 * k];
-      }
-    }
-  }
 }
 
 // conv2d_windows_each's contract, in Winograd's form. Returns false, having done nothing, when an
@@ -407,20 +385,22 @@ bool conv2d_winograd_each(const Context& ctx, const Conv2dParams& p, const T* x,
   if (pooled ? !all_finite(ctx, pooled->grad, p.N * p.C * pooled->pooled)
              : !all_finite(ctx, x, p.N * p.C * d.HW))
     return false;
-  const WinogradTiles g = winograd_tiles(p.OH, p.OW);
+  const WinogradTiles g = winograd_tiles(p.KH, p.OH, p.OW);
   // A pooled input's scatter targets: every input pixel's place in its channel's quad planes
-  // (all of them lie inside: 2 * Wq >= OW + 4 = W + pad_left + pad_right, and the same for rows).
+  // (all of them lie inside: 2 * Wq >= OW + K - 1 = W + pad_left + pad_right, and the same for
+  // rows).
   std::vector<int64_t> pos(static_cast<size_t>(pooled ? d.HW : 0));
   for (int64_t q = 0; q < static_cast<int64_t>(pos.size()); ++q)
     pos[static_cast<size_t>(q)] = winograd_quad_offset(g, q / p.W + p.pad_top, q % p.W + p.pad_left);
   // U[xi] = (G w G^T)[xi] per group, as [OCg, Cg] matrices packed for the window form.
   std::vector<WindowWeights<T>> weights;
-  std::vector<T> U(static_cast<size_t>(36 * d.OCg * d.Cg));
+  const int64_t KK = p.KH * p.KW;
+  std::vector<T> U(static_cast<size_t>(g.points * d.OCg * d.Cg));
   for (int64_t grp = 0; grp < p.groups; ++grp) {
-    const Operand<T> kron{winograd_weight_transform<T>(), 25, 1};
-    const Operand<T> taps{w + grp * d.OCg * d.CKK, 1, 25};  // [25, OCg * Cg]
-    gemm(ctx, 36, d.OCg * d.Cg, 25, kron, taps, U.data(), d.OCg * d.Cg, Epilogue<T>{});
-    for (int64_t xi = 0; xi < 36; ++xi) {
+    const Operand<T> kron{winograd_weight_transform<T>(p.KH), KK, 1};
+    const Operand<T> taps{w + grp * d.OCg * d.CKK, 1, KK};  // [KK, OCg * Cg]
+    gemm(ctx, g.points, d.OCg * d.Cg, KK, kron, taps, U.data(), d.OCg * d.Cg, Epilogue<T>{});
+    for (int64_t xi = 0; xi < g.points; ++xi) {
       weights.push_back(window_weights<T>(ctx, d.OCg, d.Cg));
       pack_window_rows(weights.back(), 0, d.Cg, U.data() + xi * d.OCg * d.Cg, d.Cg);
     }
@@ -447,10 +427,11 @@ bool conv2d_winograd_each(const Context& ctx, const Conv2dParams& p, const T* x,
           if (!unpool_plane(*pooled, first + c, d.HW, pos.data(), dst)) *ok = false;
           continue;
         }
-        const T* src = x + (first + c) * d.HW;
-        fill_quads(p, g, src, x_mask ? x_mask + (first + c) * d.HW : nullptr, dst);
+        winograd_fill_quads(weights[0].isa, g, p.H, p.W, p.pad_top, p.pad_left,
+                            x + (first + c) * d.HW, x_mask ? x_mask + (first + c) * d.HW : nullptr,
+                            dst);
       }
-      winograd_image(g, d.Cg, d.OCg, quads, weights.data() + grp * 36, a_off.data(), V, M, S,
+      winograd_image(g, d.Cg, d.OCg, quads, weights.data() + grp * g.points, a_off.data(), V, M, S,
                      bias ? bias + grp * d.OCg : nullptr, relu, y + grp * d.OCg * d.OHW);
     }
     done(split.inner, n, extra);

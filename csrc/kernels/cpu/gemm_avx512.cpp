@@ -43,6 +43,13 @@ struct F32x16 {
   static R load_first(const T* p, int64_t n) { return _mm512_maskz_loadu_ps(first(n), p); }
   static void store_first(T* p, R v, int64_t n) { _mm512_mask_storeu_ps(p, first(n), v); }
   static __mmask16 first(int64_t n) { return static_cast<__mmask16>((1u << n) - 1); }
+  // The even lanes of the pair (a, b) into even, the odd ones into odd (winograd_kernel.inc).
+  static constexpr bool kDeinterleave = true;
+  static void deinterleave(R a, R b, R& even, R& odd) {
+    const __m512i e = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    even = _mm512_permutex2var_ps(a, e, b);
+    odd = _mm512_permutex2var_ps(a, _mm512_add_epi32(e, _mm512_set1_epi32(1)), b);
+  }
   // Lane sum by swaps in zmm registers. The zero-masked shuffles are the plain ones with an
   // all-ones mask: gcc 12's unmasked forms (and _mm512_reduce_add_*) pass an undefined vector
   // through and draw a false "may be used uninitialized" warning.
@@ -122,6 +129,7 @@ struct F64x8 {
   static R sub(R a, R b) { return _mm512_sub_pd(a, b); }
   static R mul(R a, R b) { return _mm512_mul_pd(a, b); }
   static R keep(R v, R mask) { return _mm512_maskz_mov_pd(_mm512_cmp_pd_mask(mask, zero(), _CMP_NLE_UQ), v); }
+  static constexpr bool kDeinterleave = false;
   static T sum(R v) {  // as F32x16::sum
     constexpr __mmask8 all = 0xFF;
     v = _mm512_add_pd(v, _mm512_maskz_shuffle_f64x2(all, v, v, 0x4E));

@@ -140,6 +140,7 @@ struct Scalar {
   static R add(R a, R b) { return a + b; }
   static R sub(R a, R b) { return a - b; }
   static R mul(R a, R b) { return a * b; }
+  static constexpr bool kDeinterleave = false;
 };
 
 template <typename T>

@@ -131,13 +131,17 @@ FASTLAYERS_DECLARE_WINDOWS(avx512)
   void winograd_image_##isa(const WinogradTiles& g, int64_t channels, int64_t out_channels,     \
                             const T* quads, const WindowWeights<T>* weights,                   \
                             const int64_t* a_off, T* V, T* M, T* S, const T* bias, bool relu,  \
-                            T* y);
+                            T* y);                                                             \
+  template <typename T>                                                                        \
+  void winograd_fill_quads_##isa(const WinogradTiles& g, int64_t H, int64_t width,              \
+                                 int64_t pad_top, int64_t pad_left, const T* x, const T* mask, \
+                                 T* out);
 FASTLAYERS_DECLARE_WINOGRAD(generic)
 FASTLAYERS_DECLARE_WINOGRAD(avx2)
 FASTLAYERS_DECLARE_WINOGRAD(avx512)
 #undef FASTLAYERS_DECLARE_WINOGRAD
 
-// Defines the Winograd entry point of one ISA file, for float and double, from its vector types
+// Defines the Winograd entry points of one ISA file, for float and double, from its vector types
 // and Kernel.
 #define FASTLAYERS_DEFINE_WINOGRAD(isa, VF, VD)                                                \
   template <typename T>                                                                        \
@@ -146,8 +150,12 @@ FASTLAYERS_DECLARE_WINOGRAD(avx512)
                             const int64_t* a_off, T* V, T* M, T* S, const T* bias, bool relu,  \
                             T* y) {                                                            \
     using Vec = std::conditional_t<std::is_same_v<T, float>, VF, VD>;                          \
-    Winograd25Kernel<Vec, Kernel<T>>::image(g, channels, out_channels, quads, weights, a_off,  \
-                                            V, M, S, bias, relu, y);                           \
+    if (g.K == 3)                                                                              \
+      WinogradKernel<Vec, Kernel<T>, 3>::image(g, channels, out_channels, quads, weights,      \
+                                               a_off, V, M, S, bias, relu, y);                 \
+    else                                                                                       \
+      WinogradKernel<Vec, Kernel<T>, 5>::image(g, channels, out_channels, quads, weights,      \
+                                               a_off, V, M, S, bias, relu, y);                 \
   }                                                                                            \
   template void winograd_image_##isa<float>(const WinogradTiles&, int64_t, int64_t,            \
                                             const float*, const WindowWeights<float>*,         \
@@ -156,6 +164,19 @@ FASTLAYERS_DECLARE_WINOGRAD(avx512)
   template void winograd_image_##isa<double>(const WinogradTiles&, int64_t, int64_t,           \
                                              const double*, const WindowWeights<double>*,      \
                                              const int64_t*, double*, double*, double*,        \
-                                             const double*, bool, double*);
+                                             const double*, bool, double*);                    \
+  template <typename T>                                                                        \
+  void winograd_fill_quads_##isa(const WinogradTiles& g, int64_t H, int64_t width,              \
+                                 int64_t pad_top, int64_t pad_left, const T* x, const T* mask, \
+                                 T* out) {                                                     \
+    using Vec = std::conditional_t<std::is_same_v<T, float>, VF, VD>;                          \
+    WinogradQuads<Vec>::fill(g, H, width, pad_top, pad_left, x, mask, out);                   \
+  }                                                                                            \
+  template void winograd_fill_quads_##isa<float>(const WinogradTiles&, int64_t, int64_t,       \
+                                                 int64_t, int64_t, const float*, const float*, \
+                                                 float*);                                      \
+  template void winograd_fill_quads_##isa<double>(const WinogradTiles&, int64_t, int64_t,      \
+                                                  int64_t, int64_t, const double*,             \
+                                                  const double*, double*);
 
 }  // namespace fastlayers::cpu

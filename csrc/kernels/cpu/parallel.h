@@ -20,7 +20,7 @@ namespace fastlayers::cpu {
 struct Context {
   int num_threads = 1;
   Isa isa = Isa::best;
-  bool winograd = true;  // whether 5x5 convs may take the Winograd path (conv2d.cpp)
+  bool winograd = true;  // whether 3x3 and 5x5 convs may take the Winograd path (conv2d.cpp)
 };
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
