@@ -42,10 +42,18 @@ import fastlayers.functional as FF
 from fastlayers.models import MODELS, build
 
 
+def split_pool_kwargs(kwargs):
+    """conv2d_relu_max_pool2d's keywords as (the conv's, the pool's): pool_* and ceil_mode go to
+    the pool, without the prefix."""
+    is_pool = lambda k: k.startswith("pool_") or k == "ceil_mode"
+    conv = {k: v for k, v in kwargs.items() if not is_pool(k)}
+    pool = {k.removeprefix("pool_"): v for k, v in kwargs.items() if is_pool(k)}
+    return conv, pool
+
+
 def torch_conv2d_relu_max_pool2d(x, w, b, **kwargs):
-    """torch's three ops for fastlayers' conv2d_relu_max_pool2d: the pool_* keywords go to the pool."""
-    conv = {k: v for k, v in kwargs.items() if not k.startswith("pool_")}
-    pool = {k.removeprefix("pool_"): v for k, v in kwargs.items() if k.startswith("pool_")}
+    """torch's three ops for fastlayers' conv2d_relu_max_pool2d."""
+    conv, pool = split_pool_kwargs(kwargs)
     return F.max_pool2d(torch.relu(F.conv2d(x, w, b, **conv)), **pool)
 
 
@@ -72,8 +80,7 @@ def _relu_reference_backward(op):
 
 def _conv2d_relu_max_pool2d_reference_backward(args, kwargs, grad, fast_output):
     _, indices = FF.conv2d_relu_max_pool2d(*args, **kwargs, return_indices=True)
-    conv = {k: v for k, v in kwargs.items() if not k.startswith("pool_")}
-    act = F.conv2d(*args, **conv).flatten(2)
+    act = F.conv2d(*args, **split_pool_kwargs(kwargs)[0]).flatten(2)
     picked = act.gather(2, indices.flatten(2)).view_as(indices)
     picked.backward(grad * (fast_output > 0))
 
@@ -152,7 +159,9 @@ def model_layers(name):
             cases.append(layer_case(name, f"{op}_relu" if relu else op, x, m, kwargs, flops))
             pool = consumer(i + 1) if op == "conv2d" and relu else None
             if isinstance(pool, nn.MaxPool2d) and hasattr(FF, "conv2d_relu_max_pool2d"):
-                pool_kwargs = {"pool_" + k: v for k, v in hyper_parameters(pool, POOL_DEFAULTS).items()}
+                # fastlayers' names: pool_ in front, but for ceil_mode
+                pool_kwargs = {k if k == "ceil_mode" else "pool_" + k: v
+                               for k, v in hyper_parameters(pool, POOL_DEFAULTS).items()}
                 cases.append(layer_case(name, "conv2d_relu_max_pool2d", x, m, kwargs | pool_kwargs, flops))
     return cases, step_flops
 
