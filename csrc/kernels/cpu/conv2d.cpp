@@ -367,9 +367,9 @@ bool all_finite(const Context& ctx, const T* x, int64_t n) {
 // (fastlayers.set_cpu_winograd).
 bool use_winograd(const Context& ctx, const Conv2dParams& p) {
   return ctx.winograd && winograd_kernel_size(p.KH) && p.KW == p.KH && p.stride_h == 1 &&
-         p.stride_w == 1 &&
-         p.dilation_h == 1 && p.dilation_w == 1 && p.OC / p.groups >= kWindowMinChannels &&
-         p.C / p.groups >= kWindowMinChannels && p.OH > 0 && p.OW > 0 && p.H > 0 && p.W > 0;
+         p.stride_w == 1 && p.dilation_h == 1 && p.dilation_w == 1 &&
+         p.OC / p.groups >= kWindowMinChannels && p.C / p.groups >= kWindowMinChannels &&
+         p.OH > 0 && p.OW > 0 && p.H > 0 && p.W > 0;
 }
 
 // conv2d_windows_each's contract, in Winograd's form. Returns false, having done nothing, when an
