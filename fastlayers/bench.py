@@ -90,6 +90,7 @@ REFERENCE_BACKWARD = {
     "conv2d_relu": _relu_reference_backward("conv2d"),
     "conv2d_relu_max_pool2d": _conv2d_relu_max_pool2d_reference_backward,
 }
+
 TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-10}
 MODES = ("fwd", "fwd+bwd", "step")
 SIDES = ("fastlayers", "torch", "compile")

@@ -63,8 +63,9 @@ template <typename T>
 const T* winograd_weight_transform(int64_t K);
 
 // One image (or group) of the conv: V from quads (`channels` input channels), the g.points
-// products with weights[xi] (U[xi], [out_channels, channels], packed by the caller for weights[0].isa),
-// then y[out_channels][OH][OW] + bias[oc] (may be null), ReLU if relu. a_off[c] = c * g.Sv.
+// products with weights[xi] (U[xi], [out_channels, channels], packed by the caller for
+// weights[0].isa), then y[out_channels][OH][OW] + bias[oc] (may be null), ReLU if relu.
+// a_off[c] = c * g.Sv.
 // Scratch, sized by winograd_scratch: V, M, S.
 template <typename T>
 void winograd_image(const WinogradTiles& g, int64_t channels, int64_t out_channels,
