@@ -1,7 +1,7 @@
 // Device-side helpers shared by every CUDA kernel file: the accumulation type of each element
 // type, conversions, ceil_div, the block sizes with the reason for each, and grid-stride loop
-// bounds. Compiled only by nvcc (the .cu files include it; the torch layer never does). Tested
-// through every op's CUDA tests.
+// bounds, and the one launch helper. Included by the .cu files only (never by the torch layer).
+// Tested through every op's CUDA tests and the C++ tests' CPU emulation.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -71,6 +71,18 @@ inline unsigned grid_size(int64_t work, int64_t per_block) {
   const int64_t blocks = ceil_div(work, per_block);
   return static_cast<unsigned>(blocks < kMaxGridBlocks ? blocks : kMaxGridBlocks);
 }
+
+// Every kernel is launched through here: kernel<<<grid, block, 0, stream>>>(args...), returning
+// the launch's error. Host compilers see these files only in the CPU emulation that runs the
+// kernels in the C++ tests (tests/cpp/cuda_emulation.h), which defines its own launch().
+#if defined(__CUDACC__)
+template <typename... Params, typename... Args>
+cudaError_t launch(void (*kernel)(Params...), unsigned grid, unsigned block, cudaStream_t stream,
+                   Args... args) {
+  kernel<<<grid, block, 0, stream>>>(args...);
+  return cudaGetLastError();
+}
+#endif
 
 // The first item of this thread in a 1-D grid-stride loop, and the stride; 64-bit, so that
 // tensors past 2^31 elements are indexed correctly.

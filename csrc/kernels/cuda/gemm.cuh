@@ -236,14 +236,13 @@ cudaError_t gemm(const GemmContext& ctx, int64_t batches, int64_t M, int64_t N, 
     partials = static_cast<A*>(
         ctx.workspace->allocate(static_cast<size_t>(plan.splits * batches * M * N) * sizeof(A)));
   }
-  gemm_kernel<T, Tile><<<grid_size(s.work(), 1), Tile::kThreads, 0, ctx.stream>>>(s, a, b, ep,
-                                                                                   partials);
-  cudaError_t err = cudaGetLastError();
+  const cudaError_t err =
+      launch(gemm_kernel<T, Tile, AOperand, BOperand>, grid_size(s.work(), 1), Tile::kThreads,
+             ctx.stream, s, a, b, ep, partials);
   if (err != cudaSuccess || plan.splits == 1) return err;
   const int64_t total = batches * M * N;
-  split_k_reduce_kernel<T><<<grid_size(total, kElementwiseBlock), kElementwiseBlock, 0,
-                             ctx.stream>>>(s.splits, batches, M, N, partials, ep);
-  return cudaGetLastError();
+  return launch(split_k_reduce_kernel<T>, grid_size(total, kElementwiseBlock), kElementwiseBlock,
+                ctx.stream, s.splits, batches, M, N, partials, ep);
 }
 
 }  // namespace fastlayers::cuda

@@ -116,9 +116,8 @@ cudaError_t max_pool2d_forward(cudaStream_t stream, const Pool2dParams& p, const
                                int64_t* indices) {
   const int64_t total = p.planes * p.OH * p.OW;
   if (total == 0) return cudaSuccess;
-  max_pool2d_forward_kernel<T><<<grid_size(total, kElementwiseBlock), kElementwiseBlock, 0,
-                                 stream>>>(p, x, y, indices);
-  return cudaGetLastError();
+  return launch(max_pool2d_forward_kernel<T>, grid_size(total, kElementwiseBlock),
+                kElementwiseBlock, stream, p, x, y, indices);
 }
 
 template <typename T>
@@ -128,17 +127,15 @@ cudaError_t max_pool2d_backward(cudaStream_t stream, const Pool2dParams& p, cons
   if (p.planes * HW == 0) return cudaSuccess;
   if (deterministic) {
     // Also the path for total == 0 (an output with OH or OW of 0): it still zeroes gx.
-    max_pool2d_backward_ordered_kernel<T>
-        <<<grid_size(p.planes, kElementwiseBlock / kWarp), kElementwiseBlock, 0, stream>>>(
-            p, gy, indices, gx);
-    return cudaGetLastError();
+    return launch(max_pool2d_backward_ordered_kernel<T>,
+                  grid_size(p.planes, kElementwiseBlock / kWarp), kElementwiseBlock, stream, p, gy,
+                  indices, gx);
   }
   // All-zero bits are 0.0 in every floating type.
   cudaError_t err = cudaMemsetAsync(gx, 0, static_cast<size_t>(p.planes * HW) * sizeof(T), stream);
   if (err != cudaSuccess || total == 0) return err;
-  max_pool2d_backward_atomic_kernel<T><<<grid_size(total, kElementwiseBlock), kElementwiseBlock,
-                                         0, stream>>>(p, gy, indices, gx);
-  return cudaGetLastError();
+  return launch(max_pool2d_backward_atomic_kernel<T>, grid_size(total, kElementwiseBlock),
+                kElementwiseBlock, stream, p, gy, indices, gx);
 }
 
 #define FASTLAYERS_INSTANTIATE(T)                                                               \

@@ -63,26 +63,23 @@ __global__ void __launch_bounds__(kReduceBlock)
 template <typename T>
 cudaError_t relu_forward(cudaStream_t stream, int64_t n, const T* x, T* y) {
   if (n == 0) return cudaSuccess;
-  relu_forward_kernel<T><<<grid_size(n, kElementwiseBlock), kElementwiseBlock, 0, stream>>>(n, x,
-                                                                                           y);
-  return cudaGetLastError();
+  return launch(relu_forward_kernel<T>, grid_size(n, kElementwiseBlock), kElementwiseBlock, stream,
+                n, x, y);
 }
 
 template <typename T>
 cudaError_t relu_backward(cudaStream_t stream, int64_t n, const T* gy, const T* y, T* gx) {
   if (n == 0) return cudaSuccess;
-  relu_backward_kernel<T><<<grid_size(n, kElementwiseBlock), kElementwiseBlock, 0, stream>>>(
-      n, gy, y, gx);
-  return cudaGetLastError();
+  return launch(relu_backward_kernel<T>, grid_size(n, kElementwiseBlock), kElementwiseBlock,
+                stream, n, gy, y, gx);
 }
 
 template <typename T>
 cudaError_t bias_grad(cudaStream_t stream, int64_t outer, int64_t channels, int64_t inner,
                       const T* gy, const T* relu_output, T* gb) {
   if (channels == 0) return cudaSuccess;
-  bias_grad_kernel<T><<<grid_size(channels, 1), kReduceBlock, 0, stream>>>(
-      outer, channels, inner, gy, relu_output, gb);
-  return cudaGetLastError();
+  return launch(bias_grad_kernel<T>, grid_size(channels, 1), kReduceBlock, stream, outer, channels,
+                inner, gy, relu_output, gb);
 }
 
 #define FASTLAYERS_INSTANTIATE(T)                                                               \
