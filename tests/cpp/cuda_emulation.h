@@ -1,0 +1,102 @@
+// A CPU emulation of the parts of the CUDA execution model that fastlayers' kernels use, so that
+// the kernels of csrc/kernels/cuda/ run, and are checked against a reference, on machines with no
+// GPU (tests/cpp/test_cuda_kernels.cpp): their index arithmetic, tiling, tails, barriers and warp
+// collectives. Under `make sanitize` the same run is an AddressSanitizer check of every global
+// and shared memory access, the counterpart of compute-sanitizer's memcheck.
+//
+// The kernel files are compiled by the host compiler with this header included first
+// (-include; see CMakeLists.txt). Each CUDA thread of a block is a fiber (its own stack, switched
+// with swapcontext) on the calling thread. The schedule is deterministic and adversarial: thread
+// 0 runs until it waits at a barrier or leaves the kernel, then thread 1, and so on; when every
+// thread of the block (or lane of the warp) waits at the same barrier, they all go on. So a
+// kernel that reads shared memory another thread writes without a barrier in between reads it
+// too early or too late here, and fails its test. Blocks run one after another, so __shared__
+// arrays are function statics. A barrier that the threads of a block (or lanes of a warp) do not
+// all reach at the same line, including a thread that leaves the kernel while others wait,
+// aborts the program with the places named.
+//
+// Not modelled: timing, blocks running at the same time, 2-D and 3-D launches, and warp masks
+// other than the full warp.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+// Device code calls these unqualified, as CUDA's math headers declare them.
+using std::fma;
+using std::max;
+using std::min;
+
+#undef __shared__
+#define __shared__ static
+#undef __launch_bounds__
+#define __launch_bounds__(...)
+
+namespace fastlayers::cuda::emulation {
+
+// Where the running fiber is in the launch.
+struct Position {
+  uint3 thread, block;
+  dim3 block_dim, grid_dim;
+};
+extern thread_local Position position;
+
+// Runs body once per thread of every block: `block` fibers, over blocks 0 .. grid - 1 in
+// order. Returns cudaErrorInvalidConfiguration for an empty grid or block, or a block of more
+// than 1024 threads, as a launch would.
+cudaError_t run_grid(unsigned grid, unsigned block, const std::function<void()>& body);
+
+// The barriers and warp collectives; `where` names the call site in a failure. Only full-warp
+// masks are supported.
+void sync_block(const char* where);
+void sync_warp(const char* where, unsigned mask = 0xffffffffu);
+unsigned match_any(const char* where, unsigned mask, unsigned long long value);
+
+// The emulated atomics (one thread runs at a time); half types are added in float and rounded,
+// as the hardware's atomicAdd does.
+float atomic_add(float* address, float value);
+double atomic_add(double* address, double value);
+__half atomic_add(__half* address, __half value);
+__nv_bfloat16 atomic_add(__nv_bfloat16* address, __nv_bfloat16 value);
+
+}  // namespace fastlayers::cuda::emulation
+
+#define FASTLAYERS_EMULATION_STR2(x) #x
+#define FASTLAYERS_EMULATION_STR(x) FASTLAYERS_EMULATION_STR2(x)
+#define FASTLAYERS_EMULATION_WHERE __FILE__ ":" FASTLAYERS_EMULATION_STR(__LINE__)
+
+#define threadIdx (::fastlayers::cuda::emulation::position.thread)
+#define blockIdx (::fastlayers::cuda::emulation::position.block)
+#define blockDim (::fastlayers::cuda::emulation::position.block_dim)
+#define gridDim (::fastlayers::cuda::emulation::position.grid_dim)
+
+#define __syncthreads() ::fastlayers::cuda::emulation::sync_block(FASTLAYERS_EMULATION_WHERE)
+#define __syncwarp(...) \
+  ::fastlayers::cuda::emulation::sync_warp(FASTLAYERS_EMULATION_WHERE, ##__VA_ARGS__)
+#define __match_any_sync(mask, value) \
+  ::fastlayers::cuda::emulation::match_any(FASTLAYERS_EMULATION_WHERE, mask, value)
+#define atomicAdd ::fastlayers::cuda::emulation::atomic_add
+
+inline int __ffs(int x) { return __builtin_ffs(x); }
+
+namespace fastlayers::cuda {
+
+// The emulated kernel<<<grid, block, 0, stream>>>(args...): the arguments are converted to the
+// kernel's parameter types once, and each thread gets its own copy, as on a GPU. Runs to
+// completion before returning (the stream is ignored).
+template <typename... Params, typename... Args>
+cudaError_t launch(void (*kernel)(Params...), unsigned grid, unsigned block, cudaStream_t,
+                   Args... args) {
+  const std::tuple<std::decay_t<Params>...> params(args...);
+  return emulation::run_grid(grid, block, [&] { std::apply(kernel, params); });
+}
+
+}  // namespace fastlayers::cuda

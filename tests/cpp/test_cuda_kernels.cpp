@@ -1,0 +1,544 @@
+// fastlayers' CUDA kernels (csrc/kernels/cuda/) run on the CPU emulation of cuda_emulation.h and
+// checked against naive double-precision loops, with no GPU and no torch: linear's forward (bias,
+// ReLU) and both gradients (with the ReLU mask, and split-K for long reductions), conv2d's
+// forward and both gradients over strides, asymmetric padding, dilation, groups and split-K,
+// max_pool2d forward (values and indices, padding, dilation, ceil_mode windows, -inf and NaN
+// inputs) and both backwards (in-order and atomic, with out-of-range indices skipped), ReLU
+// forward and backward (NaN, -0.0), and the bias gradient; in float, double, __half and
+// __nv_bfloat16. Outputs are poisoned with NaN before each launch, so an element never written
+// fails. Built and run by CMake/ctest where the CUDA headers are found (`make test`), and under
+// AddressSanitizer by `make sanitize`.
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <limits>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cuda/conv2d.h"
+#include "cuda/linear.h"
+#include "cuda/max_pool2d.h"
+#include "cuda/relu.h"
+
+using fastlayers::Conv2dParams;
+using fastlayers::Pool2dParams;
+namespace fc = fastlayers::cuda;
+
+namespace {
+
+int failures = 0;
+int checks = 0;
+
+// Conversions between the element types and double on the host.
+template <typename T>
+T from_double(double v) {
+  return static_cast<T>(v);
+}
+template <>
+__half from_double<__half>(double v) {
+  return __float2half_rn(static_cast<float>(v));
+}
+template <>
+__nv_bfloat16 from_double<__nv_bfloat16>(double v) {
+  return __float2bfloat16_rn(static_cast<float>(v));
+}
+double to_double(float v) { return v; }
+double to_double(double v) { return v; }
+double to_double(__half v) { return __half2float(v); }
+double to_double(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+template <typename T>
+const char* type_name();
+template <>
+const char* type_name<float>() { return "float"; }
+template <>
+const char* type_name<double>() { return "double"; }
+template <>
+const char* type_name<__half>() { return "half"; }
+template <>
+const char* type_name<__nv_bfloat16>() { return "bfloat16"; }
+
+// Relative error allowed against the sum of the terms' magnitudes: the accumulation type's
+// rounding over a short sum, plus the output's rounding for half types.
+template <typename T>
+double tolerance() {
+  if constexpr (std::is_same_v<T, double>) return 1e-13;
+  if constexpr (std::is_same_v<T, float>) return 2e-6;
+  if constexpr (std::is_same_v<T, __half>) return 1e-3;
+  return 8e-3;
+}
+
+std::mt19937 rng(2024);
+
+// Values in [-1, 1] rounded to T (the reference reads the rounded values back).
+template <typename T>
+std::vector<T> random_values(int64_t n) {
+  std::uniform_real_distribution<double> uniform(-1.0, 1.0);
+  std::vector<T> v(static_cast<size_t>(n));
+  for (auto& x : v) x = from_double<T>(uniform(rng));
+  return v;
+}
+
+// A ReLU output to mask with: about half the values <= 0, some exactly 0, one NaN (which passes).
+template <typename T>
+std::vector<T> random_mask(int64_t n) {
+  auto v = random_values<T>(n);
+  for (size_t i = 0; i < v.size(); i += 7) v[i] = from_double<T>(0.0);
+  if (!v.empty()) v[v.size() / 2] = from_double<T>(std::nan(""));
+  return v;
+}
+
+template <typename T>
+std::vector<T> poisoned(int64_t n) {
+  return std::vector<T>(static_cast<size_t>(n), from_double<T>(std::nan("")));
+}
+
+template <typename T>
+double masked(const std::vector<T>& v, const std::vector<T>* mask, int64_t i) {
+  if (mask != nullptr && to_double((*mask)[i]) <= 0.0) return 0.0;  // NaN passes
+  return to_double(v[i]);
+}
+
+// Scratch from the host heap, kept until the test ends.
+class HostWorkspace final : public fc::Workspace {
+ public:
+  void* allocate(size_t bytes) override {
+    blocks_.push_back(std::make_unique<double[]>(bytes / sizeof(double) + 1));
+    return blocks_.back().get();
+  }
+
+ private:
+  std::vector<std::unique_ptr<double[]>> blocks_;
+};
+
+// A small SM count makes split-K happen at test sizes.
+fc::GemmContext context(HostWorkspace& workspace, int sm_count = 4) {
+  return {nullptr, sm_count, &workspace};
+}
+
+void expect_success(cudaError_t err, const std::string& what) {
+  ++checks;
+  if (err != cudaSuccess) {
+    std::printf("FAIL %s: launch returned error %d\n", what.c_str(), static_cast<int>(err));
+    ++failures;
+  }
+}
+
+// Compares got[i] with ref[i] within tolerance<T>() * scale[i] (scale: the sum of |terms|).
+template <typename T>
+void expect_close(const std::vector<T>& got, const std::vector<double>& ref,
+                  const std::vector<double>& scale, const std::string& what) {
+  ++checks;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    const double g = to_double(got[i]);
+    const bool both_nan = std::isnan(g) && std::isnan(ref[i]);
+    const double allowed = tolerance<T>() * (scale[i] + std::fabs(ref[i])) + 1e-300;
+    if (!both_nan && !(std::fabs(g - ref[i]) <= allowed)) {
+      std::printf("FAIL %s %s: element %zu is %.9g, expected %.9g (allowed error %.3g)\n",
+                  what.c_str(), type_name<T>(), i, g, ref[i], allowed);
+      ++failures;
+      return;
+    }
+  }
+}
+
+template <typename T>
+void expect_equal(const std::vector<T>& got, const std::vector<double>& ref,
+                  const std::string& what) {
+  expect_close(got, ref, std::vector<double>(ref.size(), 0.0), what);
+}
+
+double relu(double v) { return v < 0 ? 0.0 : v; }
+
+// ---------------------------------------------------------------------------------------------
+// linear
+
+template <typename T>
+void test_linear(int64_t M, int64_t N, int64_t K) {
+  const std::string shape =
+      "linear M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K);
+  HostWorkspace ws;
+  const auto x = random_values<T>(M * K), w = random_values<T>(N * K), b = random_values<T>(N);
+  for (bool with_bias : {false, true}) {
+    for (bool with_relu : {false, true}) {
+      auto y = poisoned<T>(M * N);
+      expect_success(fc::linear_forward<T>(context(ws), M, N, K, x.data(), w.data(),
+                                           with_bias ? b.data() : nullptr, y.data(), with_relu),
+                     shape);
+      std::vector<double> ref(M * N), scale(M * N);
+      for (int64_t m = 0; m < M; ++m) {
+        for (int64_t n = 0; n < N; ++n) {
+          double sum = with_bias ? to_double(b[n]) : 0.0, abs = std::fabs(sum);
+          for (int64_t k = 0; k < K; ++k) {
+            const double t = to_double(x[m * K + k]) * to_double(w[n * K + k]);
+            sum += t;
+            abs += std::fabs(t);
+          }
+          ref[m * N + n] = with_relu ? relu(sum) : sum;
+          scale[m * N + n] = abs;
+        }
+      }
+      expect_close(y, ref, scale, shape + " forward bias=" + std::to_string(with_bias) +
+                                      " relu=" + std::to_string(with_relu));
+    }
+  }
+  const auto gy = random_values<T>(M * N), mask = random_mask<T>(M * N);
+  for (bool with_mask : {false, true}) {
+    const std::vector<T>* m_ = with_mask ? &mask : nullptr;
+    const T* mask_ptr = with_mask ? mask.data() : nullptr;
+    auto gx = poisoned<T>(M * K);
+    expect_success(fc::linear_grad_input<T>(context(ws), M, N, K, gy.data(), w.data(), mask_ptr,
+                                            gx.data()),
+                   shape);
+    std::vector<double> ref(M * K), scale(M * K);
+    for (int64_t m = 0; m < M; ++m) {
+      for (int64_t k = 0; k < K; ++k) {
+        double sum = 0, abs = 0;
+        for (int64_t n = 0; n < N; ++n) {
+          const double t = masked(gy, m_, m * N + n) * to_double(w[n * K + k]);
+          sum += t;
+          abs += std::fabs(t);
+        }
+        ref[m * K + k] = sum;
+        scale[m * K + k] = abs;
+      }
+    }
+    expect_close(gx, ref, scale, shape + " grad_input mask=" + std::to_string(with_mask));
+
+    auto gw = poisoned<T>(N * K);
+    expect_success(fc::linear_grad_weight<T>(context(ws), M, N, K, gy.data(), x.data(), mask_ptr,
+                                             gw.data()),
+                   shape);
+    ref.assign(N * K, 0.0);
+    scale.assign(N * K, 0.0);
+    for (int64_t n = 0; n < N; ++n) {
+      for (int64_t k = 0; k < K; ++k) {
+        for (int64_t m = 0; m < M; ++m) {
+          const double t = masked(gy, m_, m * N + n) * to_double(x[m * K + k]);
+          ref[n * K + k] += t;
+          scale[n * K + k] += std::fabs(t);
+        }
+      }
+    }
+    expect_close(gw, ref, scale, shape + " grad_weight mask=" + std::to_string(with_mask));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// conv2d
+
+// A conv with the bottom/right padding given; OH and OW follow.
+Conv2dParams conv(int64_t N, int64_t C, int64_t H, int64_t W, int64_t OC, int64_t KH, int64_t KW,
+                  int64_t stride_h, int64_t stride_w, int64_t pad_top, int64_t pad_bottom,
+                  int64_t pad_left, int64_t pad_right, int64_t dilation_h, int64_t dilation_w,
+                  int64_t groups) {
+  Conv2dParams p{};
+  p.N = N, p.C = C, p.H = H, p.W = W, p.OC = OC, p.KH = KH, p.KW = KW;
+  p.stride_h = stride_h, p.stride_w = stride_w, p.pad_top = pad_top, p.pad_left = pad_left;
+  p.dilation_h = dilation_h, p.dilation_w = dilation_w, p.groups = groups;
+  p.OH = (H + pad_top + pad_bottom - dilation_h * (KH - 1) - 1) / stride_h + 1;
+  p.OW = (W + pad_left + pad_right - dilation_w * (KW - 1) - 1) / stride_w + 1;
+  return p;
+}
+
+std::string describe(const Conv2dParams& p) {
+  char text[256];
+  std::snprintf(text, sizeof(text),
+                "conv2d N=%lld C=%lld %lldx%lld OC=%lld k=%lldx%lld s=%lld,%lld pad=%lld,%lld "
+                "d=%lld,%lld g=%lld",
+                (long long)p.N, (long long)p.C, (long long)p.H, (long long)p.W, (long long)p.OC,
+                (long long)p.KH, (long long)p.KW, (long long)p.stride_h, (long long)p.stride_w,
+                (long long)p.pad_top, (long long)p.pad_left, (long long)p.dilation_h,
+                (long long)p.dilation_w, (long long)p.groups);
+  return text;
+}
+
+// Calls f(n, oc, oh, ow, c, kh, kw, ih, iw) for every in-bounds term of the convolution.
+template <typename F>
+void for_each_term(const Conv2dParams& p, F f) {
+  const int64_t Cg = p.C / p.groups, OCg = p.OC / p.groups;
+  for (int64_t n = 0; n < p.N; ++n)
+    for (int64_t oc = 0; oc < p.OC; ++oc)
+      for (int64_t oh = 0; oh < p.OH; ++oh)
+        for (int64_t ow = 0; ow < p.OW; ++ow)
+          for (int64_t c = 0; c < Cg; ++c)
+            for (int64_t kh = 0; kh < p.KH; ++kh)
+              for (int64_t kw = 0; kw < p.KW; ++kw) {
+                const int64_t ih = oh * p.stride_h - p.pad_top + kh * p.dilation_h;
+                const int64_t iw = ow * p.stride_w - p.pad_left + kw * p.dilation_w;
+                if (ih < 0 || ih >= p.H || iw < 0 || iw >= p.W) continue;
+                f(n, oc, oh, ow, (oc / OCg) * Cg + c, kh, kw, ih, iw);
+              }
+}
+
+template <typename T>
+void test_conv2d(const Conv2dParams& p) {
+  const std::string shape = describe(p);
+  HostWorkspace ws;
+  const int64_t Cg = p.C / p.groups;
+  const int64_t x_size = p.N * p.C * p.H * p.W, w_size = p.OC * Cg * p.KH * p.KW;
+  const int64_t y_size = p.N * p.OC * p.OH * p.OW;
+  const auto x = random_values<T>(x_size), w = random_values<T>(w_size);
+  const auto b = random_values<T>(p.OC);
+  auto x_at = [&](int64_t n, int64_t c, int64_t h, int64_t ww) {
+    return ((n * p.C + c) * p.H + h) * p.W + ww;
+  };
+  auto y_at = [&](int64_t n, int64_t oc, int64_t oh, int64_t ow) {
+    return ((n * p.OC + oc) * p.OH + oh) * p.OW + ow;
+  };
+  auto w_at = [&](int64_t oc, int64_t c, int64_t kh, int64_t kw) {
+    return ((oc * Cg + c % Cg) * p.KH + kh) * p.KW + kw;
+  };
+
+  for (bool with_bias : {false, true}) {
+    for (bool with_relu : {false, true}) {
+      auto y = poisoned<T>(y_size);
+      expect_success(fc::conv2d_forward<T>(context(ws), p, x.data(), w.data(),
+                                           with_bias ? b.data() : nullptr, y.data(), with_relu),
+                     shape);
+      std::vector<double> ref(y_size, 0.0), scale(y_size, 0.0);
+      for (int64_t n = 0; n < p.N; ++n)
+        for (int64_t oc = 0; oc < p.OC; ++oc)
+          for (int64_t q = 0; q < p.OH * p.OW; ++q) {
+            const double bias = with_bias ? to_double(b[oc]) : 0.0;
+            ref[(n * p.OC + oc) * p.OH * p.OW + q] = bias;
+            scale[(n * p.OC + oc) * p.OH * p.OW + q] = std::fabs(bias);
+          }
+      for_each_term(p, [&](int64_t n, int64_t oc, int64_t oh, int64_t ow, int64_t c, int64_t kh,
+                           int64_t kw, int64_t ih, int64_t iw) {
+        const double t = to_double(x[x_at(n, c, ih, iw)]) * to_double(w[w_at(oc, c, kh, kw)]);
+        ref[y_at(n, oc, oh, ow)] += t;
+        scale[y_at(n, oc, oh, ow)] += std::fabs(t);
+      });
+      if (with_relu) {
+        for (auto& v : ref) v = relu(v);
+      }
+      expect_close(y, ref, scale, shape + " forward bias=" + std::to_string(with_bias) +
+                                      " relu=" + std::to_string(with_relu));
+    }
+  }
+
+  const auto gy = random_values<T>(y_size), mask = random_mask<T>(y_size);
+  for (bool with_mask : {false, true}) {
+    const std::vector<T>* m_ = with_mask ? &mask : nullptr;
+    const T* mask_ptr = with_mask ? mask.data() : nullptr;
+    auto gx = poisoned<T>(x_size);
+    expect_success(
+        fc::conv2d_grad_input<T>(context(ws), p, gy.data(), w.data(), mask_ptr, gx.data()),
+        shape);
+    std::vector<double> ref(x_size, 0.0), scale(x_size, 0.0);
+    for_each_term(p, [&](int64_t n, int64_t oc, int64_t oh, int64_t ow, int64_t c, int64_t kh,
+                         int64_t kw, int64_t ih, int64_t iw) {
+      const double t = masked(gy, m_, y_at(n, oc, oh, ow)) * to_double(w[w_at(oc, c, kh, kw)]);
+      ref[x_at(n, c, ih, iw)] += t;
+      scale[x_at(n, c, ih, iw)] += std::fabs(t);
+    });
+    expect_close(gx, ref, scale, shape + " grad_input mask=" + std::to_string(with_mask));
+
+    auto gw = poisoned<T>(w_size);
+    expect_success(
+        fc::conv2d_grad_weight<T>(context(ws), p, gy.data(), x.data(), mask_ptr, gw.data()),
+        shape);
+    ref.assign(w_size, 0.0);
+    scale.assign(w_size, 0.0);
+    for_each_term(p, [&](int64_t n, int64_t oc, int64_t oh, int64_t ow, int64_t c, int64_t kh,
+                         int64_t kw, int64_t ih, int64_t iw) {
+      const double t = masked(gy, m_, y_at(n, oc, oh, ow)) * to_double(x[x_at(n, c, ih, iw)]);
+      ref[w_at(oc, c, kh, kw)] += t;
+      scale[w_at(oc, c, kh, kw)] += std::fabs(t);
+    });
+    expect_close(gw, ref, scale, shape + " grad_weight mask=" + std::to_string(with_mask));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// max_pool2d
+
+Pool2dParams pool(int64_t planes, int64_t H, int64_t W, int64_t kernel, int64_t stride,
+                  int64_t pad, int64_t dilation, bool ceil_mode) {
+  Pool2dParams p{};
+  p.planes = planes, p.H = H, p.W = W;
+  p.kernel_h = p.kernel_w = kernel, p.stride_h = p.stride_w = stride, p.pad_h = p.pad_w = pad;
+  p.dilation_h = p.dilation_w = dilation;
+  auto out = [&](int64_t size) {  // torch's pooling_output_shape
+    const int64_t span = size + 2 * pad - dilation * (kernel - 1) - 1 + (ceil_mode ? stride - 1 : 0);
+    int64_t o = span / stride + 1;
+    if (ceil_mode && (o - 1) * stride >= size + pad) --o;
+    return o;
+  };
+  p.OH = out(H);
+  p.OW = out(W);
+  return p;
+}
+
+template <typename T>
+void test_max_pool2d(const Pool2dParams& p) {
+  char text[160];
+  std::snprintf(text, sizeof(text), "max_pool2d planes=%lld %lldx%lld k=%lld s=%lld pad=%lld d=%lld",
+                (long long)p.planes, (long long)p.H, (long long)p.W, (long long)p.kernel_h,
+                (long long)p.stride_h, (long long)p.pad_h, (long long)p.dilation_h);
+  const std::string shape = text;
+  const int64_t HW = p.H * p.W, OHW = p.OH * p.OW;
+  auto x = random_values<T>(p.planes * HW);
+  // Ties, an -inf and a NaN: torch keeps the first maximum, and a NaN wins its window.
+  for (size_t i = 3; i < x.size(); i += 11) x[i] = x[i - 1];
+  if (x.size() > 5) x[5] = from_double<T>(-std::numeric_limits<double>::infinity());
+  if (x.size() > 17) x[17] = from_double<T>(std::nan(""));
+
+  std::vector<double> ref(p.planes * OHW);
+  std::vector<int64_t> ref_index(p.planes * OHW);
+  for (int64_t plane = 0; plane < p.planes; ++plane)
+    for (int64_t oh = 0; oh < p.OH; ++oh)
+      for (int64_t ow = 0; ow < p.OW; ++ow) {
+        double best = -std::numeric_limits<double>::infinity();
+        int64_t best_index = -1;
+        for (int64_t i = 0; i < p.kernel_h; ++i)
+          for (int64_t j = 0; j < p.kernel_w; ++j) {
+            const int64_t h = oh * p.stride_h - p.pad_h + i * p.dilation_h;
+            const int64_t w = ow * p.stride_w - p.pad_w + j * p.dilation_w;
+            if (h < 0 || h >= p.H || w < 0 || w >= p.W) continue;
+            if (best_index < 0) best_index = h * p.W + w;  // an all -inf window keeps its first
+            const double v = to_double(x[plane * HW + h * p.W + w]);
+            if (v > best || std::isnan(v)) {
+              best = v;
+              best_index = h * p.W + w;
+            }
+          }
+        ref[plane * OHW + oh * p.OW + ow] = best;
+        ref_index[plane * OHW + oh * p.OW + ow] = best_index;
+      }
+
+  auto y = poisoned<T>(p.planes * OHW);
+  std::vector<int64_t> indices(p.planes * OHW, -7);
+  expect_success(fc::max_pool2d_forward<T>(nullptr, p, x.data(), y.data(), indices.data()), shape);
+  expect_equal(y, ref, shape + " forward");
+  ++checks;
+  for (size_t i = 0; i < indices.size(); ++i) {
+    if (indices[i] != ref_index[i]) {
+      std::printf("FAIL %s %s forward: index %zu is %lld, expected %lld\n", shape.c_str(),
+                  type_name<T>(), i, (long long)indices[i], (long long)ref_index[i]);
+      ++failures;
+      break;
+    }
+  }
+
+  // The backward with the forward's indices, plus two hand-made ones out of range (skipped).
+  const auto gy = random_values<T>(p.planes * OHW);
+  if (indices.size() > 2) {
+    indices[1] = HW;
+    indices[2] = -1;
+  }
+  std::vector<double> gx_ref(p.planes * HW, 0.0), scale(p.planes * HW, 0.0);
+  for (int64_t plane = 0; plane < p.planes; ++plane)
+    for (int64_t o = 0; o < OHW; ++o) {
+      const int64_t index = indices[plane * OHW + o];
+      if (index < 0 || index >= HW) continue;
+      gx_ref[plane * HW + index] += to_double(gy[plane * OHW + o]);
+      scale[plane * HW + index] += std::fabs(to_double(gy[plane * OHW + o]));
+    }
+  for (bool deterministic : {true, false}) {
+    auto gx = poisoned<T>(p.planes * HW);
+    expect_success(fc::max_pool2d_backward<T>(nullptr, p, gy.data(), indices.data(), gx.data(),
+                                              deterministic),
+                   shape);
+    expect_close(gx, gx_ref, scale,
+                 shape + (deterministic ? " backward in order" : " backward atomic"));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// ReLU and the bias gradient
+
+template <typename T>
+void test_relu(int64_t n) {
+  const std::string shape = "relu n=" + std::to_string(n);
+  auto x = random_values<T>(n);
+  if (n > 3) {
+    x[1] = from_double<T>(std::nan(""));
+    x[2] = from_double<T>(-0.0);
+  }
+  auto y = poisoned<T>(n);
+  expect_success(fc::relu_forward<T>(nullptr, n, x.data(), y.data()), shape);
+  std::vector<double> ref(n);
+  for (int64_t i = 0; i < n; ++i) ref[i] = relu(to_double(x[i]));
+  expect_equal(y, ref, shape + " forward");
+  ++checks;
+  if (n > 3 && !std::signbit(to_double(y[2]))) {
+    std::printf("FAIL %s %s: relu(-0.0) lost its sign\n", shape.c_str(), type_name<T>());
+    ++failures;
+  }
+
+  const auto gy = random_values<T>(n), mask = random_mask<T>(n);
+  auto gx = poisoned<T>(n);
+  expect_success(fc::relu_backward<T>(nullptr, n, gy.data(), mask.data(), gx.data()), shape);
+  for (int64_t i = 0; i < n; ++i) ref[i] = masked(gy, &mask, i);
+  expect_equal(gx, ref, shape + " backward");
+}
+
+template <typename T>
+void test_bias_grad(int64_t outer, int64_t channels, int64_t inner) {
+  const std::string shape = "bias_grad " + std::to_string(outer) + "x" + std::to_string(channels) +
+                            "x" + std::to_string(inner);
+  const int64_t n = outer * channels * inner;
+  const auto gy = random_values<T>(n), mask = random_mask<T>(n);
+  for (bool with_mask : {false, true}) {
+    auto gb = poisoned<T>(channels);
+    expect_success(fc::bias_grad<T>(nullptr, outer, channels, inner, gy.data(),
+                                    with_mask ? mask.data() : nullptr, gb.data()),
+                   shape);
+    std::vector<double> ref(channels, 0.0), scale(channels, 0.0);
+    for (int64_t o = 0; o < outer; ++o)
+      for (int64_t c = 0; c < channels; ++c)
+        for (int64_t i = 0; i < inner; ++i) {
+          const double v = masked(gy, with_mask ? &mask : nullptr, (o * channels + c) * inner + i);
+          ref[c] += v;
+          scale[c] += std::fabs(v);
+        }
+    expect_close(gb, ref, scale, shape + " mask=" + std::to_string(with_mask));
+  }
+}
+
+template <typename T>
+void test_all() {
+  // Tails on every side of the 64 x 64 x 16 tile, an empty reduction, and (M = 1100 with one
+  // output tile) split-K for grad_weight.
+  test_linear<T>(1, 1, 1);
+  test_linear<T>(3, 5, 7);
+  test_linear<T>(65, 63, 17);
+  test_linear<T>(4, 3, 0);
+  test_linear<T>(1100, 10, 20);
+
+  // The documents' layer kinds, then strides, asymmetric padding, dilation, groups, a 1x1 conv,
+  // and a long reduction (split-K in grad_weight).
+  test_conv2d<T>(conv(2, 1, 12, 12, 6, 5, 5, 1, 1, 0, 0, 0, 0, 1, 1, 1));
+  test_conv2d<T>(conv(2, 3, 9, 8, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1));
+  test_conv2d<T>(conv(1, 3, 11, 10, 4, 3, 2, 2, 3, 1, 2, 0, 1, 1, 1, 1));
+  test_conv2d<T>(conv(2, 2, 9, 9, 3, 3, 3, 1, 2, 2, 2, 1, 1, 2, 3, 1));
+  test_conv2d<T>(conv(2, 4, 7, 6, 6, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 2));
+  test_conv2d<T>(conv(1, 6, 5, 5, 6, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 3));
+  test_conv2d<T>(conv(3, 2, 16, 16, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1));
+
+  test_max_pool2d<T>(pool(3, 8, 8, 2, 2, 0, 1, false));
+  test_max_pool2d<T>(pool(2, 7, 9, 3, 2, 1, 1, true));
+  test_max_pool2d<T>(pool(2, 9, 7, 3, 1, 1, 2, false));
+  test_max_pool2d<T>(pool(1, 5, 5, 2, 3, 0, 1, true));
+  test_max_pool2d<T>(pool(9, 12, 11, 3, 3, 1, 1, false));  // more planes than a block's warps
+
+  test_relu<T>(1);
+  test_relu<T>(1000);
+  test_bias_grad<T>(3, 5, 7);
+  test_bias_grad<T>(1, 2, 600);
+}
+
+}  // namespace
+
+int main() {
+  test_all<float>();
+  test_all<double>();
+  test_all<__half>();
+  test_all<__nv_bfloat16>();
+  std::printf("%d checks, %d failures\n", checks, failures);
+  return failures == 0 ? 0 : 1;
+}
