@@ -1,4 +1,5 @@
-# make test   installs what is missing, builds, runs the C++ kernel tests, compiles the CUDA
+# make test   installs what is missing, builds, runs the C++ kernel tests (the CUDA kernels among
+#             them, on a CPU emulation, where the CUDA headers are found), compiles the CUDA
 #             kernels and glue where nvcc is found (no GPU needed), and runs the pytest suite
 # make bench  installs what is missing, builds, runs the kernel speed benchmark
 # make sanitize  builds the CPU kernels with AddressSanitizer and UndefinedBehaviorSanitizer and

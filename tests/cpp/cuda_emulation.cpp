@@ -114,26 +114,34 @@ void arrive(Wait kind, const char* where) {
   for (unsigned t = first; t < first + count; ++t) current->fibers[t].wait = Wait::none;
 }
 
+// Runs thread t until it waits at a barrier or leaves the kernel. A function of its own, so that
+// no local of the scheduler's loop lives across the context switch.
+__attribute__((noinline)) void resume(Block& block, unsigned t) {
+  Fiber& f = block.fibers[t];
+  position.thread = {t, 0, 0};
+  FASTLAYERS_START_SWITCH(&block.scheduler_fake_stack, f.stack.get(), kStackBytes);
+  swapcontext(&block.scheduler, &f.context);
+  FASTLAYERS_FINISH_SWITCH(block.scheduler_fake_stack, nullptr, nullptr);
+}
+
+// Makes f start the kernel at its next resume.
+__attribute__((noinline)) void restart(Fiber& f) {
+  f.wait = Wait::none;
+  getcontext(&f.context);
+  f.context.uc_stack.ss_sp = f.stack.get();
+  f.context.uc_stack.ss_size = kStackBytes;
+  f.context.uc_link = nullptr;
+  makecontext(&f.context, fiber_main, 0);
+}
+
 void run_block(Block& block) {
-  for (unsigned t = 0; t < block.threads; ++t) {
-    Fiber& f = block.fibers[t];
-    f.wait = Wait::none;
-    getcontext(&f.context);
-    f.context.uc_stack.ss_sp = f.stack.get();
-    f.context.uc_stack.ss_size = kStackBytes;
-    f.context.uc_link = nullptr;
-    makecontext(&f.context, fiber_main, 0);
-  }
+  for (unsigned t = 0; t < block.threads; ++t) restart(block.fibers[t]);
   for (;;) {
     bool ran = false;
     for (unsigned t = 0; t < block.threads; ++t) {
-      Fiber& f = block.fibers[t];
-      if (f.wait != Wait::none) continue;
+      if (block.fibers[t].wait != Wait::none) continue;
       ran = true;
-      position.thread = {t, 0, 0};
-      FASTLAYERS_START_SWITCH(&block.scheduler_fake_stack, f.stack.get(), kStackBytes);
-      swapcontext(&block.scheduler, &f.context);
-      FASTLAYERS_FINISH_SWITCH(block.scheduler_fake_stack, nullptr, nullptr);
+      resume(block, t);
     }
     if (ran) continue;
     // Nobody can run: either every thread is done, or some wait at a barrier that others left.

@@ -15,8 +15,9 @@
 // all reach at the same line, including a thread that leaves the kernel while others wait,
 // aborts the program with the places named.
 //
-// Not modelled: timing, blocks running at the same time, 2-D and 3-D launches, and warp masks
-// other than the full warp.
+// Not modelled: timing, blocks running at the same time, 2-D and 3-D launches, warp masks other
+// than the full warp, and weak memory ordering (here a warp collective also orders the lanes'
+// memory accesses, which the hardware does not promise without __syncwarp).
 #pragma once
 
 #include <cuda_bf16.h>
