@@ -451,29 +451,32 @@ void test_max_pool2d(const Pool2dParams& p) {
 // ---------------------------------------------------------------------------------------------
 // ReLU and the bias gradient
 
+// `offset` elements into each buffer: 0 takes the 16-byte packs, 1 the element-wise path.
 template <typename T>
-void test_relu(int64_t n) {
-  const std::string shape = "relu n=" + std::to_string(n);
-  auto x = random_values<T>(n);
+void test_relu(int64_t n, int64_t offset) {
+  const std::string shape = "relu n=" + std::to_string(n) + " offset=" + std::to_string(offset);
+  auto x = random_values<T>(n + offset);
   if (n > 3) {
-    x[1] = from_double<T>(std::nan(""));
-    x[2] = from_double<T>(-0.0);
+    x[offset + 1] = from_double<T>(std::nan(""));
+    x[offset + 2] = from_double<T>(-0.0);
   }
-  auto y = poisoned<T>(n);
-  expect_success(fc::relu_forward<T>(nullptr, n, x.data(), y.data()), shape);
-  std::vector<double> ref(n);
-  for (int64_t i = 0; i < n; ++i) ref[i] = relu(to_double(x[i]));
+  auto y = poisoned<T>(n + offset);
+  expect_success(fc::relu_forward<T>(nullptr, n, x.data() + offset, y.data() + offset), shape);
+  std::vector<double> ref(n + offset);
+  for (int64_t i = 0; i < n + offset; ++i) ref[i] = i < offset ? NAN : relu(to_double(x[i]));
   expect_equal(y, ref, shape + " forward");
   ++checks;
-  if (n > 3 && !std::signbit(to_double(y[2]))) {
+  if (n > 3 && !std::signbit(to_double(y[offset + 2]))) {
     std::printf("FAIL %s %s: relu(-0.0) lost its sign\n", shape.c_str(), type_name<T>());
     ++failures;
   }
 
-  const auto gy = random_values<T>(n), mask = random_mask<T>(n);
-  auto gx = poisoned<T>(n);
-  expect_success(fc::relu_backward<T>(nullptr, n, gy.data(), mask.data(), gx.data()), shape);
-  for (int64_t i = 0; i < n; ++i) ref[i] = masked(gy, &mask, i);
+  const auto gy = random_values<T>(n + offset), mask = random_mask<T>(n + offset);
+  auto gx = poisoned<T>(n + offset);
+  expect_success(fc::relu_backward<T>(nullptr, n, gy.data() + offset, mask.data() + offset,
+                                      gx.data() + offset),
+                 shape);
+  for (int64_t i = 0; i < n + offset; ++i) ref[i] = i < offset ? NAN : masked(gy, &mask, i);
   expect_equal(gx, ref, shape + " backward");
 }
 
@@ -526,8 +529,11 @@ void test_all() {
   test_max_pool2d<T>(pool(1, 5, 5, 2, 3, 0, 1, true));
   test_max_pool2d<T>(pool(9, 12, 11, 3, 3, 1, 1, false));  // more planes than a block's warps
 
-  test_relu<T>(1);
-  test_relu<T>(1000);
+  // Packs of 16 bytes with a tail of every length, and unaligned buffers.
+  for (int64_t n : {1, 7, 8, 9, 15, 1000, 4099}) {
+    test_relu<T>(n, 0);
+    test_relu<T>(n, 1);
+  }
   test_bias_grad<T>(3, 5, 7);
   test_bias_grad<T>(1, 2, 600);
 }
