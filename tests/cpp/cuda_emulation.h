@@ -87,6 +87,9 @@ __nv_bfloat16 atomic_add(__nv_bfloat16* address, __nv_bfloat16 value);
 #define atomicAdd ::fastlayers::cuda::emulation::atomic_add
 
 inline int __ffs(int x) { return __builtin_ffs(x); }
+inline unsigned __umulhi(unsigned a, unsigned b) {
+  return static_cast<unsigned>((static_cast<unsigned long long>(a) * b) >> 32);
+}
 
 namespace fastlayers::cuda {
 

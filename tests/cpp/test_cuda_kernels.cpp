@@ -6,7 +6,8 @@
 // inputs) and both backwards (in-order and atomic, with out-of-range indices skipped), ReLU
 // forward and backward (NaN, -0.0), and the bias gradient; in float, double, __half and
 // __nv_bfloat16. Outputs are poisoned with NaN before each launch, so an element never written
-// fails. Built and run by CMake/ctest where the CUDA headers are found (`make test`), and under
+// fails. Also the 32-bit division by invariant integers (FastDivmod) the conv passes index with.
+// Built and run by CMake/ctest where the CUDA headers are found (`make test`), and under
 // AddressSanitizer by `make sanitize`.
 #include <cmath>
 #include <cstdint>
@@ -17,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "cuda/common.cuh"
 #include "cuda/conv2d.h"
 #include "cuda/linear.h"
 #include "cuda/max_pool2d.h"
@@ -113,9 +115,10 @@ class HostWorkspace final : public fc::Workspace {
   std::vector<std::unique_ptr<double[]>> blocks_;
 };
 
-// A small SM count makes split-K happen at test sizes.
-fc::GemmContext context(HostWorkspace& workspace, int sm_count = 4) {
-  return {nullptr, sm_count, &workspace};
+// A small SM count makes split-K happen at test sizes; wide_index takes the conv passes' 64-bit
+// index path.
+fc::GemmContext context(HostWorkspace& workspace, bool wide_index = false) {
+  return {nullptr, 4, &workspace, wide_index};
 }
 
 void expect_success(cudaError_t err, const std::string& what) {
@@ -274,8 +277,8 @@ void for_each_term(const Conv2dParams& p, F f) {
 }
 
 template <typename T>
-void test_conv2d(const Conv2dParams& p) {
-  const std::string shape = describe(p);
+void test_conv2d(const Conv2dParams& p, bool wide_index) {
+  const std::string shape = describe(p) + (wide_index ? " 64-bit index" : "");
   HostWorkspace ws;
   const int64_t Cg = p.C / p.groups;
   const int64_t x_size = p.N * p.C * p.H * p.W, w_size = p.OC * Cg * p.KH * p.KW;
@@ -295,7 +298,7 @@ void test_conv2d(const Conv2dParams& p) {
   for (bool with_bias : {false, true}) {
     for (bool with_relu : {false, true}) {
       auto y = poisoned<T>(y_size);
-      expect_success(fc::conv2d_forward<T>(context(ws), p, x.data(), w.data(),
+      expect_success(fc::conv2d_forward<T>(context(ws, wide_index), p, x.data(), w.data(),
                                            with_bias ? b.data() : nullptr, y.data(), with_relu),
                      shape);
       std::vector<double> ref(y_size, 0.0), scale(y_size, 0.0);
@@ -326,7 +329,7 @@ void test_conv2d(const Conv2dParams& p) {
     const T* mask_ptr = with_mask ? mask.data() : nullptr;
     auto gx = poisoned<T>(x_size);
     expect_success(
-        fc::conv2d_grad_input<T>(context(ws), p, gy.data(), w.data(), mask_ptr, gx.data()),
+        fc::conv2d_grad_input<T>(context(ws, wide_index), p, gy.data(), w.data(), mask_ptr, gx.data()),
         shape);
     std::vector<double> ref(x_size, 0.0), scale(x_size, 0.0);
     for_each_term(p, [&](int64_t n, int64_t oc, int64_t oh, int64_t ow, int64_t c, int64_t kh,
@@ -339,7 +342,7 @@ void test_conv2d(const Conv2dParams& p) {
 
     auto gw = poisoned<T>(w_size);
     expect_success(
-        fc::conv2d_grad_weight<T>(context(ws), p, gy.data(), x.data(), mask_ptr, gw.data()),
+        fc::conv2d_grad_weight<T>(context(ws, wide_index), p, gy.data(), x.data(), mask_ptr, gw.data()),
         shape);
     ref.assign(w_size, 0.0);
     scale.assign(w_size, 0.0);
@@ -503,6 +506,42 @@ void test_bias_grad(int64_t outer, int64_t channels, int64_t inner) {
   }
 }
 
+// FastDivmod against integer division: small divisors with every numerator up to 5000, and
+// divisors near powers of two with numerators near their multiples and the top of the range.
+void test_fast_divmod() {
+  auto check = [](uint32_t d, uint32_t n) {
+    const fc::FastDivmod fast(d);
+    uint32_t q, r;
+    fast(n, q, r);
+    if (q != n / d || r != n % d) {
+      std::printf("FAIL FastDivmod %u / %u gave %u rem %u\n", n, d, q, r);
+      ++failures;
+      return false;
+    }
+    return true;
+  };
+  ++checks;
+  for (uint32_t d = 1; d <= 300; ++d) {
+    for (uint32_t n = 0; n <= 5000; ++n) {
+      if (!check(d, n)) return;
+    }
+  }
+  std::uniform_int_distribution<uint32_t> any(0, (1u << 31) - 1);
+  for (int bits = 1; bits < 31; ++bits) {
+    for (int64_t delta : {-1, 0, 1}) {
+      const auto d = static_cast<uint32_t>((int64_t{1} << bits) + delta);
+      for (uint32_t top : {(1u << 31) - 1, (1u << 31) - 2, ((1u << 31) - 1) / d * d,
+                           ((1u << 31) - 1) / d * d - 1}) {
+        if (!check(d, top)) return;
+      }
+      for (int i = 0; i < 1000; ++i) {
+        const uint32_t n = any(rng);
+        if (!check(d, n) || (n >= d && !check(d, n / d * d - 1)) || !check(d, n / d * d)) return;
+      }
+    }
+  }
+}
+
 template <typename T>
 void test_all() {
   // Tails on every side of the 64 x 64 x 16 tile, an empty reduction, and (M = 1100 with one
@@ -514,14 +553,16 @@ void test_all() {
   test_linear<T>(1100, 10, 20);
 
   // The documents' layer kinds, then strides, asymmetric padding, dilation, groups, a 1x1 conv,
-  // and a long reduction (split-K in grad_weight).
-  test_conv2d<T>(conv(2, 1, 12, 12, 6, 5, 5, 1, 1, 0, 0, 0, 0, 1, 1, 1));
-  test_conv2d<T>(conv(2, 3, 9, 8, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1));
-  test_conv2d<T>(conv(1, 3, 11, 10, 4, 3, 2, 2, 3, 1, 2, 0, 1, 1, 1, 1));
-  test_conv2d<T>(conv(2, 2, 9, 9, 3, 3, 3, 1, 2, 2, 2, 1, 1, 2, 3, 1));
-  test_conv2d<T>(conv(2, 4, 7, 6, 6, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 2));
-  test_conv2d<T>(conv(1, 6, 5, 5, 6, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 3));
-  test_conv2d<T>(conv(3, 2, 16, 16, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1));
+  // and a long reduction (split-K in grad_weight); each with 32-bit and 64-bit index arithmetic.
+  for (bool wide_index : {false, true}) {
+    test_conv2d<T>(conv(2, 1, 12, 12, 6, 5, 5, 1, 1, 0, 0, 0, 0, 1, 1, 1), wide_index);
+    test_conv2d<T>(conv(2, 3, 9, 8, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), wide_index);
+    test_conv2d<T>(conv(1, 3, 11, 10, 4, 3, 2, 2, 3, 1, 2, 0, 1, 1, 1, 1), wide_index);
+    test_conv2d<T>(conv(2, 2, 9, 9, 3, 3, 3, 1, 2, 2, 2, 1, 1, 2, 3, 1), wide_index);
+    test_conv2d<T>(conv(2, 4, 7, 6, 6, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 2), wide_index);
+    test_conv2d<T>(conv(1, 6, 5, 5, 6, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 3), wide_index);
+    test_conv2d<T>(conv(3, 2, 16, 16, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), wide_index);
+  }
 
   test_max_pool2d<T>(pool(3, 8, 8, 2, 2, 0, 1, false));
   test_max_pool2d<T>(pool(2, 7, 9, 3, 2, 1, 1, true));
@@ -541,6 +582,7 @@ void test_all() {
 }  // namespace
 
 int main() {
+  test_fast_divmod();
   test_all<float>();
   test_all<double>();
   test_all<__half>();

@@ -55,6 +55,31 @@ __device__ __forceinline__ A relu_value(A v) {
 
 __host__ __device__ constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// Division by a divisor fixed at launch, for numerators below 2^31, as a multiply-high and a
+// shift (Granlund and Montgomery, "Division by invariant integers using multiplication", 1994,
+// fig. 4.1): with s = ceil(log2 d) and m = floor(2^32 (2^s - d) / d) + 1, n / d is
+// (umulhi(m, n) + n) >> s, exact for every n < 2^32; n < 2^31 keeps the sum within 32 bits.
+// A 64-bit division is a subroutine of about 70 instructions on the GPU, a 32-bit one about 20;
+// this is 3. Built on the host, used on the device.
+struct FastDivmod {
+  uint32_t divisor = 1, multiplier = 1, shift = 0;
+
+  FastDivmod() = default;
+  explicit FastDivmod(uint32_t d) : divisor(d) {
+    while ((uint64_t{1} << shift) < d) ++shift;
+    multiplier = static_cast<uint32_t>(((uint64_t{1} << 32) * ((uint64_t{1} << shift) - d)) / d + 1);
+  }
+  __device__ __forceinline__ uint32_t div(uint32_t n) const {
+    return (__umulhi(n, multiplier) + n) >> shift;
+  }
+  // quotient and remainder of n (< 2^31).
+  __device__ __forceinline__ void operator()(uint32_t n, uint32_t& quotient,
+                                             uint32_t& remainder) const {
+    quotient = div(n);
+    remainder = n - quotient * divisor;
+  }
+};
+
 // Elementwise and per-output kernels: 256 threads is 8 warps, enough to hide one load's latency
 // per thread at full occupancy on sm_80/sm_90 (2048 threads per SM = 8 blocks) while keeping
 // blocks small enough that the last wave is not mostly idle.

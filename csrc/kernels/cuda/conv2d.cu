@@ -15,33 +15,82 @@
 //                                  iw = ow * stride_w - pad_left + kw * dilation_w,
 //   and 0 outside 0 <= ih < H, 0 <= iw < W (the padding; bottom/right padding is implied by OH, OW).
 // The same formulas as csrc/kernels/cpu/gemm.h (Im2col) and conv2d.cpp (col2im).
+//
+// The operands split k, q and i into their parts on every load. Where every numerator is below
+// 2^31 (any conv whose filter, output pixels over the batch and padded image each hold fewer than
+// 2^31 elements), they divide with FastDivmod (common.cuh), a multiply-high and a shift; else
+// with 64-bit division, which the GPU runs as a subroutine of about 70 instructions.
+#include <algorithm>
+
 #include "conv2d.h"
 #include "gemm.cuh"
 
 namespace fastlayers::cuda {
 namespace {
 
-// A conv's sizes with the per-group ones derived once on the host.
+// A divisor with its 32-bit fast form (FastDivmod), for numerators that fit in 31 bits.
+struct Divisor {
+  int64_t value = 1;
+  FastDivmod fast;
+  Divisor() = default;
+  explicit Divisor(int64_t d)
+      : value(d), fast(static_cast<uint32_t>(d < (int64_t{1} << 31) ? d : 1)) {}
+};
+
+// quotient = n / d and remainder = n % d (n >= 0): three instructions when kNarrow, which the
+// launchers choose only where every numerator is below 2^31; 64-bit division otherwise.
+template <bool kNarrow>
+__device__ __forceinline__ void divmod(int64_t n, const Divisor& d, int64_t& quotient,
+                                       int64_t& remainder) {
+  if constexpr (kNarrow) {
+    uint32_t q, r;
+    d.fast(static_cast<uint32_t>(n), q, r);
+    quotient = q;
+    remainder = r;
+  } else {
+    quotient = n / d.value;
+    remainder = n - quotient * d.value;
+  }
+}
+
+// A conv's sizes with the per-group ones derived once on the host, and its divisors.
 struct ConvGeometry {
   Conv2dParams p;
   int64_t Cg, OCg, KHKW, CKK, HW, OHW;
+  Divisor khkw, kw, ow, ohw, w, stride_h, stride_w;
+  // Every numerator the operands divide (k and q of each pass, h + pad_top, w + pad_left) is
+  // below 2^31, so the 32-bit divisions serve.
+  bool narrow;
 
-  explicit ConvGeometry(const Conv2dParams& params)
+  ConvGeometry(const Conv2dParams& params, bool wide_index)
       : p(params),
         Cg(params.C / params.groups),
         OCg(params.OC / params.groups),
         KHKW(params.KH * params.KW),
         CKK(params.C / params.groups * params.KH * params.KW),
         HW(params.H * params.W),
-        OHW(params.OH * params.OW) {}
+        OHW(params.OH * params.OW),
+        khkw(KHKW),
+        kw(params.KW),
+        ow(params.OW),
+        ohw(OHW),
+        w(params.W),
+        stride_h(params.stride_h),
+        stride_w(params.stride_w) {
+    const int64_t largest = std::max({CKK, OCg * KHKW, params.N * OHW, HW,
+                                      params.H + params.pad_top, params.W + params.pad_left});
+    narrow = !wide_index && largest < (int64_t{1} << 31);
+  }
 
   // Offset of cols[k, q] in one image's group of Cg planes, or -1 where it lies in the padding.
+  template <bool kNarrow>
   __device__ int64_t im2col_offset(int64_t k, int64_t q) const {
-    const int64_t c = k / KHKW, r = k - c * KHKW;
-    const int64_t kh = r / p.KW, kw = r - kh * p.KW;
-    const int64_t oh = q / p.OW, ow = q - oh * p.OW;
+    int64_t c, r, kh, kw_, oh, ow_;
+    divmod<kNarrow>(k, khkw, c, r);
+    divmod<kNarrow>(r, kw, kh, kw_);
+    divmod<kNarrow>(q, ow, oh, ow_);
     const int64_t ih = oh * p.stride_h - p.pad_top + kh * p.dilation_h;
-    const int64_t iw = ow * p.stride_w - p.pad_left + kw * p.dilation_w;
+    const int64_t iw = ow_ * p.stride_w - p.pad_left + kw_ * p.dilation_w;
     if (ih < 0 || ih >= p.H || iw < 0 || iw >= p.W) return -1;
     return (c * p.H + ih) * p.W + iw;
   }
@@ -55,7 +104,7 @@ __device__ acc_t<T> masked(const T* data, const T* mask, int64_t offset) {
 }
 
 // forward B: cols[k, q] of batch entry z = n * groups + g.
-template <typename T>
+template <typename T, bool kNarrow>
 struct Im2colOperand {
   const T* x;
   ConvGeometry g;
@@ -63,7 +112,7 @@ struct Im2colOperand {
     const T* x;  // image n, first channel of group g
     ConvGeometry g;
     __device__ acc_t<T> operator()(int64_t k, int64_t q) const {
-      const int64_t offset = g.im2col_offset(k, q);
+      const int64_t offset = g.im2col_offset<kNarrow>(k, q);
       return offset < 0 ? acc_t<T>(0) : to_acc(x[offset]);
     }
   };
@@ -74,7 +123,7 @@ struct Im2colOperand {
 };
 
 // grad_weight A: (oc, k) with k = n * OH*OW + q reads gy[n, g*OCg + oc, q] (masked); z = g.
-template <typename T>
+template <typename T, bool kNarrow>
 struct GradOutputRowsOperand {
   const T* gy;
   const T* mask;
@@ -84,7 +133,8 @@ struct GradOutputRowsOperand {
     const T* mask;
     ConvGeometry g;
     __device__ acc_t<T> operator()(int64_t oc, int64_t k) const {
-      const int64_t n = k / g.OHW, q = k - n * g.OHW;
+      int64_t n, q;
+      divmod<kNarrow>(k, g.ohw, n, q);
       return masked(gy, mask, (n * g.p.OC + oc) * g.OHW + q);
     }
   };
@@ -96,7 +146,7 @@ struct GradOutputRowsOperand {
 
 // grad_weight B: (k, j) with k = n * OH*OW + q is cols_n[j, q] (the transposed im2col of image
 // n); z = g.
-template <typename T>
+template <typename T, bool kNarrow>
 struct Im2colTransposedOperand {
   const T* x;
   ConvGeometry g;
@@ -104,8 +154,9 @@ struct Im2colTransposedOperand {
     const T* x;  // group g's first channel of image 0
     ConvGeometry g;
     __device__ acc_t<T> operator()(int64_t k, int64_t j) const {
-      const int64_t n = k / g.OHW, q = k - n * g.OHW;
-      const int64_t offset = g.im2col_offset(j, q);
+      int64_t n, q;
+      divmod<kNarrow>(k, g.ohw, n, q);
+      const int64_t offset = g.im2col_offset<kNarrow>(j, q);
       return offset < 0 ? acc_t<T>(0) : to_acc(x[n * g.p.C * g.HW + offset]);
     }
   };
@@ -114,7 +165,7 @@ struct Im2colTransposedOperand {
 
 // grad_input A: (c, k) with k = oc * KH*KW + r (r = kh * KW + kw) reads w[g*OCg + oc, c, kh, kw];
 // z = n * groups + g.
-template <typename T>
+template <typename T, bool kNarrow>
 struct TransposedWeightOperand {
   const T* w;
   ConvGeometry g;
@@ -122,7 +173,8 @@ struct TransposedWeightOperand {
     const T* w;  // group g's first filter
     ConvGeometry g;
     __device__ acc_t<T> operator()(int64_t c, int64_t k) const {
-      const int64_t oc = k / g.KHKW, r = k - oc * g.KHKW;
+      int64_t oc, r;
+      divmod<kNarrow>(k, g.khkw, oc, r);
       return to_acc(w[oc * g.CKK + c * g.KHKW + r]);
     }
   };
@@ -132,7 +184,7 @@ struct TransposedWeightOperand {
 // grad_input B: (k, i) with k = oc * KH*KW + kh * KW + kw and i = h * W + w reads
 // gy[n, g*OCg + oc, oh, ow] (masked) for the output pixel whose window puts tap (kh, kw) on
 // input pixel (h, w), or 0 where there is none; z = n * groups + g.
-template <typename T>
+template <typename T, bool kNarrow>
 struct GradOutputGatherOperand {
   const T* gy;
   const T* mask;
@@ -143,17 +195,18 @@ struct GradOutputGatherOperand {
     ConvGeometry g;
     __device__ acc_t<T> operator()(int64_t k, int64_t i) const {
       const Conv2dParams& p = g.p;
-      const int64_t oc = k / g.KHKW, r = k - oc * g.KHKW;
-      const int64_t kh = r / p.KW, kw = r - kh * p.KW;
-      const int64_t h = i / p.W, w = i - h * p.W;
+      int64_t oc, r, kh, kw, h, w;
+      divmod<kNarrow>(k, g.khkw, oc, r);
+      divmod<kNarrow>(r, g.kw, kh, kw);
+      divmod<kNarrow>(i, g.w, h, w);
       // ih = oh * stride_h - pad_top + kh * dilation_h solved for oh (and likewise ow).
       const int64_t th = h + p.pad_top - kh * p.dilation_h;
       const int64_t tw = w + p.pad_left - kw * p.dilation_w;
       if (th < 0 || tw < 0) return acc_t<T>(0);
-      const int64_t oh = th / p.stride_h, ow = tw / p.stride_w;
-      if (oh * p.stride_h != th || ow * p.stride_w != tw || oh >= p.OH || ow >= p.OW) {
-        return acc_t<T>(0);
-      }
+      int64_t oh, ow, rest_h, rest_w;
+      divmod<kNarrow>(th, g.stride_h, oh, rest_h);
+      divmod<kNarrow>(tw, g.stride_w, ow, rest_w);
+      if (rest_h != 0 || rest_w != 0 || oh >= p.OH || ow >= p.OW) return acc_t<T>(0);
       return masked(gy, mask, (oc * p.OH + oh) * p.OW + ow);
     }
   };
@@ -169,38 +222,49 @@ struct GradOutputGatherOperand {
 template <typename T>
 cudaError_t conv2d_forward(const GemmContext& ctx, const Conv2dParams& p, const T* x, const T* w,
                            const T* bias, T* y, bool relu) {
-  const ConvGeometry g(p);
+  const ConvGeometry g(p, ctx.wide_index);
   // A = w_g, [OCg, CKK] row-major, at group g's filters.
   const StridedOperand<T> a{w, nullptr, BatchOffset{p.groups, 0, g.OCg * g.CKK}, g.CKK, 1};
-  const Im2colOperand<T> b{x, g};
   Epilogue<T> ep{y, BatchOffset{p.groups, p.OC * g.OHW, g.OCg * g.OHW}, g.OHW};
   ep.bias = bias;
   ep.bias_kind = bias != nullptr ? BiasKind::per_row : BiasKind::none;
   ep.bias_group_stride = g.OCg;
   ep.relu = relu;
-  return gemm<T>(ctx, p.N * p.groups, g.OCg, g.OHW, g.CKK, a, b, ep);
+  if (g.narrow) {
+    return gemm<T>(ctx, p.N * p.groups, g.OCg, g.OHW, g.CKK, a, Im2colOperand<T, true>{x, g}, ep);
+  }
+  return gemm<T>(ctx, p.N * p.groups, g.OCg, g.OHW, g.CKK, a, Im2colOperand<T, false>{x, g}, ep);
 }
 
 template <typename T>
 cudaError_t conv2d_grad_input(const GemmContext& ctx, const Conv2dParams& p, const T* gy,
                               const T* w, const T* relu_output, T* gx) {
-  const ConvGeometry g(p);
-  const TransposedWeightOperand<T> a{w, g};
-  const GradOutputGatherOperand<T> b{gy, relu_output, g};
+  const ConvGeometry g(p, ctx.wide_index);
   const Epilogue<T> ep{gx, BatchOffset{p.groups, p.C * g.HW, g.Cg * g.HW}, g.HW};
-  return gemm<T>(ctx, p.N * p.groups, g.Cg, g.HW, g.OCg * g.KHKW, a, b, ep);
+  const int64_t batches = p.N * p.groups, K = g.OCg * g.KHKW;
+  if (g.narrow) {
+    return gemm<T>(ctx, batches, g.Cg, g.HW, K, TransposedWeightOperand<T, true>{w, g},
+                   GradOutputGatherOperand<T, true>{gy, relu_output, g}, ep);
+  }
+  return gemm<T>(ctx, batches, g.Cg, g.HW, K, TransposedWeightOperand<T, false>{w, g},
+                 GradOutputGatherOperand<T, false>{gy, relu_output, g}, ep);
 }
 
 template <typename T>
 cudaError_t conv2d_grad_weight(const GemmContext& ctx, const Conv2dParams& p, const T* gy,
                                const T* x, const T* relu_output, T* gw) {
-  const ConvGeometry g(p);
-  const GradOutputRowsOperand<T> a{gy, relu_output, g};
-  const Im2colTransposedOperand<T> b{x, g};
+  const ConvGeometry g(p, ctx.wide_index);
   // Entry z = g writes group g's filters, gw[g*OCg : (g+1)*OCg] viewed as [OCg, CKK].
   const Epilogue<T> ep{gw, BatchOffset{1, g.OCg * g.CKK, 0}, g.CKK};
   // K = N * OH * OW may be 0 (an empty batch): the GEMM then stores zeros.
-  return gemm<T>(ctx, p.groups, g.OCg, g.CKK, p.N * g.OHW, a, b, ep);
+  if (g.narrow) {
+    return gemm<T>(ctx, p.groups, g.OCg, g.CKK, p.N * g.OHW,
+                   GradOutputRowsOperand<T, true>{gy, relu_output, g},
+                   Im2colTransposedOperand<T, true>{x, g}, ep);
+  }
+  return gemm<T>(ctx, p.groups, g.OCg, g.CKK, p.N * g.OHW,
+                 GradOutputRowsOperand<T, false>{gy, relu_output, g},
+                 Im2colTransposedOperand<T, false>{x, g}, ep);
 }
 
 #define FASTLAYERS_INSTANTIATE(T)                                                              \

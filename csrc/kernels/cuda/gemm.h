@@ -26,6 +26,9 @@ struct GemmContext {
   cudaStream_t stream;
   int sm_count;           // multiprocessors of the stream's device
   Workspace* workspace;   // for split-K partial sums
+  // The conv passes use 32-bit index arithmetic where every index fits (conv2d.cu); true takes
+  // the 64-bit path anyway, so that tests cover it at small sizes.
+  bool wide_index = false;
 };
 
 // How the K dimension of a GEMM is split over thread blocks. Split-K is used only when the
