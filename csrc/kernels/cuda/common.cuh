@@ -60,14 +60,15 @@ __host__ __device__ constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a
 // fig. 4.1): with s = ceil(log2 d) and m = floor(2^32 (2^s - d) / d) + 1, n / d is
 // (umulhi(m, n) + n) >> s, exact for every n < 2^32; n < 2^31 keeps the sum within 32 bits.
 // A 64-bit division is a subroutine of about 70 instructions on the GPU, a 32-bit one about 20;
-// this is 3. Built on the host, used on the device.
+// this is 3. Built on the host (for 1 <= d < 2^31 only: callers check), used on the device.
 struct FastDivmod {
   uint32_t divisor = 1, multiplier = 1, shift = 0;
 
   FastDivmod() = default;
   explicit FastDivmod(uint32_t d) : divisor(d) {
     while ((uint64_t{1} << shift) < d) ++shift;
-    multiplier = static_cast<uint32_t>(((uint64_t{1} << 32) * ((uint64_t{1} << shift) - d)) / d + 1);
+    const uint64_t excess = (uint64_t{1} << shift) - d;  // < d, so the quotient is < 2^32
+    multiplier = static_cast<uint32_t>((excess << 32) / d + 1);
   }
   __device__ __forceinline__ uint32_t div(uint32_t n) const {
     return (__umulhi(n, multiplier) + n) >> shift;

@@ -17,9 +17,9 @@
 // The same formulas as csrc/kernels/cpu/gemm.h (Im2col) and conv2d.cpp (col2im).
 //
 // The operands split k, q and i into their parts on every load. Where every numerator is below
-// 2^31 (any conv whose filter, output pixels over the batch and padded image each hold fewer than
-// 2^31 elements), they divide with FastDivmod (common.cuh), a multiply-high and a shift; else
-// with 64-bit division, which the GPU runs as a subroutine of about 70 instructions.
+// 2^31 (CKK, OCg * KH * KW, N * OH * OW, H * W, H + pad_top and W + pad_left) and every divisor
+// is too, they divide with FastDivmod (common.cuh), a multiply-high and a shift; else with 64-bit
+// division, which the GPU runs as a subroutine of about 70 instructions.
 #include <algorithm>
 
 #include "conv2d.h"
@@ -28,13 +28,17 @@
 namespace fastlayers::cuda {
 namespace {
 
-// A divisor with its 32-bit fast form (FastDivmod), for numerators that fit in 31 bits.
+constexpr int64_t kNarrowLimit = int64_t{1} << 31;
+
+// A divisor with its 32-bit fast form (FastDivmod), which is built only for 1 <= d < 2^31 and
+// used only where `fits` (an empty conv has sizes of 0, which no operand then divides by).
 struct Divisor {
   int64_t value = 1;
+  bool fits = true;
   FastDivmod fast;
   Divisor() = default;
   explicit Divisor(int64_t d)
-      : value(d), fast(static_cast<uint32_t>(d < (int64_t{1} << 31) ? d : 1)) {}
+      : value(d), fits(d >= 1 && d < kNarrowLimit), fast(static_cast<uint32_t>(fits ? d : 1)) {}
 };
 
 // quotient = n / d and remainder = n % d (n >= 0): three instructions when kNarrow, which the
@@ -58,8 +62,8 @@ struct ConvGeometry {
   Conv2dParams p;
   int64_t Cg, OCg, KHKW, CKK, HW, OHW;
   Divisor khkw, kw, ow, ohw, w, stride_h, stride_w;
-  // Every numerator the operands divide (k and q of each pass, h + pad_top, w + pad_left) is
-  // below 2^31, so the 32-bit divisions serve.
+  // Every divisor fits FastDivmod and every numerator the operands divide (k, q and i of each
+  // pass, h + pad_top, w + pad_left) is below 2^31, so the 32-bit divisions serve.
   bool narrow;
 
   ConvGeometry(const Conv2dParams& params, bool wide_index)
@@ -79,7 +83,9 @@ struct ConvGeometry {
         stride_w(params.stride_w) {
     const int64_t largest = std::max({CKK, OCg * KHKW, params.N * OHW, HW,
                                       params.H + params.pad_top, params.W + params.pad_left});
-    narrow = !wide_index && largest < (int64_t{1} << 31);
+    const bool divisors_fit = khkw.fits && kw.fits && ow.fits && ohw.fits && w.fits &&
+                              stride_h.fits && stride_w.fits;
+    narrow = !wide_index && divisors_fit && largest < kNarrowLimit;
   }
 
   // Offset of cols[k, q] in one image's group of Cg planes, or -1 where it lies in the padding.

@@ -1,6 +1,7 @@
 // Elementwise ReLU on CUDA, its backward, and the bias gradient that a fused ReLU's backward
 // needs. Launchers take raw pointers to contiguous tensors and enqueue on `stream`; they return
-// the first launch error. T is float, double, __half or __nv_bfloat16. Tested by
+// the first launch error. T is float, double, __half or __nv_bfloat16. Outputs must not overlap
+// the inputs (the kernels read through __restrict__ pointers). Tested by
 // tests/test_relu.py, and through linear_relu and conv2d_relu, with device="cuda".
 #pragma once
 
