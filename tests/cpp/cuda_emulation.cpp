@@ -27,6 +27,7 @@
 namespace fastlayers::cuda::emulation {
 
 thread_local Position position;
+Schedule schedule;
 
 namespace {
 
@@ -138,7 +139,8 @@ void run_block(Block& block) {
   for (unsigned t = 0; t < block.threads; ++t) restart(block.fibers[t]);
   for (;;) {
     bool ran = false;
-    for (unsigned t = 0; t < block.threads; ++t) {
+    for (unsigned i = 0; i < block.threads; ++i) {
+      const unsigned t = schedule.reverse ? block.threads - 1 - i : i;
       if (block.fibers[t].wait != Wait::none) continue;
       ran = true;
       resume(block, t);
@@ -181,6 +183,7 @@ cudaError_t run_grid(unsigned grid, unsigned block, const std::function<void()>&
   state.exchange.resize(block);
   state.body = &body;
   current = &state;
+  if (schedule.max_grid != 0) grid = std::min(grid, schedule.max_grid);
   position.block_dim = dim3(block);
   position.grid_dim = dim3(grid);
   for (unsigned b = 0; b < grid; ++b) {

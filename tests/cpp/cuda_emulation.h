@@ -6,18 +6,21 @@
 //
 // The kernel files are compiled by the host compiler with this header included first
 // (-include; see CMakeLists.txt). Each CUDA thread of a block is a fiber (its own stack, switched
-// with swapcontext) on the calling thread. The schedule is deterministic and adversarial: thread
-// 0 runs until it waits at a barrier or leaves the kernel, then thread 1, and so on; when every
-// thread of the block (or lane of the warp) waits at the same barrier, they all go on. So a
-// kernel that reads shared memory another thread writes without a barrier in between reads it
-// too early or too late here, and fails its test. Blocks run one after another, so __shared__
-// arrays are function statics. A barrier that the threads of a block (or lanes of a warp) do not
-// all reach at the same line, including a thread that leaves the kernel while others wait,
-// aborts the program with the places named.
+// with swapcontext) on the calling thread. The schedule is deterministic: thread 0 runs until it
+// waits at a barrier or leaves the kernel, then thread 1, and so on (or from the last thread to
+// the first: Schedule::reverse); when every thread of the block (or lane of the warp) waits at
+// the same barrier, they all go on. So a kernel that reads shared memory another thread writes,
+// without a barrier in between, reads it too early or too late in one of the two orders, and
+// fails its test. Blocks run one after another, so __shared__ arrays are function statics. A
+// barrier that the threads of a block (or lanes of a warp) do not all reach at the same line,
+// including a thread that leaves the kernel while others wait, aborts the program with the
+// places named.
 //
 // Not modelled: timing, blocks running at the same time, 2-D and 3-D launches, warp masks other
-// than the full warp, and weak memory ordering (here a warp collective also orders the lanes'
-// memory accesses, which the hardware does not promise without __syncwarp).
+// than the full warp, shared memory's undefined contents at a block's start (here it is zero at
+// the first block and what the last block left after that), and weak memory ordering (here a
+// warp collective also orders the lanes' memory accesses, which the hardware does not promise
+// without __syncwarp).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -42,6 +45,17 @@ using std::min;
 #define __launch_bounds__(...)
 
 namespace fastlayers::cuda::emulation {
+
+// How launches run: at most max_grid blocks when it is not 0 (every fastlayers kernel walks its
+// work in grid-stride loops, so any grid must give the same result, and a small one makes every
+// loop take more than one step), and the threads of a block scheduled from the last to the first
+// when reverse is set (a barrier missing between a write by a lower thread and a read by a higher
+// one shows only in that order).
+struct Schedule {
+  unsigned max_grid = 0;
+  bool reverse = false;
+};
+extern Schedule schedule;
 
 // Where the running fiber is in the launch.
 struct Position {

@@ -6,9 +6,10 @@
 // inputs) and both backwards (in-order and atomic, with out-of-range indices skipped), ReLU
 // forward and backward (NaN, -0.0), and the bias gradient; in float, double, __half and
 // __nv_bfloat16. Outputs are poisoned with NaN before each launch, so an element never written
-// fails. Also the 32-bit division by invariant integers (FastDivmod) the conv passes index with.
-// Built and run by CMake/ctest where the CUDA headers are found (`make test`), and under
-// AddressSanitizer by `make sanitize`.
+// fails. Every case runs twice: as launched, and with grids of at most 3 blocks and threads
+// scheduled in reverse. Also the 32-bit division by invariant integers (FastDivmod) the conv
+// passes index with. Built and run by CMake/ctest where the CUDA headers are found
+// (`make test`), and under AddressSanitizer by `make sanitize`.
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -62,14 +63,18 @@ const char* type_name<__half>() { return "half"; }
 template <>
 const char* type_name<__nv_bfloat16>() { return "bfloat16"; }
 
-// Relative error allowed against the sum of the terms' magnitudes: the accumulation type's
-// rounding over a short sum, plus the output's rounding for half types.
+// The accumulation type's relative rounding over a short sum (float for every type but double).
 template <typename T>
-double tolerance() {
-  if constexpr (std::is_same_v<T, double>) return 1e-13;
-  if constexpr (std::is_same_v<T, float>) return 2e-6;
-  if constexpr (std::is_same_v<T, __half>) return 1e-3;
-  return 8e-3;
+double accumulation_error() {
+  return std::is_same_v<T, double> ? 1e-13 : 2e-6;
+}
+
+// The unit roundoff of storing a float sum as T (0 where T is the accumulation type).
+template <typename T>
+double output_rounding() {
+  if constexpr (std::is_same_v<T, __half>) return 1.0 / 2048;        // 11 significant bits
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) return 1.0 / 256;  // 8
+  return 0.0;
 }
 
 std::mt19937 rng(2024);
@@ -129,15 +134,21 @@ void expect_success(cudaError_t err, const std::string& what) {
   }
 }
 
-// Compares got[i] with ref[i] within tolerance<T>() * scale[i] (scale: the sum of |terms|).
+// Compares got[i] with ref[i]; scale[i] is the sum of the terms' magnitudes. The sum may be off by
+// the accumulation's rounding, accumulation_error * scale, and by one rounding to T of the
+// result, or, when rounded_per_term (half-type atomics and chunked adds store T after each
+// term), by a rounding of every partial sum, output_rounding * scale.
 template <typename T>
 void expect_close(const std::vector<T>& got, const std::vector<double>& ref,
-                  const std::vector<double>& scale, const std::string& what) {
+                  const std::vector<double>& scale, const std::string& what,
+                  bool rounded_per_term = false) {
   ++checks;
   for (size_t i = 0; i < ref.size(); ++i) {
     const double g = to_double(got[i]);
     const bool both_nan = std::isnan(g) && std::isnan(ref[i]);
-    const double allowed = tolerance<T>() * (scale[i] + std::fabs(ref[i])) + 1e-300;
+    const double magnitude = std::fabs(ref[i]) + (rounded_per_term ? scale[i] : 0.0);
+    const double allowed = output_rounding<T>() * magnitude +
+                           accumulation_error<T>() * (scale[i] + std::fabs(ref[i]));
     if (!both_nan && !(std::fabs(g - ref[i]) <= allowed)) {
       std::printf("FAIL %s %s: element %zu is %.9g, expected %.9g (allowed error %.3g)\n",
                   what.c_str(), type_name<T>(), i, g, ref[i], allowed);
@@ -147,10 +158,20 @@ void expect_close(const std::vector<T>& got, const std::vector<double>& ref,
   }
 }
 
+// Bitwise-equal values (NaN matches NaN; -0.0 is checked separately where it matters).
 template <typename T>
 void expect_equal(const std::vector<T>& got, const std::vector<double>& ref,
                   const std::string& what) {
-  expect_close(got, ref, std::vector<double>(ref.size(), 0.0), what);
+  ++checks;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    const double g = to_double(got[i]);
+    if (!(g == ref[i] || (std::isnan(g) && std::isnan(ref[i])))) {
+      std::printf("FAIL %s %s: element %zu is %.9g, expected exactly %.9g\n", what.c_str(),
+                  type_name<T>(), i, g, ref[i]);
+      ++failures;
+      return;
+    }
+  }
 }
 
 double relu(double v) { return v < 0 ? 0.0 : v; }
@@ -328,9 +349,9 @@ void test_conv2d(const Conv2dParams& p, bool wide_index) {
     const std::vector<T>* m_ = with_mask ? &mask : nullptr;
     const T* mask_ptr = with_mask ? mask.data() : nullptr;
     auto gx = poisoned<T>(x_size);
-    expect_success(
-        fc::conv2d_grad_input<T>(context(ws, wide_index), p, gy.data(), w.data(), mask_ptr, gx.data()),
-        shape);
+    expect_success(fc::conv2d_grad_input<T>(context(ws, wide_index), p, gy.data(), w.data(),
+                                            mask_ptr, gx.data()),
+                   shape);
     std::vector<double> ref(x_size, 0.0), scale(x_size, 0.0);
     for_each_term(p, [&](int64_t n, int64_t oc, int64_t oh, int64_t ow, int64_t c, int64_t kh,
                          int64_t kw, int64_t ih, int64_t iw) {
@@ -341,9 +362,9 @@ void test_conv2d(const Conv2dParams& p, bool wide_index) {
     expect_close(gx, ref, scale, shape + " grad_input mask=" + std::to_string(with_mask));
 
     auto gw = poisoned<T>(w_size);
-    expect_success(
-        fc::conv2d_grad_weight<T>(context(ws, wide_index), p, gy.data(), x.data(), mask_ptr, gw.data()),
-        shape);
+    expect_success(fc::conv2d_grad_weight<T>(context(ws, wide_index), p, gy.data(), x.data(),
+                                             mask_ptr, gw.data()),
+                   shape);
     ref.assign(w_size, 0.0);
     scale.assign(w_size, 0.0);
     for_each_term(p, [&](int64_t n, int64_t oc, int64_t oh, int64_t ow, int64_t c, int64_t kh,
@@ -366,7 +387,8 @@ Pool2dParams pool(int64_t planes, int64_t H, int64_t W, int64_t kernel, int64_t 
   p.kernel_h = p.kernel_w = kernel, p.stride_h = p.stride_w = stride, p.pad_h = p.pad_w = pad;
   p.dilation_h = p.dilation_w = dilation;
   auto out = [&](int64_t size) {  // torch's pooling_output_shape
-    const int64_t span = size + 2 * pad - dilation * (kernel - 1) - 1 + (ceil_mode ? stride - 1 : 0);
+    const int64_t span =
+        size + 2 * pad - dilation * (kernel - 1) - 1 + (ceil_mode ? stride - 1 : 0);
     int64_t o = span / stride + 1;
     if (ceil_mode && (o - 1) * stride >= size + pad) --o;
     return o;
@@ -379,7 +401,8 @@ Pool2dParams pool(int64_t planes, int64_t H, int64_t W, int64_t kernel, int64_t 
 template <typename T>
 void test_max_pool2d(const Pool2dParams& p) {
   char text[160];
-  std::snprintf(text, sizeof(text), "max_pool2d planes=%lld %lldx%lld k=%lld s=%lld pad=%lld d=%lld",
+  std::snprintf(text, sizeof(text),
+                "max_pool2d planes=%lld %lldx%lld k=%lld s=%lld pad=%lld d=%lld",
                 (long long)p.planes, (long long)p.H, (long long)p.W, (long long)p.kernel_h,
                 (long long)p.stride_h, (long long)p.pad_h, (long long)p.dilation_h);
   const std::string shape = text;
@@ -447,39 +470,45 @@ void test_max_pool2d(const Pool2dParams& p) {
                                               deterministic),
                    shape);
     expect_close(gx, gx_ref, scale,
-                 shape + (deterministic ? " backward in order" : " backward atomic"));
+                 shape + (deterministic ? " backward in order" : " backward atomic"), true);
   }
 }
 
 // ---------------------------------------------------------------------------------------------
 // ReLU and the bias gradient
 
-// `offset` elements into each buffer: 0 takes the 16-byte packs, 1 the element-wise path.
+// The inputs start `offset` elements into their buffers, the outputs `out_offset`: both 0 takes
+// the 16-byte packs, anything else the element-wise path.
 template <typename T>
-void test_relu(int64_t n, int64_t offset) {
-  const std::string shape = "relu n=" + std::to_string(n) + " offset=" + std::to_string(offset);
+void test_relu(int64_t n, int64_t offset, int64_t out_offset) {
+  const std::string shape = "relu n=" + std::to_string(n) + " offset=" + std::to_string(offset) +
+                            "," + std::to_string(out_offset);
   auto x = random_values<T>(n + offset);
   if (n > 3) {
     x[offset + 1] = from_double<T>(std::nan(""));
     x[offset + 2] = from_double<T>(-0.0);
   }
-  auto y = poisoned<T>(n + offset);
-  expect_success(fc::relu_forward<T>(nullptr, n, x.data() + offset, y.data() + offset), shape);
-  std::vector<double> ref(n + offset);
-  for (int64_t i = 0; i < n + offset; ++i) ref[i] = i < offset ? NAN : relu(to_double(x[i]));
+  auto y = poisoned<T>(n + out_offset);
+  expect_success(fc::relu_forward<T>(nullptr, n, x.data() + offset, y.data() + out_offset), shape);
+  std::vector<double> ref(n + out_offset);
+  for (int64_t i = 0; i < n + out_offset; ++i) {
+    ref[i] = i < out_offset ? NAN : relu(to_double(x[i - out_offset + offset]));
+  }
   expect_equal(y, ref, shape + " forward");
   ++checks;
-  if (n > 3 && !std::signbit(to_double(y[offset + 2]))) {
+  if (n > 3 && !std::signbit(to_double(y[out_offset + 2]))) {
     std::printf("FAIL %s %s: relu(-0.0) lost its sign\n", shape.c_str(), type_name<T>());
     ++failures;
   }
 
   const auto gy = random_values<T>(n + offset), mask = random_mask<T>(n + offset);
-  auto gx = poisoned<T>(n + offset);
+  auto gx = poisoned<T>(n + out_offset);
   expect_success(fc::relu_backward<T>(nullptr, n, gy.data() + offset, mask.data() + offset,
-                                      gx.data() + offset),
+                                      gx.data() + out_offset),
                  shape);
-  for (int64_t i = 0; i < n + offset; ++i) ref[i] = i < offset ? NAN : masked(gy, &mask, i);
+  for (int64_t i = 0; i < n + out_offset; ++i) {
+    ref[i] = i < out_offset ? NAN : masked(gy, &mask, i - out_offset + offset);
+  }
   expect_equal(gx, ref, shape + " backward");
 }
 
@@ -527,17 +556,23 @@ void test_fast_divmod() {
     }
   }
   std::uniform_int_distribution<uint32_t> any(0, (1u << 31) - 1);
+  // Powers of two and their neighbours, the largest divisor, and random ones of every size.
+  std::vector<uint32_t> divisors;
   for (int bits = 1; bits < 31; ++bits) {
     for (int64_t delta : {-1, 0, 1}) {
-      const auto d = static_cast<uint32_t>((int64_t{1} << bits) + delta);
-      for (uint32_t top : {(1u << 31) - 1, (1u << 31) - 2, ((1u << 31) - 1) / d * d,
-                           ((1u << 31) - 1) / d * d - 1}) {
-        if (!check(d, top)) return;
-      }
-      for (int i = 0; i < 1000; ++i) {
-        const uint32_t n = any(rng);
-        if (!check(d, n) || (n >= d && !check(d, n / d * d - 1)) || !check(d, n / d * d)) return;
-      }
+      divisors.push_back(static_cast<uint32_t>((int64_t{1} << bits) + delta));
+    }
+  }
+  divisors.push_back((1u << 31) - 1);
+  for (int i = 0; i < 200; ++i) divisors.push_back(std::max(1u, any(rng) >> (i % 31)));
+  for (const uint32_t d : divisors) {
+    const uint32_t last_multiple = ((1u << 31) - 1) / d * d;
+    for (uint32_t top : {(1u << 31) - 1, (1u << 31) - 2, last_multiple, last_multiple - 1}) {
+      if (!check(d, top)) return;
+    }
+    for (int i = 0; i < 1000; ++i) {
+      const uint32_t n = any(rng);
+      if (!check(d, n) || (n >= d && !check(d, n / d * d - 1)) || !check(d, n / d * d)) return;
     }
   }
 }
@@ -562,6 +597,9 @@ void test_all() {
     test_conv2d<T>(conv(2, 4, 7, 6, 6, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 2), wide_index);
     test_conv2d<T>(conv(1, 6, 5, 5, 6, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 3), wide_index);
     test_conv2d<T>(conv(3, 2, 16, 16, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), wide_index);
+    // Empty: no images; no channels and no width (sizes of 0 are divisors nowhere).
+    test_conv2d<T>(conv(0, 3, 5, 4, 2, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), wide_index);
+    test_conv2d<T>(conv(2, 0, 5, 0, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), wide_index);
   }
 
   test_max_pool2d<T>(pool(3, 8, 8, 2, 2, 0, 1, false));
@@ -572,8 +610,10 @@ void test_all() {
 
   // Packs of 16 bytes with a tail of every length, and unaligned buffers.
   for (int64_t n : {1, 7, 8, 9, 15, 1000, 4099}) {
-    test_relu<T>(n, 0);
-    test_relu<T>(n, 1);
+    test_relu<T>(n, 0, 0);
+    test_relu<T>(n, 1, 1);
+    test_relu<T>(n, 0, 1);
+    test_relu<T>(n, 1, 0);
   }
   test_bias_grad<T>(3, 5, 7);
   test_bias_grad<T>(1, 2, 600);
@@ -583,10 +623,17 @@ void test_all() {
 
 int main() {
   test_fast_divmod();
-  test_all<float>();
-  test_all<double>();
-  test_all<__half>();
-  test_all<__nv_bfloat16>();
+  // Twice: with every launch's own grid and threads in order, then with grids of at most 3
+  // blocks (every grid-stride loop takes several steps) and threads in reverse order.
+  namespace emulation = fastlayers::cuda::emulation;
+  for (const emulation::Schedule schedule : {emulation::Schedule{0, false},
+                                             emulation::Schedule{3, true}}) {
+    emulation::schedule = schedule;
+    test_all<float>();
+    test_all<double>();
+    test_all<__half>();
+    test_all<__nv_bfloat16>();
+  }
   std::printf("%d checks, %d failures\n", checks, failures);
   return failures == 0 ? 0 : 1;
 }
