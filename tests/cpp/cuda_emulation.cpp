@@ -13,6 +13,8 @@
 #include <memory>
 #include <vector>
 
+#include "cuda/common.cuh"
+
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/common_interface_defs.h>
 #define FASTLAYERS_START_SWITCH(save, bottom, size) \
@@ -216,25 +218,24 @@ unsigned match_any(const char* where, unsigned mask, unsigned long long value) {
   return peers;
 }
 
-float atomic_add(float* address, float value) {
-  const float old = *address;
-  *address = old + value;
+namespace {
+
+// The sum in the accumulation type (float for half types), rounded back to T: what the
+// hardware's atomicAdd stores.
+template <typename T>
+T fetch_add(T* address, T value) {
+  const T old = *address;
+  *address = from_acc<T>(to_acc(old) + to_acc(value));
   return old;
 }
-double atomic_add(double* address, double value) {
-  const double old = *address;
-  *address = old + value;
-  return old;
-}
-__half atomic_add(__half* address, __half value) {
-  const __half old = *address;
-  *address = __float2half_rn(__half2float(old) + __half2float(value));
-  return old;
-}
+
+}  // namespace
+
+float atomic_add(float* address, float value) { return fetch_add(address, value); }
+double atomic_add(double* address, double value) { return fetch_add(address, value); }
+__half atomic_add(__half* address, __half value) { return fetch_add(address, value); }
 __nv_bfloat16 atomic_add(__nv_bfloat16* address, __nv_bfloat16 value) {
-  const __nv_bfloat16 old = *address;
-  *address = __float2bfloat16_rn(__bfloat162float(old) + __bfloat162float(value));
-  return old;
+  return fetch_add(address, value);
 }
 
 }  // namespace fastlayers::cuda::emulation
