@@ -1,7 +1,8 @@
 # make test   installs what is missing, builds, runs the C++ kernel tests (the CUDA kernels among
 #             them, on a CPU emulation, where the CUDA headers are found), compiles the CUDA
 #             kernels and glue where nvcc is found (no GPU needed), and runs the pytest suite
-# make bench  installs what is missing, builds, runs the kernel speed benchmark
+# make bench  installs what is missing, builds, runs the kernel speed benchmark (on the GPU where
+#             torch sees one and fastlayers has its CUDA kernels); BENCH_ARGS="..." passes options
 # make sanitize  builds the CPU kernels with AddressSanitizer and UndefinedBehaviorSanitizer and
 #                runs the C++ kernel tests and the pytest suite against that build
 # make fuzz   installs what is missing, builds, runs the fuzz tests in their deep profile: 10,000
@@ -39,8 +40,10 @@ test-py: build
 
 test: test-cpp test-cuda-compile test-py
 
+BENCH_ARGS ?=
+
 bench: build
-	$(PYTHON) -m fastlayers.bench
+	$(PYTHON) -m fastlayers.bench $(BENCH_ARGS)
 
 # The sanitized extension is built beside the package (build/sanitize/fastlayers), and pytest runs
 # from there so that it imports that copy. Python itself is not instrumented, so the ASan runtime

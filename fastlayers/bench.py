@@ -18,8 +18,17 @@ case is skipped and the exit status is 1. Results: a table on stdout (with GFLOP
 measured FMA peak), a JSON document {"machine": {...}, "rows": [...]} (default
 bench/results/cpu-latest.json) and a bar chart of the ratios next to it (.png, needs matplotlib).
 
+On CUDA (--device cuda, or auto on a machine with a GPU and fastlayers' CUDA kernels), TF32 is off,
+the copy bandwidth and cuBLAS's GEMM throughput are measured first as the device's ceilings, and
+the run adds: the "large" cases (GEMMs of 4096^3 in float32 and 8192^3 in bfloat16, relu and
+max_pool2d on a 256 MiB activation), each in its own dtype; each model's whole training step
+captured in a CUDA graph on both sides (mode "step-graph"); TFLOP/s and GB/s against those
+ceilings. torch.compile's peer is mode="max-autotune-no-cudagraphs" on the layers and
+"reduce-overhead" on the training steps there.
+
     python -m fastlayers.bench [--quick] [--filter cifar] [--threads 1] [--compile] [--memory]
-                               [--no-gemm] [--no-models] [--no-plot] [--out PATH]
+                               [--no-gemm] [--no-models] [--no-large] [--shard K/N] [--no-plot]
+                               [--dtype float32] [--device auto] [--out PATH]
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ import os
 import platform
 import subprocess
 import sys
+import traceback
 
 import torch
 import torch.nn.functional as F
@@ -65,6 +75,7 @@ TORCH_OPS = {
     "max_pool2d": F.max_pool2d,
     "conv2d_relu_max_pool2d": torch_conv2d_relu_max_pool2d,
     "gemm": lambda x, w, b: torch.mm(x, w.t()),
+    "relu": torch.relu,
 }
 
 
@@ -91,11 +102,30 @@ REFERENCE_BACKWARD = {
     "conv2d_relu_max_pool2d": _conv2d_relu_max_pool2d_reference_backward,
 }
 
-TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-10}
-MODES = ("fwd", "fwd+bwd", "step")
+# compare()'s rtol, and its atol before compare() scales it by the reference's largest magnitude
+# (so small elements, such as most of a gradient's, are held to the largest one's rounding).
+# fastlayers accumulates float16 and bfloat16 in float32 and rounds each output once; 2e-2 is a
+# few roundings of bfloat16's 8 significant bits (2^-8 = 0.4%), and more than float16's 11 need.
+TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-10, torch.bfloat16: 2e-2, torch.float16: 2e-2}
+DTYPES = ("float32", "float64", "bfloat16", "float16")
+MODES = ("fwd", "fwd+bwd", "step", "step-graph")
+STEP_MODES = ("step", "step-graph")
 SIDES = ("fastlayers", "torch", "compile")
+# A peer's error, as a row records it, and as the run reports it.
+ERROR_TEXT = {"compile_error": "torch.compile failed", "graph_error": "CUDA graph capture failed"}
 GEMM_SIZES, GEMM_SIZES_QUICK = (64, 128, 256, 512, 1024, 2048), (64, 256, 1024)
 STEP_GEOMEAN_MODELS = ("mlp", "cifar_cnn", "lenet", "mnist_cnn")
+# The large cases (CUDA only), each in its own dtype: GEMMs as (dtype, n), and the activation of
+# the memory-bound relu and max_pool2d cases, 64 x 64 x 128 x 128 float32 = 256 MiB.
+LARGE_GEMMS = (("float32", 4096), ("bfloat16", 8192))
+LARGE_ACTIVATION, LARGE_ACTIVATION_DTYPE = (64, 64, 128, 128), "float32"
+INDEX_BYTES = 8  # max_pool2d's indices are int64
+# torch.compile's mode per device for the layer and GEMM cases and for the training steps (None:
+# the default mode). On CUDA the layers' peer autotunes Triton templates against cuBLAS and cuDNN,
+# and the steps' peer replays CUDA graphs, as both sides of the step-graph mode do.
+COMPILE_MODES = {"cpu": {"layers": None, "steps": None},
+                 "cuda": {"layers": "max-autotune-no-cudagraphs", "steps": "reduce-overhead"}}
+GRAPH_WARMUP_STEPS = 3  # eager steps on a side stream before a training step is captured
 # The hyper-parameters a case lists, with the values it leaves out (None: always listed).
 CONV_DEFAULTS = {"stride": 1, "padding": 0, "dilation": 1, "groups": 1}
 POOL_DEFAULTS = {"kernel_size": None, "stride": None, "padding": 0, "dilation": 1, "ceil_mode": False}
@@ -129,6 +159,35 @@ def layer_case(model, op, x, layer, kwargs, flops=None):
 def gemm_case(n):
     return {"model": None, "op": "gemm", "shape": f"n={n}", "x": (n, n), "w": (n, n), "bias": False, "kwargs": {},
             "modes": ("fwd",), "flops": {"fwd": 2 * n**3}}
+
+
+def memory_bytes(op, mode, shape, kwargs, dtype):
+    """The bytes one relu or max_pool2d call must read and write (fwd+bwd: both passes), for its
+    GB/s. relu reads x and writes y; its backward reads the output gradient and y and writes the
+    input gradient. max_pool2d reads x and writes y and the int64 indices (torch's and fastlayers'
+    both write them); its backward reads the output gradient and the indices and writes the input
+    gradient. The pool's output size comes from torch's max_pool2d on a meta tensor."""
+    n = math.prod(shape)
+    if op == "relu":
+        fwd, bwd = 2 * n * dtype.itemsize, 3 * n * dtype.itemsize
+    else:
+        pooled = math.prod(F.max_pool2d(torch.empty(shape, device="meta"), **kwargs).shape)
+        fwd = bwd = n * dtype.itemsize + pooled * (dtype.itemsize + INDEX_BYTES)
+    return fwd + bwd if mode == "fwd+bwd" else fwd
+
+
+def large_cases():
+    """The CUDA-only cases on large operands, model "large", each in its own dtype (named in its
+    shape text, and carried as "dtype"): the LARGE_GEMMS against cuBLAS, and relu and max_pool2d
+    (2 x 2 windows) on LARGE_ACTIVATION, forward and forward+backward, with the bytes they move."""
+    cases = [gemm_case(n) | {"model": "large", "shape": f"n={n} {dtype}", "dtype": dtype} for dtype, n in LARGE_GEMMS]
+    x, dtype, modes = LARGE_ACTIVATION, LARGE_ACTIVATION_DTYPE, ("fwd", "fwd+bwd")
+    for op, kwargs in (("relu", {}), ("max_pool2d", {"kernel_size": 2})):
+        text = " ".join([f"x={dims(x)}"] + [f"{k}={v}" for k, v in kwargs.items()] + [dtype])
+        nbytes = {mode: memory_bytes(op, mode, x, kwargs, getattr(torch, dtype)) for mode in modes}
+        cases.append({"model": "large", "op": op, "shape": text, "x": x, "w": None, "bias": False, "kwargs": kwargs,
+                      "modes": modes, "flops": {}, "bytes": nbytes, "dtype": dtype})
+    return cases
 
 
 def model_layers(name):
@@ -191,11 +250,16 @@ def compare(what, got, want, tol):
     return f"{what}: max |diff| {diff:.3g} (torch max |value| {scale:.3g}, tolerance {tol * scale:.3g} + {tol:g}*|value|)"
 
 
-def compiled(fn):
-    """torch.compile(fn) on a fresh cache: with dynamic=False every shape is a recompilation, and
-    past the recompile limit torch would silently run the function eagerly."""
+def compiled(fn, mode=None):
+    """torch.compile(fn, mode=mode) on a fresh cache: with dynamic=False every shape is a
+    recompilation, and past the recompile limit torch would silently run the function eagerly."""
     torch.compiler.reset()
-    return torch.compile(fn, dynamic=False)
+    return torch.compile(fn, dynamic=False, mode=mode)
+
+
+def one_line(e):
+    """An exception as one line of at most 300 characters, for a row or a FAIL line."""
+    return f"{type(e).__name__}: {e}".splitlines()[0][:300]
 
 
 def warm_compiled(callables):
@@ -209,13 +273,13 @@ def warm_compiled(callables):
     except Exception as e:  # only this peer is lost; the case is still timed against torch eager
         for key in keys:
             del callables[key]
-        return f"{type(e).__name__}: {e}".splitlines()[0][:300]
+        return one_line(e)
     return None
 
 
-def layer_callables(case, dtype, device, with_compile):
-    """For one layer or GEMM case: {(mode, side): zero-argument callable}, the first validation
-    error and the torch.compile error, if any."""
+def layer_callables(case, dtype, device, with_compile, compile_mode=None):
+    """For one layer, GEMM or large case: {(mode, side): zero-argument callable}, the first
+    validation error, and with_compile {"compile_error": the torch.compile error or None}."""
     x = torch.randn(case["x"], dtype=dtype, device=device)
     args = [x]
     if case["w"] is not None:
@@ -230,7 +294,7 @@ def layer_callables(case, dtype, device, with_compile):
     kwargs, tol = case["kwargs"], TOLERANCE[dtype]
     fns = {"fastlayers": fast_op(case["op"]), "torch": TORCH_OPS[case["op"]]}
     if with_compile:
-        fns["compile"] = compiled(fns["torch"])
+        fns["compile"] = compiled(fns["torch"], compile_mode)
     grad = torch.randn_like(fns["torch"](*args, **kwargs)) if backward else None
 
     def forward(fn):
@@ -262,45 +326,121 @@ def layer_callables(case, dtype, device, with_compile):
         results["torch"][1:] = [t.grad.clone() for t in leaves]
     names = ["output", "grad input", "grad weight", "grad bias"]
     errors = (compare(n, f, t, tol) for n, f, t in zip(names, results["fastlayers"], results["torch"]))
-    return callables, next((e for e in errors if e), None), warm_compiled(callables)
+    return callables, next((e for e in errors if e), None), {"compile_error": warm_compiled(callables)} if with_compile else {}
 
 
-def model_callables(name, dtype, device, with_compile):
-    """Training-step callables for the torch-layers and fastlayers-layers models (with_compile: and
-    for torch.compile of the torch-layers model) with the same weights and data, the validation
-    error (losses of the first two steps) and the torch.compile error, if any."""
+def step_batch(name, dtype, device):
+    """A batch of model `name`'s inputs and training targets (class indices, or values for
+    regression_mlp), on the device."""
     cls = MODELS[name]
     x = torch.randn(cls.batch_size, *cls.input_shape, dtype=dtype, device=device)
     if name == "regression_mlp":
         target = torch.randn(cls.batch_size, 1, dtype=dtype, device=device)
     else:
         target = torch.randint(0, 10, (cls.batch_size,), device=device)
-    ref = build(name, "torch").to(device, dtype)
-    fast = build(name, "fastlayers").to(device, dtype)
-    fast.load_state_dict(ref.state_dict())
+    return x, target
 
-    def train_step(model):
-        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
-        def run():
-            opt.zero_grad(set_to_none=True)
-            loss = model.loss(model(x), target)
-            loss.backward()
-            opt.step()
-            return loss.detach()
-        return run
+def sgd_step(model, x, target):
+    """A callable running one training step of model on (x, target) with its own SGD(lr=0.01,
+    momentum=0.9) and returning the loss."""
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
-    callables = {("step", "torch"): train_step(ref), ("step", "fastlayers"): train_step(fast)}
+    def run():
+        opt.zero_grad(set_to_none=True)
+        loss = model.loss(model(x), target)
+        loss.backward()
+        opt.step()
+        return loss.detach()
+    return run
+
+
+def twins(name, dtype, device, layers):
+    """Model `name` built from each of `layers` ("torch" or "fastlayers"), in that order, all with
+    the first one's weights."""
+    models = [build(name, kind).to(device, dtype) for kind in layers]
+    for model in models[1:]:
+        model.load_state_dict(models[0].state_dict())
+    return models
+
+
+def model_callables(name, dtype, device, with_compile, compile_mode=None):
+    """Training-step callables for the torch-layers and fastlayers-layers models (with_compile: and
+    for torch.compile of the torch-layers model) with the same weights and data, the validation
+    error (losses of the first two steps) and, with_compile, {"compile_error": the torch.compile
+    error or None}."""
+    x, target = step_batch(name, dtype, device)
+    ref, fast, *twin = twins(name, dtype, device, ("torch", "fastlayers") + (("torch",) if with_compile else ()))
+    callables = {("step", "torch"): sgd_step(ref, x, target), ("step", "fastlayers"): sgd_step(fast, x, target)}
     if with_compile:
-        twin = build(name, "torch").to(device, dtype)
-        twin.load_state_dict(ref.state_dict())
-        callables["step", "compile"] = train_step(compiled(twin))
+        callables["step", "compile"] = sgd_step(compiled(twin[0], compile_mode), x, target)
     losses = {}
     for side in ("torch", "fastlayers"):
         torch.manual_seed(0)  # the same dropout masks on both sides
         losses[side] = torch.stack([callables["step", side]() for _ in range(2)])
     error = compare("losses of two steps", losses["fastlayers"], losses["torch"], TOLERANCE[dtype])
-    return callables, error, warm_compiled(callables)
+    return callables, error, {"compile_error": warm_compiled(callables)} if with_compile else {}
+
+
+class GraphedStep:
+    """A training step captured in a CUDA graph (see captured_step); a call replays the graph and
+    returns its static loss. It holds the step, whose model, optimizer state and static inputs
+    live outside the graph's memory pool and must outlive the graph, which reads and writes them."""
+
+    def __init__(self, graph, step, loss):
+        self.graph, self.step, self.loss = graph, step, loss
+
+    def __call__(self):
+        self.graph.replay()
+        return self.loss
+
+
+def captured_step(model, x, target):
+    """model's training step (zero_grad, forward, loss, backward, SGD step) captured in a CUDA
+    graph, as torch.cuda.graph's documentation captures a whole network: GRAPH_WARMUP_STEPS eager
+    steps on a side stream first (they create the momentum buffers and any lazily built state),
+    then the capture, whose gradients are allocated in the graph's pool as zero_grad set them to
+    None. x and target are the graph's static inputs. Returns (the GraphedStep, the warm-up steps'
+    losses)."""
+    step = sgd_step(model, x, target)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        warm_losses = [step() for _ in range(GRAPH_WARMUP_STEPS)]
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        loss = step()
+    return GraphedStep(graph, step, loss), warm_losses
+
+
+def graph_callables(name, dtype, device):
+    """For model `name` on CUDA: each side's training step captured in a CUDA graph (see
+    captured_step) as the callable to time, the validation error, and {"graph_error": the sides
+    whose capture failed, with their errors, or None}. Each captured side's losses over the
+    warm-up steps and two replays must match as many eager steps of the torch model from the same
+    weights and seed (CUDA's random numbers, dropout's, are the same in a graph as in eager
+    execution)."""
+    x, target = step_batch(name, dtype, device)
+    ref, fast, graphed_ref = twins(name, dtype, device, ("torch", "fastlayers", "torch"))
+    eager = sgd_step(ref, x, target)
+    torch.manual_seed(0)
+    want = torch.stack([eager() for _ in range(GRAPH_WARMUP_STEPS + 2)])
+    callables, capture_errors, errors = {}, [], []
+    for side, model in (("torch", graphed_ref), ("fastlayers", fast)):
+        torch.manual_seed(0)
+        try:
+            replay, losses = captured_step(model, x, target)
+            losses += [replay().clone() for _ in range(2)]
+        except Exception as e:  # recorded in the row; the other side is still timed
+            # An error inside the capture makes ending it fail too: keep the first error as well.
+            first = f" (after {one_line(e.__context__)})" if e.__context__ else ""
+            capture_errors.append(f"{side}: {one_line(e)}{first}")
+            continue
+        callables["step-graph", side] = replay
+        errors.append(compare(f"{side} graphed losses of {len(losses)} steps vs torch eager", torch.stack(losses), want,
+                              TOLERANCE[dtype]))
+    return callables, next((e for e in errors if e), None), {"graph_error": "; ".join(capture_errors) or None}
 
 
 # Peak memory of a training step, measured in a fresh process per model and side (--memory). On
@@ -324,21 +464,9 @@ def memory_probe(name, layers, dtype, device):
     first_steps: over the first three steps (gradients, momentum buffers, activations, kernel
     workspaces and any lazily built caches); step: over one step after those (activations and
     workspaces). Prints one JSON line; run it in a fresh process (see memory_rows)."""
-    cls = MODELS[name]
     torch.manual_seed(0)
-    x = torch.randn(cls.batch_size, *cls.input_shape, dtype=dtype, device=device)
-    if name == "regression_mlp":
-        target = torch.randn(cls.batch_size, 1, dtype=dtype, device=device)
-    else:
-        target = torch.randint(0, 10, (cls.batch_size,), device=device)
-    model = build(name, layers).to(device, dtype)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        model.loss(model(x), target).backward()
-        opt.step()
-
+    x, target = step_batch(name, dtype, device)
+    step = sgd_step(build(name, layers).to(device, dtype), x, target)
     if device == "cuda":
         def current():
             torch.cuda.synchronize()
@@ -422,27 +550,135 @@ def measure_sides(fns, threads, min_run_time):
     return {side: (m.median, m.iqr) for side, m in best.items()}
 
 
-def make_row(job, mode, times, common, peak, with_compile, compile_error):
+# The CUDA device's ceilings, measured at the start of a run: the copy bandwidth (the memory-bound
+# cases' GB/s are fractions of it) and cuBLAS's GEMM throughput in each dtype whose rows count
+# FLOPs (their TFLOP/s are fractions of it). Each is the best of CEILING_ROUNDS medians: other
+# work on the device can only lower it.
+COPY_BYTES = 2**30
+CEILING_GEMM_N = 8192
+CEILING_ROUNDS, CEILING_RUN_TIME = 5, 0.2
+
+
+def disable_tf32():
+    """float32 matmuls and convolutions in IEEE float32 on CUDA, in cuBLAS, cuDNN and
+    torch.compile's kernels alike: TF32's 10-bit mantissa would time another computation and miss
+    the float32 tolerance."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
+
+def cuda_settings():
+    """What CUDA timings depend on besides the GPU's name: versions, memory and the math settings."""
+    props = torch.cuda.get_device_properties(torch.cuda.current_device())
+    matmul = torch.backends.cuda.matmul
+    return {"cuda_version": torch.version.cuda, "cudnn_version": torch.backends.cudnn.version(),
+            "compute_capability": f"{props.major}.{props.minor}", "gpu_memory_gib": props.total_memory / 2**30,
+            "allow_tf32_matmul": matmul.allow_tf32, "allow_tf32_cudnn": torch.backends.cudnn.allow_tf32,
+            "float32_matmul_precision": torch.get_float32_matmul_precision(),
+            "allow_bf16_reduced_precision_reduction": matmul.allow_bf16_reduced_precision_reduction,
+            "allow_fp16_reduced_precision_reduction": matmul.allow_fp16_reduced_precision_reduction,
+            "cudnn_benchmark": torch.backends.cudnn.benchmark}
+
+
+def best_median(fn, threads):
+    """The lowest median, in seconds, of CEILING_ROUNDS blocked_autorange runs of fn."""
+    return min(Timer("fn()", globals={"fn": fn}, num_threads=threads).blocked_autorange(min_run_time=CEILING_RUN_TIME).median
+               for _ in range(CEILING_ROUNDS))
+
+
+def copy_gbps(threads):
+    """The device-to-device copy bandwidth in GB/s: dst.copy_(src) between two COPY_BYTES
+    buffers, counting the bytes read and those written (2 * COPY_BYTES per call)."""
+    src = torch.zeros(COPY_BYTES // 4, device="cuda")
+    dst = torch.empty_like(src)
+    return 2 * COPY_BYTES / best_median(lambda: dst.copy_(src), threads) / 1e9
+
+
+def cublas_tflops(dtype, threads):
+    """cuBLAS's GEMM throughput in dtype, in TFLOP/s: torch.mm(a, b.t()) for CEILING_GEMM_N^3, the
+    GEMM peer's call, under the run's math settings (TF32 off)."""
+    n = CEILING_GEMM_N
+    a = torch.randn(n, n, dtype=dtype, device="cuda")
+    b = torch.randn(n, n, dtype=dtype, device="cuda")
+    return 2 * n**3 / best_median(lambda: torch.mm(a, b.t()), threads) / 1e12
+
+
+def cuda_ceilings(dtype_names, threads):
+    """{"copy_gbps": ..., "cublas_tflops": {dtype name: ...}} for the dtypes named, measured now;
+    the buffers are handed back to the device before the cases run."""
+    ceilings = {"copy_gbps": copy_gbps(threads),
+                "cublas_tflops": {name: cublas_tflops(getattr(torch, name), threads) for name in dtype_names}}
+    torch.cuda.empty_cache()
+    return ceilings
+
+
+def ceilings_text(ceilings):
+    """The ceilings for the table's title: ', copy 3000 GB/s, cuBLAS float32 50.0 TFLOP/s'."""
+    tflops = ", ".join(f"{name} {v:.1f}" for name, v in ceilings["cublas_tflops"].items())
+    return f", copy {ceilings['copy_gbps']:.0f} GB/s" + (f", cuBLAS {tflops} TFLOP/s" if tflops else "")
+
+
+def div(a, b, unit=1):
+    """a / b / unit, or None where either is unknown (no FLOP or byte count, a side that did not run)."""
+    return a / b / unit if a and b else None
+
+
+def make_row(job, mode, times, common, peak, ceilings, with_compile, errors):
     """One JSON row: times in microseconds, ratio = peer time / fastlayers time, GFLOP/s where the
-    FLOPs are known, peak_fraction = fastlayers GFLOP/s / FMA peak."""
-    (fast, fast_iqr), (eager, eager_iqr) = times["fastlayers"], times["torch"]
-    flops = job["flops"].get(mode)
-    gflops = flops / fast / 1e9 if flops else None
-    row = {"op": job["op"], "model": job["model"], "mode": mode, "shape": job["shape"], **common,
-           "median_us": fast * 1e6, "iqr_us": fast_iqr * 1e6, "torch_us": eager * 1e6, "torch_iqr_us": eager_iqr * 1e6,
-           "ratio": eager / fast}
+    FLOPs are known, peak_fraction = fastlayers GFLOP/s / FMA peak; errors ({"compile_error": ...}
+    or {"graph_error": ...}) as they are. A side that could not run (a failed CUDA graph capture)
+    has None times and ratios. With ceilings (CUDA): TFLOP/s and GB/s, fastlayers' as fractions
+    of cuBLAS's TFLOP/s in the row's dtype and of the copy bandwidth."""
+    fast, fast_iqr = times.get("fastlayers", (None, None))
+    eager, eager_iqr = times.get("torch", (None, None))
+    us = lambda t: t and t * 1e6
+    row = {"op": job["op"], "model": job["model"], "mode": mode, "shape": job["shape"], **common}
+    row["dtype"] = job.get("dtype", common["dtype"])
+    row |= {"median_us": us(fast), "iqr_us": us(fast_iqr), "torch_us": us(eager), "torch_iqr_us": us(eager_iqr),
+            "ratio": div(eager, fast)}
     if with_compile:
         comp, comp_iqr = times.get("compile", (None, None))
-        row |= {"compile_us": comp and comp * 1e6, "compile_iqr_us": comp_iqr and comp_iqr * 1e6,
-                "ratio_compile": comp and comp / fast, "compile_error": compile_error}
-    return row | {"gflops": gflops, "torch_gflops": flops / eager / 1e9 if flops else None,
-                  "peak_fraction": gflops / peak if gflops and peak else None}
+        row |= {"compile_us": us(comp), "compile_iqr_us": us(comp_iqr), "ratio_compile": div(comp, fast)}
+    row |= errors
+    flops = job["flops"].get(mode)
+    gflops = div(flops, fast, 1e9)
+    row |= {"gflops": gflops, "torch_gflops": div(flops, eager, 1e9), "peak_fraction": gflops / peak if gflops and peak else None}
+    if ceilings:
+        nbytes = job.get("bytes", {}).get(mode)
+        tflops, gbps = div(flops, fast, 1e12), div(nbytes, fast, 1e9)
+        cublas = ceilings["cublas_tflops"].get(row["dtype"])
+        row |= {"tflops": tflops, "torch_tflops": div(flops, eager, 1e12), "cublas_fraction": div(tflops, cublas),
+                "gbps": gbps, "torch_gbps": div(nbytes, eager, 1e9), "copy_fraction": div(gbps, ceilings["copy_gbps"])}
+    return row
 
 
 def label(d):
     """'model op mode shape' of a job or row ('gemm n=...' for the GEMM sweep)."""
-    parts = [d["op"], d["shape"]] if d["op"] == "gemm" else [d["model"], d["op"], d.get("mode"), d["shape"]]
+    parts = [d["op"], d["shape"]] if d["op"] == "gemm" and not d["model"] else [d["model"], d["op"], d.get("mode"), d["shape"]]
     return " ".join(p for p in parts if p)
+
+
+def resolve_device(requested, cuda_available, fastlayers_cuda):
+    """--device's value as ("cpu" or "cuda", None), or (requested, error message) where it cannot
+    run. auto is cuda where torch sees a CUDA device and fastlayers has its CUDA kernels, else cpu."""
+    if requested == "auto":
+        return ("cuda" if cuda_available and fastlayers_cuda else "cpu"), None
+    if requested == "cuda" and not cuda_available:
+        return requested, "error: --device cuda, but torch sees no CUDA device (or this torch build has no CUDA)"
+    if requested == "cuda" and not fastlayers_cuda:
+        return requested, "error: --device cuda, but this fastlayers build has no CUDA kernels"
+    return requested, None
+
+
+def parse_shard(text):
+    """--shard's K/N as (K, N), 1 <= K <= N."""
+    try:
+        k, n = map(int, text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected K/N such as 2/4, got {text!r}") from None
+    if not 1 <= k <= n:
+        raise argparse.ArgumentTypeError(f"expected K/N with 1 <= K <= N, got {text!r}")
+    return k, n
 
 
 def device_name(device):
@@ -474,6 +710,9 @@ def git_commit():
 
 
 def fmt_time(us):
+    """A time for the table; None is a side that could not run."""
+    if us is None:
+        return "failed"
     return f"{us:.1f} us" if us < 1e3 else f"{us / 1e3:.2f} ms"
 
 
@@ -485,26 +724,41 @@ def geomean(values):
     return math.exp(sum(map(math.log, values)) / len(values))
 
 
-def print_table(rows, with_compile):
+def print_table(rows, with_compile, cuda):
+    """The rows, then geometric mean ratios: per mode over the models' layers and steps, over the
+    GEMM sweep, and over the steps of STEP_GEOMEAN_MODELS. CUDA rows show TFLOP/s and GB/s with
+    their fractions of the ceilings; CPU rows GFLOP/s and the fraction of the FMA peak."""
     header = ["model", "op", "shape", "mode", "fastlayers", "torch", "ratio"]
-    header += (["torch.compile", "ratio"] if with_compile else []) + ["GFLOP/s", "% peak"]
+    header += ["torch.compile", "ratio"] if with_compile else []
+    header += ["TFLOP/s", "% cuBLAS", "GB/s", "% copy"] if cuda else ["GFLOP/s", "% peak"]
     lines = []
     for r in rows:
         line = [r["model"] or "-", r["op"], r["shape"], r["mode"], fmt_time(r["median_us"]), fmt_time(r["torch_us"]),
-                f"{r['ratio']:.2f}"]
+                fmt(r["ratio"], ".2f")]
         if with_compile:
-            line += [fmt_time(r["compile_us"]), f"{r['ratio_compile']:.2f}"] if r["compile_us"] else ["failed", "-"]
-        lines.append(line + [fmt(r["gflops"], ".1f"), fmt(r["peak_fraction"], ".1%")])
+            if r["compile_us"]:
+                line += [fmt_time(r["compile_us"]), fmt(r["ratio_compile"], ".2f")]
+            else:  # its compilation failed, or no torch.compile peer (the step-graph mode)
+                line += ["failed" if r.get("compile_error") else "-", "-"]
+        if cuda:
+            line += [fmt(r["tflops"], ".2f"), fmt(r["cublas_fraction"], ".1%"),
+                     fmt(r["gbps"], ".0f"), fmt(r["copy_fraction"], ".1%")]
+        else:
+            line += [fmt(r["gflops"], ".1f"), fmt(r["peak_fraction"], ".1%")]
+        lines.append(line)
     widths = [max(len(line[i]) for line in [header] + lines) for i in range(len(header))]
     for line in [header, ["-" * w for w in widths]] + lines:
         print("  ".join(s.ljust(w) if i < 4 else s.rjust(w) for i, (s, w) in enumerate(zip(line, widths))))
 
-    print("\nratios: peer time / fastlayers time (>1: fastlayers faster)")
-    groups = [(f"geometric mean ratio, {mode}", [r for r in rows if r["mode"] == mode and r["op"] != "gemm"])
+    timed = [r for r in rows if r["ratio"]]
+    models = [r for r in timed if r["model"] != "large"]
+    groups = [(f"geometric mean ratio, {mode}", [r for r in models if r["mode"] == mode and r["op"] != "gemm"])
               for mode in MODES]
-    groups += [("geometric mean ratio, gemm sweep", [r for r in rows if r["op"] == "gemm"]),
-               (f"models' step geomean ({', '.join(STEP_GEOMEAN_MODELS)})",
-                [r for r in rows if r["mode"] == "step" and r["model"] in STEP_GEOMEAN_MODELS])]
+    groups.append(("geometric mean ratio, gemm sweep", [r for r in models if r["op"] == "gemm"]))
+    groups += [(f"models' {mode} geomean ({', '.join(STEP_GEOMEAN_MODELS)})",
+                [r for r in models if r["mode"] == mode and r["model"] in STEP_GEOMEAN_MODELS]) for mode in STEP_MODES]
+    if any(group for _, group in groups):
+        print("\nratios: peer time / fastlayers time (>1: fastlayers faster)")
     for name, group in groups:
         if group:
             text = f"{name}: {geomean([r['ratio'] for r in group]):.2f} over {len(group)} cases"
@@ -512,7 +766,7 @@ def print_table(rows, with_compile):
             if compiled_ratios:
                 text += f"; vs torch.compile {geomean(compiled_ratios):.2f} over {len(compiled_ratios)}"
             print(text)
-    backward = [r for r in rows if r["mode"] == "fwd+bwd"]
+    backward = [r for r in models if r["mode"] == "fwd+bwd"]
     if backward:
         worst = min(backward, key=lambda r: r["ratio"])
         print(f"minimum fwd+bwd ratio: {worst['ratio']:.2f}, {label(worst)}")
@@ -550,23 +804,41 @@ def plot(rows, path, title):
     print(f"wrote {path}")
 
 
+def write_results(path, machine, rows, memory):
+    """The JSON document {"machine": ..., "rows": ..., "memory": ...} at path, its folder made if missing."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({"machine": machine, "rows": rows, "memory": memory}, f, indent=1)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m fastlayers.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short timing runs and GEMM sweep, for smoke tests")
-    parser.add_argument("--filter", default="", metavar="SUBSTR", help="only cases whose model or op name contains SUBSTR")
+    parser.add_argument("--filter", default="", metavar="SUBSTR", help="only cases whose model or op name contains SUBSTR "
+                        "(the large cases' model is 'large'), or whose mode does (step-graph)")
     parser.add_argument("--threads", type=int, metavar="N", help="torch.set_num_threads(N) first (default: torch's current setting)")
     parser.add_argument("--out", metavar="PATH", help="JSON results path (default bench/results/<device>-latest.json); the plot goes to PATH with .png")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile of the torch side, as a second peer (slow)")
     parser.add_argument("--no-models", action="store_true", help="skip the whole-model training steps")
     parser.add_argument("--no-gemm", action="store_true", help="skip the n x n GEMM sweep")
+    parser.add_argument("--no-large", action="store_true", help="skip the large GEMM, relu and max_pool2d cases (CUDA only)")
+    parser.add_argument("--shard", type=parse_shard, metavar="K/N", help="only the K-th of every N cases left by the "
+                        "other options, to split a long run (--compile on CUDA) into pieces")
     parser.add_argument("--no-plot", action="store_true", help="do not draw the PNG bar chart of the ratios")
-    parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--dtype", choices=DTYPES, default="float32", help="the cases' dtype (the large cases have their own)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                        help="auto (the default): cuda where torch sees a CUDA device and fastlayers has its CUDA "
+                        "kernels, else cpu")
     parser.add_argument("--memory", action="store_true", help="also measure each model's peak training-step memory "
                         "against torch's (fresh processes; CPU: Linux only)")
     parser.add_argument("--memory-only", action="store_true", help="only the peak-memory comparison (--memory), no timing")
     parser.add_argument("--memory-probe", nargs=2, metavar=("MODEL", "LAYERS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    requested = args.device
+    args.device, error = resolve_device(requested, torch.cuda.is_available(), fastlayers.has_cuda())
+    if error:
+        print(error, file=sys.stderr)
+        return 2
     if args.memory_probe:
         if args.threads is not None:
             torch.set_num_threads(args.threads)
@@ -575,13 +847,12 @@ def main(argv=None):
     if args.memory and args.device == "cpu" and not os.path.exists("/proc/self/clear_refs"):
         print("error: --memory on CPU reads /proc/self (Linux)", file=sys.stderr)
         return 2
+    if requested == "auto" and args.device == "cpu" and torch.cuda.is_available():
+        print("note: --device auto runs on the CPU: this fastlayers build has no CUDA kernels", file=sys.stderr)
 
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print("error: --device cuda, but torch sees no CUDA device (or this torch build has no CUDA)", file=sys.stderr)
-        return 2
-    if args.device == "cuda" and not fastlayers.has_cuda():
-        print("error: --device cuda, but this fastlayers build has no CUDA kernels", file=sys.stderr)
-        return 2
+    cuda = args.device == "cuda"
+    if cuda:
+        disable_tf32()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     threads, dtype = torch.get_num_threads(), getattr(torch, args.dtype)
@@ -590,45 +861,84 @@ def main(argv=None):
     cpu = args.device == "cpu"
     common = {"dtype": args.dtype, "device": device_name(args.device), "threads": threads,
               "torch_version": torch.__version__, "git_commit": git_commit(), "cpu_isa": fastlayers.cpu_isa() if cpu else None}
+    compile_modes = COMPILE_MODES[args.device]
 
     layers = {name: model_layers(name) for name in MODELS}
     cases = merge_cases([case for model_cases, _ in layers.values() for case in model_cases])
     if not args.no_gemm:
         cases += [gemm_case(n) for n in (GEMM_SIZES_QUICK if args.quick else GEMM_SIZES)]
-    jobs = [case | {"make": lambda c=case: layer_callables(c, dtype, args.device, args.compile)} for case in cases]
+    if cuda and not args.no_large:
+        cases += large_cases()
+    jobs = [case | {"make": lambda c=case: layer_callables(c, getattr(torch, c.get("dtype", args.dtype)), args.device,
+                                                           args.compile, compile_modes["layers"])}
+            for case in cases]
     if not args.no_models:
-        jobs += [{"model": name, "op": "train_step", "shape": f"x={dims((cls.batch_size, *cls.input_shape))}",
-                  "modes": ("step",), "flops": {"step": layers[name][1]},
-                  "make": lambda name=name: model_callables(name, dtype, args.device, args.compile)}
+        steps = [{"model": name, "op": "train_step", "shape": f"x={dims((cls.batch_size, *cls.input_shape))}"}
                  for name, cls in MODELS.items()]
-    jobs = [job for job in jobs if args.filter in (job["model"] or "") or args.filter in job["op"]]
+        jobs += [step | {"modes": ("step",), "flops": {"step": layers[step["model"]][1]},
+                         "make": lambda name=step["model"]: model_callables(name, dtype, args.device, args.compile,
+                                                                            compile_modes["steps"])}
+                 for step in steps]
+        if cuda:  # last: a capture that fails can leave the device in a state that fails what follows
+            jobs += [step | {"modes": ("step-graph",), "mode": "step-graph",  # for label() and --filter
+                             "flops": {"step-graph": layers[step["model"]][1]},
+                             "make": lambda name=step["model"]: graph_callables(name, dtype, args.device)}
+                     for step in steps]
+    jobs = [job for job in jobs if any(args.filter in (job.get(key) or "") for key in ("model", "op", "mode"))]
+    if args.shard:
+        k, n = args.shard
+        jobs = jobs[k - 1::n]
     if args.memory_only:
         jobs, args.memory = [], True
     elif not jobs:
-        print(f"error: no case matches --filter {args.filter!r}", file=sys.stderr)
+        shard = f" and --shard {k}/{n}" if args.shard else ""
+        print(f"error: no case matches --filter {args.filter!r}{shard}", file=sys.stderr)
         return 2
 
     if hasattr(os, "getloadavg") and os.getloadavg()[0] > 0.5:
         print(f"warning: load average {os.getloadavg()[0]:.2f} before starting; other processes on these cores "
               "skew the timings", file=sys.stderr)
-    # The float32 FMA peak of the CPU instruction set in use; no peak for float64 or CUDA. The best
-    # of five short runs: other processes on the cores can only lower it.
+    # The float32 FMA peak of the CPU instruction set in use; no peak for other dtypes or CUDA. The
+    # best of five short runs: other processes on the cores can only lower it.
     peak = max(fastlayers._C.fma_peak_gflops(threads, 0.1) for _ in range(5)) if cpu and dtype == torch.float32 else None
+    ceilings = None
+    if cuda and jobs:
+        flop_dtypes = sorted({job.get("dtype", args.dtype) for job in jobs if job["flops"]})
+        gemms = f", cuBLAS {CEILING_GEMM_N}^3 in {', '.join(flop_dtypes)}" if flop_dtypes else ""
+        print(f"ceilings: copy bandwidth{gemms}", file=sys.stderr, flush=True)
+        ceilings = cuda_ceilings(flop_dtypes, threads)
+    machine = {**common, "fastlayers_version": fastlayers.__version__, "peak_gflops": peak,
+               "min_run_time": min_run_time, "compile": args.compile,
+               "compile_modes": {key: mode or "default" for key, mode in compile_modes.items()}}
+    if cuda:
+        machine |= cuda_settings() | (ceilings or {})
+    # A CUDA run that is cut short (a time limit per command, a kernel fault) keeps the rows timed
+    # so far in PATH.partial.
+    partial_path = out_path + ".partial" if cuda else None
     torch.manual_seed(0)
     rows, failures = [], []
     for i, job in enumerate(jobs, 1):
         print(f"[{i}/{len(jobs)}] {label(job)}", file=sys.stderr, flush=True)
-        callables, error, compile_error = job["make"]()
-        if error:
-            failures.append(f"FAIL {label(job)}: {error}")
+        try:
+            callables, error, errors = job["make"]()
+            if error:
+                failures.append(f"FAIL {label(job)}: {error}")
+                print(failures[-1], flush=True)
+                continue
+            for key, message in errors.items():
+                if message:
+                    print(f"{ERROR_TEXT[key]}, {label(job)}: {message}", file=sys.stderr, flush=True)
+            for mode in job["modes"]:
+                times = measure_sides({side: callables[mode, side] for side in SIDES if (mode, side) in callables},
+                                      threads, min_run_time)
+                rows.append(make_row(job, mode, times, common, peak, ceilings, args.compile, errors))
+        except Exception as e:  # one case lost, not the run: the rest is still timed and written
+            traceback.print_exc()
+            failures.append(f"FAIL {label(job)}: {one_line(e)}")
             print(failures[-1], flush=True)
-            continue
-        if compile_error:
-            print(f"torch.compile failed, {label(job)}: {compile_error}", file=sys.stderr, flush=True)
-        for mode in job["modes"]:
-            times = measure_sides({side: callables[mode, side] for side in SIDES if (mode, side) in callables},
-                                  threads, min_run_time)
-            rows.append(make_row(job, mode, times, common, peak, args.compile, compile_error))
+        finally:
+            if partial_path:
+                write_results(partial_path, machine, rows, [])
 
     memory = []
     if args.memory:
@@ -637,21 +947,23 @@ def main(argv=None):
         memory = memory_rows(names, args.dtype, args.device, threads, common)
 
     peers = "torch eager and torch.compile" if args.compile else "torch eager"
+    if args.compile and cuda:
+        peers += f" (layers: {compile_modes['layers']}, steps: {compile_modes['steps']})"
     peak_text = f", FMA peak {peak:.0f} GFLOP/s" if peak else ""
+    if cuda:
+        peak_text += (ceilings_text(ceilings) if ceilings else "") + ", TF32 off"
     print(f"\nfastlayers {fastlayers.__version__} ({common['cpu_isa'] or args.device}{peak_text}) vs {peers} "
           f"(torch {torch.__version__}), {common['device']}, {threads} threads, {args.dtype}, "
           f"best of {ROUNDS} interleaved rounds' medians (blocked_autorange, {min_run_time:g} s per case and side)\n")
     if rows:
-        print_table(rows, args.compile)
+        print_table(rows, args.compile, cuda)
     if memory:
         print_memory_table(memory)
     if rows or memory:
-        os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-        machine = {**common, "fastlayers_version": fastlayers.__version__, "peak_gflops": peak,
-                   "min_run_time": min_run_time, "compile": args.compile}
-        with open(out_path, "w") as f:
-            json.dump({"machine": machine, "rows": rows, "memory": memory}, f, indent=1)
+        write_results(out_path, machine, rows, memory)
         print(f"\nwrote {len(rows)} timing rows and {len(memory)} memory rows to {out_path}")
+    if partial_path and os.path.exists(partial_path):
+        os.remove(partial_path)
     if rows:
         if not args.no_plot:
             plot(rows, os.path.splitext(out_path)[0] + ".png",
