@@ -21,6 +21,7 @@
 
 #include "cuda/common.cuh"
 #include "cuda/conv2d.h"
+#include "cuda/gemm.h"
 #include "cuda/linear.h"
 #include "cuda/max_pool2d.h"
 #include "cuda/relu.h"
@@ -577,6 +578,29 @@ void test_fast_divmod() {
   }
 }
 
+// The products that the large-tile cases below rely on do run in the large tile (with the
+// context's 4 SMs), and the small ones in the small tile, so that a change of the choice cannot
+// leave the large tile untested.
+void test_tile_choice() {
+  struct Case {
+    int64_t batches, M, N;
+    bool large;
+  };
+  const Case cases[] = {{1, 131, 129, true},  {1, 256, 256, true}, {2, 130, 144, true},
+                        {1, 130, 144, true},  {1, 130, 135, true}, {1, 65, 63, false},
+                        {1, 127, 1000, false}, {1, 1000, 127, false}, {1, 128, 384, false},
+                        {4, 128, 128, true}};
+  for (const Case& c : cases) {
+    ++checks;
+    if (fc::use_large_tile(c.batches, c.M, c.N, 128, 128, 4) != c.large) {
+      std::printf("FAIL tile choice batches=%lld M=%lld N=%lld: expected the %s tile\n",
+                  (long long)c.batches, (long long)c.M, (long long)c.N,
+                  c.large ? "large" : "small");
+      ++failures;
+    }
+  }
+}
+
 template <typename T>
 void test_all() {
   // Tails on every side of the 64 x 64 x 16 tile, an empty reduction, and (M = 1100 with one
@@ -586,6 +610,11 @@ void test_all() {
   test_linear<T>(65, 63, 17);
   test_linear<T>(4, 3, 0);
   test_linear<T>(1100, 10, 20);
+  // The 128 x 128 x 8 tile (4-byte accumulators; double stays in the small one): tails on every
+  // side, and whole tiles with K a multiple of 8; forward in the large tile, the backward
+  // passes in whichever their shapes pick.
+  test_linear<T>(131, 129, 19);
+  test_linear<T>(256, 256, 16);
 
   // The documents' layer kinds, then strides, asymmetric padding, dilation, groups, a 1x1 conv,
   // and a long reduction (split-K in grad_weight); each with 32-bit and 64-bit index arithmetic.
@@ -600,6 +629,11 @@ void test_all() {
     // Empty: no images; no channels and no width (sizes of 0 are divisors nowhere).
     test_conv2d<T>(conv(0, 3, 5, 4, 2, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), wide_index);
     test_conv2d<T>(conv(2, 0, 5, 0, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), wide_index);
+    // Each pass in the large tile once: forward (2 groups of 130 filters, 12 x 12 outputs),
+    // grad_input (130 channels, 12 x 12 inputs), grad_weight (130 filters of 15 x 3 x 3).
+    test_conv2d<T>(conv(1, 4, 12, 12, 260, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 2), wide_index);
+    test_conv2d<T>(conv(1, 130, 12, 12, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), wide_index);
+    test_conv2d<T>(conv(2, 15, 6, 6, 130, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), wide_index);
   }
 
   test_max_pool2d<T>(pool(3, 8, 8, 2, 2, 0, 1, false));
@@ -623,6 +657,7 @@ void test_all() {
 
 int main() {
   test_fast_divmod();
+  test_tile_choice();
   // Twice: with every launch's own grid and threads in order, then with grids of at most 3
   // blocks (every grid-stride loop takes several steps) and threads in reverse order.
   namespace emulation = fastlayers::cuda::emulation;

@@ -112,6 +112,7 @@ __device__ acc_t<T> masked(const T* data, const T* mask, int64_t offset) {
 // forward B: cols[k, q] of batch entry z = n * groups + g.
 template <typename T, bool kNarrow>
 struct Im2colOperand {
+  static constexpr bool kContiguousK = false;  // neighbouring q are neighbouring pixels
   const T* x;
   ConvGeometry g;
   struct View {
@@ -131,6 +132,7 @@ struct Im2colOperand {
 // grad_weight A: (oc, k) with k = n * OH*OW + q reads gy[n, g*OCg + oc, q] (masked); z = g.
 template <typename T, bool kNarrow>
 struct GradOutputRowsOperand {
+  static constexpr bool kContiguousK = true;  // k runs along an image's pixels
   const T* gy;
   const T* mask;
   ConvGeometry g;
@@ -154,6 +156,7 @@ struct GradOutputRowsOperand {
 // n); z = g.
 template <typename T, bool kNarrow>
 struct Im2colTransposedOperand {
+  static constexpr bool kContiguousK = true;  // k runs along an image's pixels
   const T* x;
   ConvGeometry g;
   struct View {
@@ -173,6 +176,7 @@ struct Im2colTransposedOperand {
 // z = n * groups + g.
 template <typename T, bool kNarrow>
 struct TransposedWeightOperand {
+  static constexpr bool kContiguousK = true;  // k runs along a filter's taps
   const T* w;
   ConvGeometry g;
   struct View {
@@ -192,6 +196,7 @@ struct TransposedWeightOperand {
 // input pixel (h, w), or 0 where there is none; z = n * groups + g.
 template <typename T, bool kNarrow>
 struct GradOutputGatherOperand {
+  static constexpr bool kContiguousK = false;  // neighbouring i are neighbouring pixels
   const T* gy;
   const T* mask;
   ConvGeometry g;
@@ -230,7 +235,7 @@ cudaError_t conv2d_forward(const GemmContext& ctx, const Conv2dParams& p, const 
                            const T* bias, T* y, bool relu) {
   const ConvGeometry g(p, ctx.wide_index);
   // A = w_g, [OCg, CKK] row-major, at group g's filters.
-  const StridedOperand<T> a{w, nullptr, BatchOffset{p.groups, 0, g.OCg * g.CKK}, g.CKK, 1};
+  const StridedOperand<T, true> a{w, nullptr, BatchOffset{p.groups, 0, g.OCg * g.CKK}, g.CKK, 1};
   Epilogue<T> ep{y, BatchOffset{p.groups, p.OC * g.OHW, g.OCg * g.OHW}, g.OHW};
   ep.bias = bias;
   ep.bias_kind = bias != nullptr ? BiasKind::per_row : BiasKind::none;

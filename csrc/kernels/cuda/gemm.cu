@@ -1,5 +1,6 @@
-// Host side of the CUDA GEMM engine (gemm.cuh): how many K splits a product gets. Tested through
-// the grad_weight tests (long K, few output tiles) of linear and conv2d with device="cuda".
+// Host side of the CUDA GEMM engine (gemm.cuh): which tile a product runs in and how many K splits
+// it gets. Tested through the linear and conv2d tests with device="cuda" (split-K: grad_weight,
+// long K and few output tiles) and tests/cpp/test_cuda_kernels.cpp.
 #include <algorithm>
 
 #include "common.cuh"
@@ -30,6 +31,11 @@ SplitK plan_split_k(int64_t tiles, int64_t K, int64_t bk, int sm_count, int64_t 
   // Whole BK steps per split, then no split left empty by the rounding.
   const int64_t k_per_split = ceil_div(ceil_div(K, splits), bk) * bk;
   return {ceil_div(K, k_per_split), k_per_split};
+}
+
+bool use_large_tile(int64_t batches, int64_t M, int64_t N, int64_t bm, int64_t bn, int sm_count) {
+  if (M < bm || N < bn) return false;
+  return batches * ceil_div(M, bm) * ceil_div(N, bn) >= std::max(sm_count, 1);
 }
 
 }  // namespace fastlayers::cuda

@@ -2,20 +2,27 @@
 // products z, with A and B read through operand policies. Linear runs it on plain strided
 // matrices; every conv pass runs it as an implicit GEMM whose B (or A) operand gathers from the
 // image with im2col arithmetic as it loads a tile, so no im2col matrix is ever written
-// (conv2d.cu). Tested through every linear and conv2d test with device="cuda".
+// (conv2d.cu). Tested through every linear and conv2d test with device="cuda", and on the CPU
+// emulation of tests/cpp/test_cuda_kernels.cpp.
 //
-// The kernel is the classic shared-memory tiled GEMM: a block computes one BM x BN tile of C,
-// walking K in steps of BK; each step, the block's threads load the A (BM x BK) and B (BK x BN)
-// tiles into shared memory, converted to the accumulation type, and each thread accumulates a
-// TM x TN register block from them. Tile sizes are template parameters so that faster variants
-// (tensor cores, cp.async pipelines) can slot in behind the same operand policies and epilogue.
+// The kernel is a shared-memory tiled GEMM: a block computes one BM x BN tile of C, walking K in
+// steps of BK; each thread accumulates a TM x TN register block from the A (BM x BK) and B
+// (BK x BN) tiles in shared memory, converted to the accumulation type. The tiles are double
+// buffered and the loads software-pipelined: while the block multiplies the tiles of step k, each
+// thread already holds its share of step k + 1 in registers (loads issued before the product, so
+// their latency hides behind it), and stores it to the other buffer after; one barrier per step.
+// Two tile shapes (GemmTile below), chosen per product by use_large_tile (gemm.h).
 //
 // Operand policy: a copyable struct with
+//   static constexpr bool kContiguousK  // consecutive k lie next to each other in memory (else
+//                                       // consecutive rows of A, or columns of B, do)
 //   View at(int64_t z) const            // the operand of batch entry z (base pointers bound)
 // where View has
 //   acc_t<T> operator()(int64_t row, int64_t col) const
 // called only for row < rows and col < cols of that operand; it returns 0 for elements that
 // are structurally zero (conv padding), and applies a ReLU mask where the policy has one.
+// kContiguousK decides how a block's threads share out a tile's loads: consecutive threads take
+// consecutive elements along the contiguous index, so that a warp's loads coalesce.
 //
 // Determinism: each C element is one thread's sum in a fixed k order. With split-K (gemm.h) the
 // partial sums are added by a second kernel in split order. No atomics anywhere.
@@ -26,21 +33,37 @@
 
 namespace fastlayers::cuda {
 
-template <int BM_, int BN_, int BK_, int TM_, int TN_>
+// A block computes one BM x BN tile of C with kThreads = (BM / TM) * (BN / TN) threads, each
+// accumulating TM x TN values: TM / 4 groups of 4 rows, spread BM / (TM / 4) apart, times TN / 4
+// groups of 4 columns, so that a thread reads each group from shared memory in one 16-byte load.
+// The threads of a warp form 4 rows x 8 columns of that grid, so a warp's loads touch 4 groups
+// of A and 8 of B: 64 + 128 bytes, one shared-memory wavefront each (for 4-byte values).
+// kMinBlocks is __launch_bounds__'s: blocks per SM that must fit (registers per thread).
+template <int BM_, int BN_, int BK_, int TM_, int TN_, int kMinBlocks_>
 struct GemmTile {
   static constexpr int BM = BM_, BN = BN_, BK = BK_, TM = TM_, TN = TN_;
-  static constexpr int kThreadsN = BN / TN;  // threads along a tile row
-  static constexpr int kThreads = (BM / TM) * kThreadsN;
-  static constexpr int kLoadsA = BM * BK / kThreads;  // A elements each thread loads per k-step
-  static constexpr int kLoadsB = BK * BN / kThreads;
-  static_assert(BM % TM == 0 && BN % TN == 0, "the register blocks must tile the block tile");
+  static constexpr int kMinBlocks = kMinBlocks_;
+  static constexpr int kThreadsM = BM / TM, kThreadsN = BN / TN;  // the grid of threads
+  static constexpr int kThreads = kThreadsM * kThreadsN;
+  static_assert(TM % 4 == 0 && TN % 4 == 0 && BM % TM == 0 && BN % TN == 0,
+                "each thread's rows and columns are groups of 4 that tile the block tile");
+  static_assert(kThreadsN % 8 == 0 && kThreadsM % 4 == 0 && kThreads % 32 == 0,
+                "warps are 4 x 8 threads of the grid");
   static_assert(BM * BK % kThreads == 0 && BK * BN % kThreads == 0,
                 "every thread loads the same number of tile elements");
 };
 
-// 64 x 64 tiles, 4 x 4 per thread: 256 threads, 16 accumulators per thread, and 2 x 16 x 64
-// shared elements (8 KiB in float, 16 KiB in double), so several blocks fit on an SM.
-using DefaultTile = GemmTile<64, 64, 16, 4, 4>;
+// 64 x 64 x 16 tiles, 4 x 4 per thread: 256 threads, 16 accumulators each; for small products
+// (the documents' layers), where a larger tile would leave SMs idle or compute padding, and for
+// double. Two blocks per SM (at most 128 registers a thread; ptxas takes them all and spills
+// nothing). Double-buffered shared tiles: 17 KiB in float, 35 KiB in double.
+using SmallTile = GemmTile<64, 64, 16, 4, 4, 2>;
+// 128 x 128 x 8 tiles, 8 x 8 per thread: 256 threads, 64 accumulators each, so each k-step
+// reads 16 values from shared memory for 64 FMAs (the small tile reads 8 for 16), which keeps
+// the FMA units, not shared memory, the limit. About 180 to 225 registers a thread (sm_90, no
+// spills), so one block (8 warps) per SM; 64 independent FMAs per k keep each warp issuing.
+// For 4-byte accumulators only: in double, 64 accumulators alone take 128 registers.
+using LargeTile = GemmTile<128, 128, 8, 8, 8, 1>;
 
 // The offset of batch entry z = outer * groups + group: conv passes batch over (image, group).
 struct BatchOffset {
@@ -56,9 +79,11 @@ struct BatchOffset {
 // A plain matrix: element (r, c) of entry z is data[batch(z) + r * row_stride + c * col_stride],
 // so transposes are strides, never copies. With relu_mask (same layout as data), the element
 // reads as 0 wherever relu_mask <= 0 (a NaN mask passes, as in torch's threshold_backward): the
-// backward of a fused ReLU, applied on load.
-template <typename T>
+// backward of a fused ReLU, applied on load. kContiguousK: the stride of k (col_stride of an A,
+// row_stride of a B) is the one that is 1.
+template <typename T, bool kContiguousK_>
 struct StridedOperand {
+  static constexpr bool kContiguousK = kContiguousK_;
   const T* data;
   const T* relu_mask;
   BatchOffset batch;
@@ -118,18 +143,49 @@ struct GemmShape {
   __host__ __device__ int64_t work() const { return batches * splits * tiles_n * tiles_m; }
 };
 
+// Where element e (< BK * extent) of a k-step's tile lies: k offset kk and row (of A) or column
+// (of B) offset x. Consecutive e run along k where the operand is contiguous in k, else along x.
+template <int BK, int kExtent, bool kContiguousK>
+struct TileElement {
+  int kk, x;
+  __device__ __forceinline__ explicit TileElement(int e)
+      : kk(kContiguousK ? e % BK : e / kExtent), x(kContiguousK ? e / BK : e % kExtent) {}
+};
+
+// Four consecutive values from shared memory (16-byte aligned) into registers: one 16-byte load
+// for 4-byte values, two for double.
+__device__ __forceinline__ void load4(const float* from, float* to) {
+  const float4 v = *reinterpret_cast<const float4*>(from);
+  to[0] = v.x, to[1] = v.y, to[2] = v.z, to[3] = v.w;
+}
+__device__ __forceinline__ void load4(const double* from, double* to) {
+  const double2 lo = reinterpret_cast<const double2*>(from)[0];
+  const double2 hi = reinterpret_cast<const double2*>(from)[1];
+  to[0] = lo.x, to[1] = lo.y, to[2] = hi.x, to[3] = hi.y;
+}
+
 template <typename T, typename Tile, typename AOperand, typename BOperand>
-__global__ void __launch_bounds__(Tile::kThreads)
+__global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocks)
     gemm_kernel(GemmShape s, AOperand a, BOperand b, Epilogue<T> ep, acc_t<T>* partials) {
   using A = acc_t<T>;
   constexpr int BM = Tile::BM, BN = Tile::BN, BK = Tile::BK, TM = Tile::TM, TN = Tile::TN;
-  // k-major tiles: in the inner loop a thread reads TM consecutive A and TN consecutive B values.
-  __shared__ A a_tile[BK][BM];
-  __shared__ A b_tile[BK][BN];
+  constexpr int kThreads = Tile::kThreads;
+  constexpr int kLoadsA = BM * BK / kThreads, kLoadsB = BK * BN / kThreads;
+  // A thread's 4-row groups lie kRowGap apart, its 4-column groups kColGap apart.
+  constexpr int kRowGap = BM / (TM / 4), kColGap = BN / (TN / 4);
+  // k-major tiles, so that a thread's 4 rows (columns) at one k are adjacent. The rows of 4 more
+  // values keep them 16-byte aligned and spread a k-contiguous operand's stores over the banks.
+  constexpr int kPad = 4;
+  __shared__ __align__(16) A a_tile[2][BK][BM + kPad];
+  __shared__ __align__(16) A b_tile[2][BK][BN + kPad];
+  using AElement = TileElement<BK, BM, AOperand::kContiguousK>;
+  using BElement = TileElement<BK, BN, BOperand::kContiguousK>;
 
   const int tid = static_cast<int>(threadIdx.x);
-  const int row0 = (tid / Tile::kThreadsN) * TM;  // this thread's rows in the tile
-  const int col0 = (tid % Tile::kThreadsN) * TN;  // and columns
+  const int warp = tid / 32, lane = tid % 32;
+  constexpr int kWarpsN = Tile::kThreadsN / 8;
+  const int ty = (warp / kWarpsN) * 4 + lane / 8;  // this thread's place in the thread grid
+  const int tx = (warp % kWarpsN) * 8 + lane % 8;
 
   // Every thread of the block runs the same items (w depends on blockIdx only), so the
   // __syncthreads below are reached by all of them.
@@ -147,52 +203,81 @@ __global__ void __launch_bounds__(Tile::kThreads)
     const auto av = a.at(z);
     const auto bv = b.at(z);
 
+    // This thread's share of the tiles of the k-step at k0, in registers. Elements past M, N or
+    // this split's K are zero, so the tail tiles need no special case in the product.
+    A a_next[kLoadsA], b_next[kLoadsB];
+    auto fetch = [&](int64_t k0) {
+#pragma unroll
+      for (int i = 0; i < kLoadsA; ++i) {
+        const AElement e(tid + i * kThreads);
+        const int64_t m = m0 + e.x, k = k0 + e.kk;
+        a_next[i] = (m < s.M && k < k_end) ? av(m, k) : A(0);
+      }
+#pragma unroll
+      for (int i = 0; i < kLoadsB; ++i) {
+        const BElement e(tid + i * kThreads);
+        const int64_t k = k0 + e.kk, n = n0 + e.x;
+        b_next[i] = (k < k_end && n < s.N) ? bv(k, n) : A(0);
+      }
+    };
+    auto stash = [&](int buffer) {
+#pragma unroll
+      for (int i = 0; i < kLoadsA; ++i) {
+        const AElement e(tid + i * kThreads);
+        a_tile[buffer][e.kk][e.x] = a_next[i];
+      }
+#pragma unroll
+      for (int i = 0; i < kLoadsB; ++i) {
+        const BElement e(tid + i * kThreads);
+        b_tile[buffer][e.kk][e.x] = b_next[i];
+      }
+    };
+
     A acc[TM][TN];
 #pragma unroll
     for (int i = 0; i < TM; ++i)
 #pragma unroll
       for (int j = 0; j < TN; ++j) acc[i][j] = A(0);
 
-    for (int64_t k0 = k_begin; k0 < k_end; k0 += BK) {
-      // Consecutive threads take consecutive k of one A row (contiguous for a row-major A) and
-      // consecutive n of one B row (contiguous for a row-major B). Elements past M, N or this
-      // split's K are zero, so the tail tiles need no special case in the product.
-#pragma unroll
-      for (int i = 0; i < Tile::kLoadsA; ++i) {
-        const int e = tid + i * Tile::kThreads;
-        const int mm = e / BK, kk = e % BK;
-        const int64_t m = m0 + mm, k = k0 + kk;
-        a_tile[kk][mm] = (m < s.M && k < k_end) ? av(m, k) : A(0);
-      }
-#pragma unroll
-      for (int i = 0; i < Tile::kLoadsB; ++i) {
-        const int e = tid + i * Tile::kThreads;
-        const int kk = e / BN, nn = e % BN;
-        const int64_t k = k0 + kk, n = n0 + nn;
-        b_tile[kk][nn] = (k < k_end && n < s.N) ? bv(k, n) : A(0);
-      }
+    if (k_begin < k_end) {
+      fetch(k_begin);
+      stash(0);
       __syncthreads();
+    }
+    int buffer = 0;
+    for (int64_t k0 = k_begin; k0 < k_end; k0 += BK) {
+      const bool more = k0 + BK < k_end;
+      if (more) fetch(k0 + BK);
 #pragma unroll
       for (int kk = 0; kk < BK; ++kk) {
         A a_reg[TM], b_reg[TN];
 #pragma unroll
-        for (int i = 0; i < TM; ++i) a_reg[i] = a_tile[kk][row0 + i];
+        for (int g = 0; g < TM / 4; ++g) {
+          load4(&a_tile[buffer][kk][g * kRowGap + ty * 4], &a_reg[4 * g]);
+        }
 #pragma unroll
-        for (int j = 0; j < TN; ++j) b_reg[j] = b_tile[kk][col0 + j];
+        for (int g = 0; g < TN / 4; ++g) {
+          load4(&b_tile[buffer][kk][g * kColGap + tx * 4], &b_reg[4 * g]);
+        }
 #pragma unroll
         for (int i = 0; i < TM; ++i)
 #pragma unroll
           for (int j = 0; j < TN; ++j) acc[i][j] = fma(a_reg[i], b_reg[j], acc[i][j]);
       }
-      __syncthreads();  // the tiles are overwritten by the next step
+      // The other buffer was last read in the previous step, before its closing barrier.
+      if (more) stash(buffer ^ 1);
+      // The next step reads what was just stored; and the next item's first stash overwrites
+      // buffer 0, which this step may have been reading.
+      __syncthreads();
+      buffer ^= 1;
     }
 
 #pragma unroll
     for (int i = 0; i < TM; ++i) {
-      const int64_t m = m0 + row0 + i;
+      const int64_t m = m0 + (i / 4) * kRowGap + ty * 4 + i % 4;
 #pragma unroll
       for (int j = 0; j < TN; ++j) {
-        const int64_t n = n0 + col0 + j;
+        const int64_t n = n0 + (j / 4) * kColGap + tx * 4 + j % 4;
         if (m >= s.M || n >= s.N) continue;
         if (s.splits == 1) {
           ep.store(z, m, n, acc[i][j]);
@@ -219,12 +304,9 @@ __global__ void __launch_bounds__(kElementwiseBlock)
   }
 }
 
-// C[z] = epilogue(A[z] * B[z]) for z < batches, on ctx.stream. Launches nothing for an empty C;
-// K == 0 stores epilogue(0) (bias, or zeros). Returns the first launch error.
-template <typename T, typename Tile = DefaultTile, typename AOperand, typename BOperand>
-cudaError_t gemm(const GemmContext& ctx, int64_t batches, int64_t M, int64_t N, int64_t K,
-                 const AOperand& a, const BOperand& b, const Epilogue<T>& ep) {
-  if (batches == 0 || M == 0 || N == 0) return cudaSuccess;
+template <typename T, typename Tile, typename AOperand, typename BOperand>
+cudaError_t gemm_with_tile(const GemmContext& ctx, int64_t batches, int64_t M, int64_t N,
+                           int64_t K, const AOperand& a, const BOperand& b, const Epilogue<T>& ep) {
   using A = acc_t<T>;
   GemmShape s{batches, M, N, K, ceil_div(M, Tile::BM), ceil_div(N, Tile::BN), 1, K};
   const SplitK plan = plan_split_k(batches * s.tiles_m * s.tiles_n, K, Tile::BK, ctx.sm_count,
@@ -243,6 +325,21 @@ cudaError_t gemm(const GemmContext& ctx, int64_t batches, int64_t M, int64_t N, 
   const int64_t total = batches * M * N;
   return launch(split_k_reduce_kernel<T>, grid_size(total, kElementwiseBlock), kElementwiseBlock,
                 ctx.stream, s.splits, batches, M, N, partials, ep);
+}
+
+// C[z] = epilogue(A[z] * B[z]) for z < batches, on ctx.stream, in the tile use_large_tile picks
+// (the small one always for double). Launches nothing for an empty C; K == 0 stores epilogue(0)
+// (bias, or zeros). Returns the first launch error.
+template <typename T, typename AOperand, typename BOperand>
+cudaError_t gemm(const GemmContext& ctx, int64_t batches, int64_t M, int64_t N, int64_t K,
+                 const AOperand& a, const BOperand& b, const Epilogue<T>& ep) {
+  if (batches == 0 || M == 0 || N == 0) return cudaSuccess;
+  if constexpr (sizeof(acc_t<T>) == 4) {
+    if (use_large_tile(batches, M, N, LargeTile::BM, LargeTile::BN, ctx.sm_count)) {
+      return gemm_with_tile<T, LargeTile>(ctx, batches, M, N, K, a, b, ep);
+    }
+  }
+  return gemm_with_tile<T, SmallTile>(ctx, batches, M, N, K, a, b, ep);
 }
 
 }  // namespace fastlayers::cuda

@@ -46,4 +46,10 @@ struct SplitK {
 SplitK plan_split_k(int64_t tiles, int64_t K, int64_t bk, int sm_count, int64_t partial_elements,
                     size_t acc_bytes);
 
+// Whether a product of `batches` M x N outputs runs in the large tile, bm x bn (gemm.cuh), rather
+// than the small one: where it fills that tile both ways (M >= bm and N >= bn; a smaller side
+// would make most of each tile padding) and its tiles give every SM a block (with fewer, SMs
+// would idle that the small tile's four times as many tiles keep busy).
+bool use_large_tile(int64_t batches, int64_t M, int64_t N, int64_t bm, int64_t bn, int sm_count);
+
 }  // namespace fastlayers::cuda

@@ -11,8 +11,8 @@ namespace fastlayers::cuda {
 template <typename T>
 cudaError_t linear_forward(const GemmContext& ctx, int64_t M, int64_t N, int64_t K, const T* x,
                            const T* w, const T* bias, T* y, bool relu) {
-  const StridedOperand<T> a{x, nullptr, BatchOffset{}, K, 1};
-  const StridedOperand<T> b{w, nullptr, BatchOffset{}, 1, K};
+  const StridedOperand<T, true> a{x, nullptr, BatchOffset{}, K, 1};
+  const StridedOperand<T, true> b{w, nullptr, BatchOffset{}, 1, K};
   Epilogue<T> ep{y, BatchOffset{}, N};
   ep.bias = bias;
   ep.bias_kind = bias != nullptr ? BiasKind::per_col : BiasKind::none;
@@ -23,16 +23,16 @@ cudaError_t linear_forward(const GemmContext& ctx, int64_t M, int64_t N, int64_t
 template <typename T>
 cudaError_t linear_grad_input(const GemmContext& ctx, int64_t M, int64_t N, int64_t K,
                               const T* gy, const T* w, const T* relu_output, T* gx) {
-  const StridedOperand<T> a{gy, relu_output, BatchOffset{}, N, 1};
-  const StridedOperand<T> b{w, nullptr, BatchOffset{}, K, 1};
+  const StridedOperand<T, true> a{gy, relu_output, BatchOffset{}, N, 1};
+  const StridedOperand<T, false> b{w, nullptr, BatchOffset{}, K, 1};
   return gemm<T>(ctx, 1, M, K, N, a, b, Epilogue<T>{gx, BatchOffset{}, K});
 }
 
 template <typename T>
 cudaError_t linear_grad_weight(const GemmContext& ctx, int64_t M, int64_t N, int64_t K,
                                const T* gy, const T* x, const T* relu_output, T* gw) {
-  const StridedOperand<T> a{gy, relu_output, BatchOffset{}, 1, N};
-  const StridedOperand<T> b{x, nullptr, BatchOffset{}, K, 1};
+  const StridedOperand<T, false> a{gy, relu_output, BatchOffset{}, 1, N};
+  const StridedOperand<T, false> b{x, nullptr, BatchOffset{}, K, 1};
   return gemm<T>(ctx, 1, N, K, M, a, b, Epilogue<T>{gw, BatchOffset{}, K});
 }
 
