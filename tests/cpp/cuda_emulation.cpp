@@ -245,3 +245,18 @@ extern "C" cudaError_t cudaMemsetAsync(void* device_ptr, int value, size_t count
   std::memset(device_ptr, value, count);
   return cudaSuccess;
 }
+
+namespace nvcuda::wmma::detail {
+
+void check(const void* pointer, unsigned ldm, size_t element_bytes, const char* where) {
+  const bool aligned = reinterpret_cast<uintptr_t>(pointer) % 32 == 0;
+  const bool whole_units = ldm * element_bytes % 16 == 0;
+  if (!aligned || !whole_units) {
+    std::fprintf(stderr, "CUDA emulation: %s with %s (pointer %p, ldm %u of %zu-byte elements)\n",
+                 where, !aligned ? "a pointer not 256-bit aligned" : "ldm not whole 16 bytes",
+                 pointer, ldm, element_bytes);
+    std::abort();
+  }
+}
+
+}  // namespace nvcuda::wmma::detail

@@ -105,6 +105,108 @@ inline unsigned __umulhi(unsigned a, unsigned b) {
   return static_cast<unsigned>((static_cast<unsigned long long>(a) * b) >> 32);
 }
 
+// nvcuda::wmma (<mma.h>, which defines nothing outside nvcc), for the tensor-core GEMM. The
+// hardware spreads a fragment over the warp's lanes in a layout it does not document, and the
+// kernels treat fragments as opaque, so any layout serves; here each lane of a warp holds the
+// whole of an A or B fragment and its own share of a 16 x 16 accumulator, laid out as PTX's
+// mma.m16n8k16 lays out its accumulators (twice, for columns 0-7 and 8-15), so that a kernel that
+// reads another lane's share through shared memory without a __syncwarp reads it too early; and
+// mma_sync computes the share in float, in k order. The calls are not barriers (the hardware
+// does not order one lane's memory accesses before another's in them either): a kernel's own
+// __syncwarp or __syncthreads must. Each call checks wmma's requirements: 256-bit aligned
+// pointers, and a leading dimension of whole 16-byte units.
+namespace nvcuda::wmma {
+
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+struct row_major {};
+struct col_major {};
+enum layout_t { mem_row_major, mem_col_major };
+
+template <typename Use, int M, int N, int K, typename T, typename Layout = void>
+struct fragment;
+
+// An A (M x K) or B (K x N) fragment: the whole matrix, row-major.
+template <int M, int N, int K, typename T, typename Layout>
+struct fragment<matrix_a, M, N, K, T, Layout> {
+  static constexpr int rows = M, cols = K, num_elements = M * K;
+  static constexpr bool row_major_layout = std::is_same_v<Layout, row_major>;
+  T x[num_elements];
+};
+template <int M, int N, int K, typename T, typename Layout>
+struct fragment<matrix_b, M, N, K, T, Layout> {
+  static constexpr int rows = K, cols = N, num_elements = K * N;
+  static constexpr bool row_major_layout = std::is_same_v<Layout, row_major>;
+  T x[num_elements];
+};
+// An accumulator's share of this lane (detail::owned).
+template <int M, int N, int K, typename T>
+struct fragment<accumulator, M, N, K, T, void> {
+  static_assert(M == 16 && N == 16, "the emulation has 16 x 16 accumulators only");
+  static constexpr int rows = M, cols = N, num_elements = M * N / 32;
+  T x[num_elements];
+};
+
+namespace detail {
+// Where element i (< 8) of this lane's share of a 16 x 16 accumulator lies: rows lane / 4 and
+// lane / 4 + 8, columns 2 * (lane % 4) + {0, 1}, and the same 8 columns on.
+inline void owned(int i, int& row, int& col) {
+  const int lane = static_cast<int>(::fastlayers::cuda::emulation::position.thread.x % 32);
+  row = lane / 4 + 8 * (i / 2 % 2);
+  col = lane % 4 * 2 + i % 2 + 8 * (i / 4);
+}
+void check(const void* pointer, unsigned ldm, size_t element_bytes, const char* where);
+inline float to_float(float v) { return v; }
+inline float to_float(__half v) { return __half2float(v); }
+inline float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+}  // namespace detail
+
+template <typename Use, int M, int N, int K, typename T, typename Layout>
+void fill_fragment(fragment<Use, M, N, K, T, Layout>& f, T value) {
+  for (T& v : f.x) v = value;
+}
+
+template <typename Use, int M, int N, int K, typename T, typename Layout>
+void load_matrix_sync(fragment<Use, M, N, K, T, Layout>& f, const T* p, unsigned ldm) {
+  using F = fragment<Use, M, N, K, T, Layout>;
+  detail::check(p, ldm, sizeof(T), "wmma::load_matrix_sync");
+  for (int r = 0; r < F::rows; ++r) {
+    for (int c = 0; c < F::cols; ++c) {
+      f.x[r * F::cols + c] = F::row_major_layout ? p[r * ldm + c] : p[c * ldm + r];
+    }
+  }
+}
+
+template <int M, int N, int K, typename T>
+void store_matrix_sync(T* p, const fragment<accumulator, M, N, K, T>& f, unsigned ldm,
+                       layout_t layout) {
+  detail::check(p, ldm, sizeof(T), "wmma::store_matrix_sync");
+  for (int i = 0; i < M * N / 32; ++i) {
+    int r, c;
+    detail::owned(i, r, c);
+    p[layout == mem_row_major ? r * ldm + c : c * ldm + r] = f.x[i];
+  }
+}
+
+template <int M, int N, int K, typename TA, typename LA, typename TB, typename LB>
+void mma_sync(fragment<accumulator, M, N, K, float>& d,
+              const fragment<matrix_a, M, N, K, TA, LA>& a,
+              const fragment<matrix_b, M, N, K, TB, LB>& b,
+              const fragment<accumulator, M, N, K, float>& c) {
+  for (int i = 0; i < M * N / 32; ++i) {
+    int row, col;
+    detail::owned(i, row, col);
+    float sum = c.x[i];
+    for (int k = 0; k < K; ++k) {
+      sum = std::fma(detail::to_float(a.x[row * K + k]), detail::to_float(b.x[k * N + col]), sum);
+    }
+    d.x[i] = sum;
+  }
+}
+
+}  // namespace nvcuda::wmma
+
 namespace fastlayers::cuda {
 
 // The emulated kernel<<<grid, block, 0, stream>>>(args...): the arguments are converted to the

@@ -53,6 +53,15 @@ __device__ __forceinline__ A relu_value(A v) {
   return v < A(0) ? A(0) : v;
 }
 
+// 16 bytes of T: one 128-bit load or store, for pointers that are 16-byte aligned.
+template <typename T>
+struct alignas(16) Pack {
+  static constexpr int kSize = 16 / static_cast<int>(sizeof(T));
+  T v[kSize];
+};
+
+inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
 __host__ __device__ constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // Division by a divisor fixed at launch, for numerators below 2^31, as a multiply-high and a

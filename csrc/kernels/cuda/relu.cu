@@ -11,15 +11,6 @@
 namespace fastlayers::cuda {
 namespace {
 
-// 16 bytes of T: one 128-bit load or store.
-template <typename T>
-struct alignas(16) Pack {
-  static constexpr int kSize = 16 / static_cast<int>(sizeof(T));
-  T v[kSize];
-};
-
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
 // torch.relu on one element: NaN and -0.0 pass.
 template <typename T>
 __device__ __forceinline__ T relu_element(T v) {
