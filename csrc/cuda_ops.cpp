@@ -87,10 +87,13 @@ class CudaCall {
   cudaStream_t stream() const { return stream_; }
 
   cuda::GemmContext gemm() {
-    int sm_count = 0;
-    C10_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount,
-                                          guard_.current_device().index()));
-    return {stream_, sm_count, &workspace_};
+    const int device = guard_.current_device().index();
+    int sm_count = 0, major = 0;
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device));
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+    cuda::GemmContext ctx{stream_, sm_count, &workspace_};
+    ctx.tensor_cores = major >= 8;
+    return ctx;
   }
 
  private:

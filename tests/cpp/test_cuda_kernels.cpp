@@ -122,9 +122,11 @@ class HostWorkspace final : public fc::Workspace {
 };
 
 // A small SM count makes split-K happen at test sizes; wide_index takes the conv passes' 64-bit
-// index path.
+// index path; the emulation runs the tensor-core kernel (nvcuda::wmma) too.
 fc::GemmContext context(HostWorkspace& workspace, bool wide_index = false) {
-  return {nullptr, 4, &workspace, wide_index};
+  fc::GemmContext ctx{nullptr, 4, &workspace, wide_index};
+  ctx.tensor_cores = true;
+  return ctx;
 }
 
 void expect_success(cudaError_t err, const std::string& what) {
@@ -615,6 +617,12 @@ void test_all() {
   // passes in whichever their shapes pick.
   test_linear<T>(131, 129, 19);
   test_linear<T>(256, 256, 16);
+  // In float16 and bfloat16, every pass with N and K multiples of 8 runs on tensor cores (the
+  // 128 x 128 x 32 tile): M past one tile, a product smaller than a fragment's 16, and (K =
+  // 1100 for grad_weight, with one output tile) split-K. In float and double, the SIMT tiles.
+  test_linear<T>(131, 136, 40);
+  test_linear<T>(5, 8, 8);
+  test_linear<T>(1100, 16, 24);
 
   // The documents' layer kinds, then strides, asymmetric padding, dilation, groups, a 1x1 conv,
   // and a long reduction (split-K in grad_weight); each with 32-bit and 64-bit index arithmetic.

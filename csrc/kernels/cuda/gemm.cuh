@@ -28,6 +28,10 @@
 // partial sums are added by a second kernel in split order. No atomics anywhere.
 #pragma once
 
+#include <mma.h>
+
+#include <type_traits>
+
 #include "common.cuh"
 #include "gemm.h"
 
@@ -99,11 +103,36 @@ struct StridedOperand {
       if (mask != nullptr && to_acc(mask[offset]) <= acc_t<T>(0)) return acc_t<T>(0);
       return v;
     }
+    // Pack<T>::kSize elements from (r, c) on along the contiguous index, masked as above, in T;
+    // only where packable().
+    __device__ Pack<T> pack(int64_t r, int64_t c) const {
+      const int64_t offset = r * row_stride + c * col_stride;
+      Pack<T> v = *reinterpret_cast<const Pack<T>*>(data + offset);
+      if (mask != nullptr) {
+        const Pack<T> m = *reinterpret_cast<const Pack<T>*>(mask + offset);
+#pragma unroll
+        for (int j = 0; j < Pack<T>::kSize; ++j) {
+          if (to_acc(m.v[j]) <= acc_t<T>(0)) v.v[j] = from_acc<T>(acc_t<T>(0));
+        }
+      }
+      return v;
+    }
   };
   __device__ View at(int64_t z) const {
     const int64_t offset = batch(z);
     return {data + offset, relu_mask != nullptr ? relu_mask + offset : nullptr, row_stride,
             col_stride};
+  }
+
+  // Whether every pack of Pack<T>::kSize elements that starts at a multiple of kSize along the
+  // contiguous index is 16-byte aligned, in every batch entry, in data and mask alike: the
+  // tensor-core kernel (gemm_mma.cuh) reads the operand in such packs.
+  bool packable() const {
+    const int64_t size = Pack<T>::kSize;
+    const auto whole = [size](int64_t stride) { return stride % size == 0; };
+    return aligned16(data) && (relu_mask == nullptr || aligned16(relu_mask)) &&
+           whole(batch.outer_stride) && whole(batch.group_stride) &&
+           (row_stride == 1 || whole(row_stride)) && (col_stride == 1 || whole(col_stride));
   }
 };
 
@@ -141,6 +170,24 @@ struct GemmShape {
   int64_t tiles_m, tiles_n;
   int64_t splits, k_per_split;
   __host__ __device__ int64_t work() const { return batches * splits * tiles_n * tiles_m; }
+};
+
+// Work item w of a GemmShape for a BM x BN tile: its batch entry, split, first row and column of
+// C, and the k range of its split.
+struct WorkItem {
+  int64_t z, split, m0, n0, k_begin, k_end;
+  __device__ WorkItem(const GemmShape& s, int64_t w, int bm, int bn) {
+    const int64_t tile_m = w % s.tiles_m;
+    w /= s.tiles_m;
+    const int64_t tile_n = w % s.tiles_n;
+    w /= s.tiles_n;
+    split = w % s.splits;
+    z = w / s.splits;
+    m0 = tile_m * bm;
+    n0 = tile_n * bn;
+    k_begin = split * s.k_per_split;
+    k_end = min(s.K, k_begin + s.k_per_split);
+  }
 };
 
 // Where element e (< BK * extent) of a k-step's tile lies: k offset kk and row (of A) or column
@@ -190,16 +237,9 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocks)
   // Every thread of the block runs the same items (w depends on blockIdx only), so the
   // __syncthreads below are reached by all of them.
   for (int64_t w = blockIdx.x; w < s.work(); w += gridDim.x) {
-    int64_t rest = w;
-    const int64_t tile_m = rest % s.tiles_m;
-    rest /= s.tiles_m;
-    const int64_t tile_n = rest % s.tiles_n;
-    rest /= s.tiles_n;
-    const int64_t split = rest % s.splits;
-    const int64_t z = rest / s.splits;
-    const int64_t m0 = tile_m * BM, n0 = tile_n * BN;
-    const int64_t k_begin = split * s.k_per_split;
-    const int64_t k_end = min(s.K, k_begin + s.k_per_split);
+    const WorkItem item(s, w, BM, BN);
+    const int64_t z = item.z, split = item.split, m0 = item.m0, n0 = item.n0;
+    const int64_t k_begin = item.k_begin, k_end = item.k_end;
     const auto av = a.at(z);
     const auto bv = b.at(z);
 
@@ -289,6 +329,179 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocks)
   }
 }
 
+// --- Tensor cores --------------------------------------------------------------------------
+//
+// Products in float16 and bfloat16 of two strided operands that read in packs (packable(), and
+// every extent along a contiguous index a multiple of a pack, so no pack straddles an edge) run
+// on tensor cores: nvcuda::wmma's warp-wide 16 x 16 x 16 multiply-accumulate, products and sums
+// in float. A block of 8 warps computes a 128 x 128 tile of C, each warp 64 x 32 of it (4 x 2
+// fragments), walking K in steps of 32 with the SIMT kernel's double-buffered pipeline; each
+// thread moves 2 packs of A and 2 of B a step. The tiles stay in T in shared memory, laid out as
+// the operand lies in memory (MmaSmem), so that a pack is one 16-byte store, and wmma reads
+// either layout. Each warp sends its results through a 16 x 16 float staging area to the
+// epilogue, which is the SIMT kernel's (bias, ReLU, rounding, split-K partials).
+struct MmaTile {
+  static constexpr int BM = 128, BN = 128, BK = 32;
+  static constexpr int kWarpsM = 2, kWarpsN = 4, kThreads = 32 * kWarpsM * kWarpsN;
+  static constexpr int WM = BM / kWarpsM, WN = BN / kWarpsN;  // a warp's part of the tile
+  static constexpr int kFrag = 16;                             // wmma's m = n = k
+  // Rows of a pack more than the tile needs: every pack stays 16 bytes aligned and every
+  // fragment 32 bytes (wmma's requirement), and rows start on different banks.
+  static constexpr int kPad = 8;
+};
+
+// Where a k-step's operand tile keeps element (x, k), x being the row of A or the column of B
+// within the tile: in rows of BK (+ pad) per x where the operand is contiguous in k (a row-major
+// A, a column-major B, for wmma), else in rows of BX (+ pad) per k.
+template <int BX, bool kContiguousK>
+struct MmaSmem {
+  static constexpr int BK = MmaTile::BK;
+  static constexpr int kLd = (kContiguousK ? BK : BX) + MmaTile::kPad;
+  static constexpr int kSize = (kContiguousK ? BX : BK) * kLd;
+  __device__ static int offset(int x, int k) { return kContiguousK ? x * kLd + k : k * kLd + x; }
+  // Where pack p of the tile starts: packs run along the contiguous index.
+  template <int kPack>
+  __device__ static void pack_start(int p, int& x, int& k) {
+    if (kContiguousK) {
+      x = p / (BK / kPack), k = p % (BK / kPack) * kPack;
+    } else {
+      k = p / (BX / kPack), x = p % (BX / kPack) * kPack;
+    }
+  }
+};
+
+template <typename T, typename AOperand, typename BOperand>
+__global__ void __launch_bounds__(MmaTile::kThreads, 1)
+    gemm_mma_kernel(GemmShape s, AOperand a, BOperand b, Epilogue<T> ep, float* partials) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+  __trap();  // no bfloat16 wmma before sm_80; never launched there (GemmContext::tensor_cores)
+#else
+  namespace wmma = nvcuda::wmma;
+  constexpr int BM = MmaTile::BM, BN = MmaTile::BN, BK = MmaTile::BK, kFrag = MmaTile::kFrag;
+  constexpr int kThreads = MmaTile::kThreads, kPack = Pack<T>::kSize;
+  constexpr int kFragsM = MmaTile::WM / kFrag, kFragsN = MmaTile::WN / kFrag;
+  constexpr int kPacksA = BM * BK / kPack / kThreads, kPacksB = BK * BN / kPack / kThreads;
+  using ASmem = MmaSmem<BM, AOperand::kContiguousK>;
+  using BSmem = MmaSmem<BN, BOperand::kContiguousK>;
+  using ALayout = std::conditional_t<AOperand::kContiguousK, wmma::row_major, wmma::col_major>;
+  using BLayout = std::conditional_t<BOperand::kContiguousK, wmma::col_major, wmma::row_major>;
+  __shared__ __align__(32) T a_tile[2][ASmem::kSize];
+  __shared__ __align__(32) T b_tile[2][BSmem::kSize];
+  static_assert(sizeof(a_tile) >= MmaTile::kThreads / 32 * kFrag * kFrag * sizeof(float),
+                "the warps' staging areas fit in the A tiles");
+
+  const int tid = static_cast<int>(threadIdx.x);
+  const int warp = tid / 32, lane = tid % 32;
+  const int warp_m = warp / MmaTile::kWarpsN * MmaTile::WM;  // this warp's part of the tile
+  const int warp_n = warp % MmaTile::kWarpsN * MmaTile::WN;
+
+  for (int64_t w = blockIdx.x; w < s.work(); w += gridDim.x) {
+    const WorkItem item(s, w, BM, BN);
+    const auto av = a.at(item.z);
+    const auto bv = b.at(item.z);
+
+    Pack<T> a_next[kPacksA], b_next[kPacksB];
+    auto fetch = [&](int64_t k0) {
+      const Pack<T> zero{};
+#pragma unroll
+      for (int i = 0; i < kPacksA; ++i) {
+        int x, k;
+        ASmem::template pack_start<kPack>(tid + i * kThreads, x, k);
+        const int64_t m = item.m0 + x, kk = k0 + k;
+        a_next[i] = (m < s.M && kk < item.k_end) ? av.pack(m, kk) : zero;
+      }
+#pragma unroll
+      for (int i = 0; i < kPacksB; ++i) {
+        int x, k;
+        BSmem::template pack_start<kPack>(tid + i * kThreads, x, k);
+        const int64_t n = item.n0 + x, kk = k0 + k;
+        b_next[i] = (kk < item.k_end && n < s.N) ? bv.pack(kk, n) : zero;
+      }
+    };
+    auto stash = [&](int buffer) {
+#pragma unroll
+      for (int i = 0; i < kPacksA; ++i) {
+        int x, k;
+        ASmem::template pack_start<kPack>(tid + i * kThreads, x, k);
+        *reinterpret_cast<Pack<T>*>(&a_tile[buffer][ASmem::offset(x, k)]) = a_next[i];
+      }
+#pragma unroll
+      for (int i = 0; i < kPacksB; ++i) {
+        int x, k;
+        BSmem::template pack_start<kPack>(tid + i * kThreads, x, k);
+        *reinterpret_cast<Pack<T>*>(&b_tile[buffer][BSmem::offset(x, k)]) = b_next[i];
+      }
+    };
+
+    wmma::fragment<wmma::accumulator, kFrag, kFrag, kFrag, float> acc[kFragsM][kFragsN];
+#pragma unroll
+    for (int i = 0; i < kFragsM; ++i)
+#pragma unroll
+      for (int j = 0; j < kFragsN; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
+
+    if (item.k_begin < item.k_end) {
+      fetch(item.k_begin);
+      stash(0);
+      __syncthreads();
+    }
+    int buffer = 0;
+    for (int64_t k0 = item.k_begin; k0 < item.k_end; k0 += BK) {
+      const bool more = k0 + BK < item.k_end;
+      if (more) fetch(k0 + BK);
+#pragma unroll
+      for (int ks = 0; ks < BK; ks += kFrag) {
+        wmma::fragment<wmma::matrix_a, kFrag, kFrag, kFrag, T, ALayout> a_frag[kFragsM];
+        wmma::fragment<wmma::matrix_b, kFrag, kFrag, kFrag, T, BLayout> b_frag[kFragsN];
+#pragma unroll
+        for (int i = 0; i < kFragsM; ++i) {
+          wmma::load_matrix_sync(a_frag[i], &a_tile[buffer][ASmem::offset(warp_m + i * kFrag, ks)],
+                                 ASmem::kLd);
+        }
+#pragma unroll
+        for (int j = 0; j < kFragsN; ++j) {
+          wmma::load_matrix_sync(b_frag[j], &b_tile[buffer][BSmem::offset(warp_n + j * kFrag, ks)],
+                                 BSmem::kLd);
+        }
+#pragma unroll
+        for (int i = 0; i < kFragsM; ++i)
+#pragma unroll
+          for (int j = 0; j < kFragsN; ++j) {
+            wmma::mma_sync(acc[i][j], a_frag[i], b_frag[j], acc[i][j]);
+          }
+      }
+      if (more) stash(buffer ^ 1);  // as in the SIMT kernel
+      __syncthreads();
+      buffer ^= 1;
+    }
+
+    // The tiles are free after the loop's last barrier (or untouched without one): each warp
+    // stages its fragments in its own 16 x 16 floats of them.
+    float* stage = reinterpret_cast<float*>(&a_tile[0][0]) + warp * kFrag * kFrag;
+#pragma unroll
+    for (int i = 0; i < kFragsM; ++i) {
+#pragma unroll
+      for (int j = 0; j < kFragsN; ++j) {
+        wmma::store_matrix_sync(stage, acc[i][j], kFrag, wmma::mem_row_major);
+        __syncwarp();  // every lane's part of the fragment is staged
+#pragma unroll
+        for (int e = lane; e < kFrag * kFrag; e += 32) {
+          const int64_t m = item.m0 + warp_m + i * kFrag + e / kFrag;
+          const int64_t n = item.n0 + warp_n + j * kFrag + e % kFrag;
+          if (m >= s.M || n >= s.N) continue;
+          if (s.splits == 1) {
+            ep.store(item.z, m, n, stage[e]);
+          } else {  // partials[split][z][m][n]
+            partials[((item.split * s.batches + item.z) * s.M + m) * s.N + n] = stage[e];
+          }
+        }
+        __syncwarp();  // read before the next fragment overwrites it
+      }
+    }
+    __syncthreads();  // the next item's first stash overwrites the staging areas
+  }
+#endif
+}
+
 // The second pass of split-K: C = epilogue(sum of the partials in split order), one thread per
 // element of C, partials laid out [split][z][m][n].
 template <typename T>
@@ -304,8 +517,11 @@ __global__ void __launch_bounds__(kElementwiseBlock)
   }
 }
 
+// Launches kernel (gemm_kernel or gemm_mma_kernel) on Tile's work items, with split-K where
+// plan_split_k asks for it.
 template <typename T, typename Tile, typename AOperand, typename BOperand>
-cudaError_t gemm_with_tile(const GemmContext& ctx, int64_t batches, int64_t M, int64_t N,
+cudaError_t gemm_with_tile(void (*kernel)(GemmShape, AOperand, BOperand, Epilogue<T>, acc_t<T>*),
+                           const GemmContext& ctx, int64_t batches, int64_t M, int64_t N,
                            int64_t K, const AOperand& a, const BOperand& b, const Epilogue<T>& ep) {
   using A = acc_t<T>;
   GemmShape s{batches, M, N, K, ceil_div(M, Tile::BM), ceil_div(N, Tile::BN), 1, K};
@@ -318,28 +534,58 @@ cudaError_t gemm_with_tile(const GemmContext& ctx, int64_t batches, int64_t M, i
     partials = static_cast<A*>(
         ctx.workspace->allocate(static_cast<size_t>(plan.splits * batches * M * N) * sizeof(A)));
   }
-  const cudaError_t err =
-      launch(gemm_kernel<T, Tile, AOperand, BOperand>, grid_size(s.work(), 1), Tile::kThreads,
-             ctx.stream, s, a, b, ep, partials);
+  const cudaError_t err = launch(kernel, grid_size(s.work(), 1), Tile::kThreads, ctx.stream, s,
+                                 a, b, ep, partials);
   if (err != cudaSuccess || plan.splits == 1) return err;
   const int64_t total = batches * M * N;
   return launch(split_k_reduce_kernel<T>, grid_size(total, kElementwiseBlock), kElementwiseBlock,
                 ctx.stream, s.splits, batches, M, N, partials, ep);
 }
 
-// C[z] = epilogue(A[z] * B[z]) for z < batches, on ctx.stream, in the tile use_large_tile picks
-// (the small one always for double). Launches nothing for an empty C; K == 0 stores epilogue(0)
-// (bias, or zeros). Returns the first launch error.
+template <typename T>
+constexpr bool kHalfType = std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>;
+
+template <typename Operand>
+struct IsStridedOperand : std::false_type {};
+template <typename T, bool kContiguousK>
+struct IsStridedOperand<StridedOperand<T, kContiguousK>> : std::true_type {};
+
+// Whether gemm_mma_kernel, instantiated for two strided operands of a half type, can run the
+// product: a device with tensor cores for both half types, and operands that read in packs with
+// no pack across an edge.
+template <typename T, bool kContiguousKA, bool kContiguousKB>
+bool use_tensor_cores(const GemmContext& ctx, int64_t M, int64_t N, int64_t K,
+                      const StridedOperand<T, kContiguousKA>& a,
+                      const StridedOperand<T, kContiguousKB>& b) {
+  const int64_t size = Pack<T>::kSize;
+  const int64_t a_extent = kContiguousKA ? K : M, b_extent = kContiguousKB ? K : N;
+  return ctx.tensor_cores && a_extent % size == 0 && b_extent % size == 0 && a.packable() &&
+         b.packable();
+}
+
+// C[z] = epilogue(A[z] * B[z]) for z < batches, on ctx.stream: on tensor cores where
+// use_tensor_cores, else in the SIMT tile use_large_tile picks (the small one always for
+// double). Launches nothing for an empty C; K == 0 stores epilogue(0) (bias, or zeros). Returns
+// the first launch error.
 template <typename T, typename AOperand, typename BOperand>
 cudaError_t gemm(const GemmContext& ctx, int64_t batches, int64_t M, int64_t N, int64_t K,
                  const AOperand& a, const BOperand& b, const Epilogue<T>& ep) {
   if (batches == 0 || M == 0 || N == 0) return cudaSuccess;
-  if constexpr (sizeof(acc_t<T>) == 4) {
-    if (use_large_tile(batches, M, N, LargeTile::BM, LargeTile::BN, ctx.sm_count)) {
-      return gemm_with_tile<T, LargeTile>(ctx, batches, M, N, K, a, b, ep);
+  if constexpr (kHalfType<T> && IsStridedOperand<AOperand>::value &&
+                IsStridedOperand<BOperand>::value) {
+    if (use_tensor_cores(ctx, M, N, K, a, b)) {
+      return gemm_with_tile<T, MmaTile>(gemm_mma_kernel<T, AOperand, BOperand>, ctx, batches, M,
+                                        N, K, a, b, ep);
     }
   }
-  return gemm_with_tile<T, SmallTile>(ctx, batches, M, N, K, a, b, ep);
+  if constexpr (sizeof(acc_t<T>) == 4) {
+    if (use_large_tile(batches, M, N, LargeTile::BM, LargeTile::BN, ctx.sm_count)) {
+      return gemm_with_tile<T, LargeTile>(gemm_kernel<T, LargeTile, AOperand, BOperand>, ctx,
+                                          batches, M, N, K, a, b, ep);
+    }
+  }
+  return gemm_with_tile<T, SmallTile>(gemm_kernel<T, SmallTile, AOperand, BOperand>, ctx,
+                                      batches, M, N, K, a, b, ep);
 }
 
 }  // namespace fastlayers::cuda

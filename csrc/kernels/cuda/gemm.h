@@ -29,6 +29,9 @@ struct GemmContext {
   // The conv passes use 32-bit index arithmetic where every index fits (conv2d.cu); true takes
   // the 64-bit path anyway, so that tests cover it at small sizes.
   bool wide_index = false;
+  // The device runs the float16 and bfloat16 tensor-core kernel (nvcuda::wmma in both types:
+  // compute capability 8.0 and newer).
+  bool tensor_cores = false;
 };
 
 // How the K dimension of a GEMM is split over thread blocks. Split-K is used only when the
