@@ -559,8 +559,11 @@ bool use_tensor_cores(const GemmContext& ctx, int64_t M, int64_t N, int64_t K,
                       const StridedOperand<T, kContiguousKB>& b) {
   const int64_t size = Pack<T>::kSize;
   const int64_t a_extent = kContiguousKA ? K : M, b_extent = kContiguousKB ? K : N;
-  return ctx.tensor_cores && a_extent % size == 0 && b_extent % size == 0 && a.packable() &&
-         b.packable();
+  // A pack's elements are adjacent only where the stride along the contiguous index is 1.
+  const bool a_unit = (kContiguousKA ? a.col_stride : a.row_stride) == 1;
+  const bool b_unit = (kContiguousKB ? b.row_stride : b.col_stride) == 1;
+  return ctx.tensor_cores && a_unit && b_unit && a_extent % size == 0 && b_extent % size == 0 &&
+         a.packable() && b.packable();
 }
 
 // C[z] = epilogue(A[z] * B[z]) for z < batches, on ctx.stream: on tensor cores where
