@@ -138,12 +138,21 @@ struct StridedOperand {
 
 enum class BiasKind { none, per_row, per_col };
 
-// What happens to a finished sum v of C[z](m, n): plus the bias (per row: bias[group *
+// Epilogue policy: what happens to the finished sums of C. A copyable struct with
+//   static constexpr int kGroup  // columns store() takes at once (a divisor of 4: a thread's
+//                                // column groups are 4 wide), and N % kGroup == 0
+//   View at(int64_t z) const     // the epilogue of batch entry z (base pointers bound)
+// where View has
+//   void store(int64_t m, int64_t n, const acc_t<T>* v) const  // C[z](m, n + j) = v[j], j < kGroup
+// called only for m < M and n < N, n a multiple of kGroup.
+//
+// The plain epilogue: a sum v of C[z](m, n) plus the bias (per row: bias[group *
 // bias_group_stride + m] with group = z % batch.groups, the conv layout; per column: bias[n],
 // the linear layout), then ReLU if asked (NaN propagates, as torch.relu), then rounded to T and
 // stored at out[batch(z) + m * ldc + n].
 template <typename T>
 struct Epilogue {
+  static constexpr int kGroup = 1;
   T* out;
   BatchOffset batch;
   int64_t ldc;
@@ -152,14 +161,28 @@ struct Epilogue {
   int64_t bias_group_stride = 0;
   bool relu = false;
 
-  __device__ void store(int64_t z, int64_t m, int64_t n, acc_t<T> v) const {
-    if (bias_kind == BiasKind::per_row) {
-      v += to_acc(bias[(z % batch.groups) * bias_group_stride + m]);
-    } else if (bias_kind == BiasKind::per_col) {
-      v += to_acc(bias[n]);
+  struct View {
+    T* out;          // entry z's C
+    const T* bias;   // entry z's group's bias, or null
+    BiasKind bias_kind;
+    int64_t ldc;
+    bool relu;
+    __device__ void store(int64_t m, int64_t n, const acc_t<T>* v) const {
+      acc_t<T> x = v[0];
+      if (bias_kind == BiasKind::per_row) {
+        x += to_acc(bias[m]);
+      } else if (bias_kind == BiasKind::per_col) {
+        x += to_acc(bias[n]);
+      }
+      if (relu) x = relu_value(x);
+      out[m * ldc + n] = from_acc<T>(x);
     }
-    if (relu) v = relu_value(v);
-    out[batch(z) + m * ldc + n] = from_acc<T>(v);
+  };
+  // The batch offset's division runs once per work item here, not once per element.
+  __device__ View at(int64_t z) const {
+    const T* b = bias;
+    if (bias_kind == BiasKind::per_row) b += (z % batch.groups) * bias_group_stride;
+    return {out + batch(z), b, bias_kind, ldc, relu};
   }
 };
 
@@ -211,9 +234,9 @@ __device__ __forceinline__ void load4(const double* from, double* to) {
   to[0] = lo.x, to[1] = lo.y, to[2] = hi.x, to[3] = hi.y;
 }
 
-template <typename T, typename Tile, typename AOperand, typename BOperand>
+template <typename T, typename Tile, typename AOperand, typename BOperand, typename Ep>
 __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocks)
-    gemm_kernel(GemmShape s, AOperand a, BOperand b, Epilogue<T> ep, acc_t<T>* partials) {
+    gemm_kernel(GemmShape s, AOperand a, BOperand b, Ep ep, acc_t<T>* partials) {
   using A = acc_t<T>;
   constexpr int BM = Tile::BM, BN = Tile::BN, BK = Tile::BK, TM = Tile::TM, TN = Tile::TN;
   constexpr int kThreads = Tile::kThreads;
@@ -312,17 +335,25 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocks)
       buffer ^= 1;
     }
 
+    // The epilogue takes kGroup adjacent columns at a time, all within one of this thread's
+    // groups of 4 (kGroup divides 4, and N % kGroup == 0).
+    constexpr int kGroup = Ep::kGroup;
+    static_assert(4 % kGroup == 0, "an epilogue's column groups lie within a thread's");
+    const auto out = ep.at(z);
 #pragma unroll
     for (int i = 0; i < TM; ++i) {
       const int64_t m = m0 + (i / 4) * kRowGap + ty * 4 + i % 4;
 #pragma unroll
-      for (int j = 0; j < TN; ++j) {
+      for (int j = 0; j < TN; j += kGroup) {
         const int64_t n = n0 + (j / 4) * kColGap + tx * 4 + j % 4;
         if (m >= s.M || n >= s.N) continue;
         if (s.splits == 1) {
-          ep.store(z, m, n, acc[i][j]);
+          out.store(m, n, &acc[i][j]);
         } else {  // partials[split][z][m][n]
-          partials[((split * s.batches + z) * s.M + m) * s.N + n] = acc[i][j];
+#pragma unroll
+          for (int c = 0; c < kGroup; ++c) {
+            partials[((split * s.batches + z) * s.M + m) * s.N + n + c] = acc[i][j + c];
+          }
         }
       }
     }
@@ -370,9 +401,10 @@ struct MmaSmem {
   }
 };
 
-template <typename T, typename AOperand, typename BOperand>
+template <typename T, typename AOperand, typename BOperand, typename Ep>
 __global__ void __launch_bounds__(MmaTile::kThreads, 1)
-    gemm_mma_kernel(GemmShape s, AOperand a, BOperand b, Epilogue<T> ep, float* partials) {
+    gemm_mma_kernel(GemmShape s, AOperand a, BOperand b, Ep ep, float* partials) {
+  static_assert(Ep::kGroup == 1, "the staging hands the epilogue one element at a time");
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   __trap();  // no bfloat16 wmma before sm_80; never launched there (GemmContext::tensor_cores)
 #else
@@ -399,6 +431,7 @@ __global__ void __launch_bounds__(MmaTile::kThreads, 1)
     const WorkItem item(s, w, BM, BN);
     const auto av = a.at(item.z);
     const auto bv = b.at(item.z);
+    const auto out = ep.at(item.z);
 
     Pack<T> a_next[kPacksA], b_next[kPacksB];
     auto fetch = [&](int64_t k0) {
@@ -489,7 +522,7 @@ __global__ void __launch_bounds__(MmaTile::kThreads, 1)
           const int64_t n = item.n0 + warp_n + j * kFrag + e % kFrag;
           if (m >= s.M || n >= s.N) continue;
           if (s.splits == 1) {
-            ep.store(item.z, m, n, stage[e]);
+            out.store(m, n, &stage[e]);
           } else {  // partials[split][z][m][n]
             partials[((item.split * s.batches + item.z) * s.M + m) * s.N + n] = stage[e];
           }
@@ -503,26 +536,32 @@ __global__ void __launch_bounds__(MmaTile::kThreads, 1)
 }
 
 // The second pass of split-K: C = epilogue(sum of the partials in split order), one thread per
-// element of C, partials laid out [split][z][m][n].
-template <typename T>
+// epilogue group of C (Ep::kGroup adjacent elements), partials laid out [split][z][m][n].
+template <typename T, typename Ep>
 __global__ void __launch_bounds__(kElementwiseBlock)
     split_k_reduce_kernel(int64_t splits, int64_t batches, int64_t M, int64_t N,
-                          const acc_t<T>* partials, Epilogue<T> ep) {
+                          const acc_t<T>* partials, Ep ep) {
+  constexpr int kGroup = Ep::kGroup;
   const int64_t total = batches * M * N;
-  for (int64_t i = global_thread_index(); i < total; i += grid_thread_count()) {
-    acc_t<T> sum = partials[i];
-    for (int64_t split = 1; split < splits; ++split) sum += partials[split * total + i];
-    const int64_t n = i % N, zm = i / N;
-    ep.store(zm / M, zm % M, n, sum);
+  for (int64_t i = global_thread_index(); i < total / kGroup; i += grid_thread_count()) {
+    const int64_t e = i * kGroup;
+    acc_t<T> sum[kGroup];
+#pragma unroll
+    for (int c = 0; c < kGroup; ++c) {
+      sum[c] = partials[e + c];
+      for (int64_t split = 1; split < splits; ++split) sum[c] += partials[split * total + e + c];
+    }
+    const int64_t n = e % N, zm = e / N;
+    ep.at(zm / M).store(zm % M, n, sum);
   }
 }
 
 // Launches kernel (gemm_kernel or gemm_mma_kernel) on Tile's work items, with split-K where
 // plan_split_k asks for it.
-template <typename T, typename Tile, typename AOperand, typename BOperand>
-cudaError_t gemm_with_tile(void (*kernel)(GemmShape, AOperand, BOperand, Epilogue<T>, acc_t<T>*),
+template <typename T, typename Tile, typename AOperand, typename BOperand, typename Ep>
+cudaError_t gemm_with_tile(void (*kernel)(GemmShape, AOperand, BOperand, Ep, acc_t<T>*),
                            const GemmContext& ctx, int64_t batches, int64_t M, int64_t N,
-                           int64_t K, const AOperand& a, const BOperand& b, const Epilogue<T>& ep) {
+                           int64_t K, const AOperand& a, const BOperand& b, const Ep& ep) {
   using A = acc_t<T>;
   GemmShape s{batches, M, N, K, ceil_div(M, Tile::BM), ceil_div(N, Tile::BN), 1, K};
   const SplitK plan = plan_split_k(batches * s.tiles_m * s.tiles_n, K, Tile::BK, ctx.sm_count,
@@ -537,9 +576,9 @@ cudaError_t gemm_with_tile(void (*kernel)(GemmShape, AOperand, BOperand, Epilogu
   const cudaError_t err = launch(kernel, grid_size(s.work(), 1), Tile::kThreads, ctx.stream, s,
                                  a, b, ep, partials);
   if (err != cudaSuccess || plan.splits == 1) return err;
-  const int64_t total = batches * M * N;
-  return launch(split_k_reduce_kernel<T>, grid_size(total, kElementwiseBlock), kElementwiseBlock,
-                ctx.stream, s.splits, batches, M, N, partials, ep);
+  const int64_t groups = batches * M * N / Ep::kGroup;
+  return launch(split_k_reduce_kernel<T, Ep>, grid_size(groups, kElementwiseBlock),
+                kElementwiseBlock, ctx.stream, s.splits, batches, M, N, partials, ep);
 }
 
 template <typename T>
@@ -570,24 +609,24 @@ bool use_tensor_cores(const GemmContext& ctx, int64_t M, int64_t N, int64_t K,
 // use_tensor_cores, else in the SIMT tile use_large_tile picks (the small one always for
 // double). Launches nothing for an empty C; K == 0 stores epilogue(0) (bias, or zeros). Returns
 // the first launch error.
-template <typename T, typename AOperand, typename BOperand>
+template <typename T, typename AOperand, typename BOperand, typename Ep>
 cudaError_t gemm(const GemmContext& ctx, int64_t batches, int64_t M, int64_t N, int64_t K,
-                 const AOperand& a, const BOperand& b, const Epilogue<T>& ep) {
+                 const AOperand& a, const BOperand& b, const Ep& ep) {
   if (batches == 0 || M == 0 || N == 0) return cudaSuccess;
   if constexpr (kHalfType<T> && IsStridedOperand<AOperand>::value &&
-                IsStridedOperand<BOperand>::value) {
+                IsStridedOperand<BOperand>::value && Ep::kGroup == 1) {
     if (use_tensor_cores(ctx, M, N, K, a, b)) {
-      return gemm_with_tile<T, MmaTile>(gemm_mma_kernel<T, AOperand, BOperand>, ctx, batches, M,
-                                        N, K, a, b, ep);
+      return gemm_with_tile<T, MmaTile>(gemm_mma_kernel<T, AOperand, BOperand, Ep>, ctx, batches,
+                                        M, N, K, a, b, ep);
     }
   }
   if constexpr (sizeof(acc_t<T>) == 4) {
     if (use_large_tile(batches, M, N, LargeTile::BM, LargeTile::BN, ctx.sm_count)) {
-      return gemm_with_tile<T, LargeTile>(gemm_kernel<T, LargeTile, AOperand, BOperand>, ctx,
+      return gemm_with_tile<T, LargeTile>(gemm_kernel<T, LargeTile, AOperand, BOperand, Ep>, ctx,
                                           batches, M, N, K, a, b, ep);
     }
   }
-  return gemm_with_tile<T, SmallTile>(gemm_kernel<T, SmallTile, AOperand, BOperand>, ctx,
+  return gemm_with_tile<T, SmallTile>(gemm_kernel<T, SmallTile, AOperand, BOperand, Ep>, ctx,
                                       batches, M, N, K, a, b, ep);
 }
 
