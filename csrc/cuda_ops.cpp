@@ -312,9 +312,8 @@ at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& 
 
 // --- conv2d_relu_max_pool2d -----------------------------------------------------------------
 
-// Composed for now: conv2d_relu into a temporary activation (caching allocator, freed on return),
-// then max_pool2d over it. Same results and indices as the fused CPU kernel; pooling in the
-// GEMM's epilogue, without writing the activation, is a later speed step.
+// In the conv's GEMM where the pool's windows allow (kernels/cuda/conv2d.h), else composed
+// inside the launcher; both give the results and indices of conv2d_relu then max_pool2d.
 std::tuple<at::Tensor, at::Tensor> conv2d_relu_max_pool2d(
     const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
     at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
@@ -327,8 +326,18 @@ std::tuple<at::Tensor, at::Tensor> conv2d_relu_max_pool2d(
                                               pool_stride, pool_padding, pool_dilation,
                                               pool_ceil_mode);
   CudaCall call(input);
-  const at::Tensor activation = conv2d_forward(call, p, input, weight, bias, /*relu=*/true);
-  return max_pool2d_forward(call, pool, activation);
+  const at::Tensor x = input.contiguous(), w = weight.contiguous();
+  const at::Tensor b = contiguous_or_undefined(bias);
+  const std::vector<int64_t> out_size{p.N, p.OC, pool.OH, pool.OW};
+  at::Tensor y = at::empty(out_size, input.options());
+  at::Tensor indices = at::empty(out_size, input.options().dtype(at::kLong));
+  FASTLAYERS_DISPATCH_CUDA(x.scalar_type(), [&] {
+    using T = kernel_t<scalar_t>;
+    check_launch(cuda::conv2d_relu_max_pool2d<T>(call.gemm(), p, pool, ptr<T>(x), ptr<T>(w),
+                                                 ptr<T>(b), mutable_ptr<T>(y),
+                                                 indices.mutable_data_ptr<int64_t>()));
+  });
+  return {y, indices};
 }
 
 // --- relu -----------------------------------------------------------------------------------

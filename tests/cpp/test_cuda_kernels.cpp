@@ -2,6 +2,7 @@
 // checked against naive double-precision loops, with no GPU and no torch: linear's forward (bias,
 // ReLU) and both gradients (with the ReLU mask, and split-K for long reductions), conv2d's
 // forward and both gradients over strides, asymmetric padding, dilation, groups and split-K,
+// conv2d_relu_max_pool2d (pooled in the GEMM's epilogue, or composed) against its composition,
 // max_pool2d forward (values and indices, padding, dilation, ceil_mode windows, -inf and NaN
 // inputs) and both backwards (in-order and atomic, with out-of-range indices skipped), ReLU
 // forward and backward (NaN, -0.0), and the bias gradient; in float, double, __half and
@@ -116,6 +117,7 @@ class HostWorkspace final : public fc::Workspace {
     blocks_.push_back(std::make_unique<double[]>(bytes / sizeof(double) + 1));
     return blocks_.back().get();
   }
+  size_t blocks() const { return blocks_.size(); }
 
  private:
   std::vector<std::unique_ptr<double[]>> blocks_;
@@ -478,6 +480,145 @@ void test_max_pool2d(const Pool2dParams& p) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// conv2d_relu_max_pool2d
+
+// The fused layer against its composition (conv2d_forward with ReLU, then max_pool2d_forward),
+// which must agree bit for bit, values and indices, wherever both GEMMs split K alike (they then
+// sum in the same order); and against double precision: each value within the conv's rounding of
+// its window's maximum, and each index on a tap whose value is within that of the maximum. The
+// bias makes ties at 0 after the ReLU common, and a few NaN inputs NaN windows.
+enum class PoolPath {
+  fused,        // in the GEMM's epilogue, with no scratch
+  fused_split,  // the same with split-K (scratch for the partial sums only)
+  composed,     // conv2d_relu into scratch, then max_pool2d
+};
+
+template <typename T>
+void test_conv2d_relu_max_pool2d(const Conv2dParams& p, int64_t kernel, int64_t stride,
+                                 int64_t pad, int64_t dilation, bool ceil_mode, PoolPath path) {
+  char text[96];
+  std::snprintf(text, sizeof(text), " pool k=%lld s=%lld pad=%lld d=%lld%s", (long long)kernel,
+                (long long)stride, (long long)pad, (long long)dilation,
+                ceil_mode ? " ceil" : "");
+  const std::string shape = describe(p) + text;
+  Pool2dParams pl = pool(p.N * p.OC, p.OH, p.OW, kernel, stride, pad, dilation, ceil_mode);
+  HostWorkspace ws;
+  const int64_t Cg = p.C / p.groups;
+  const int64_t x_size = p.N * p.C * p.H * p.W, w_size = p.OC * Cg * p.KH * p.KW;
+  const int64_t y_size = p.N * p.OC * p.OH * p.OW, pooled_size = pl.planes * pl.OH * pl.OW;
+  auto x = random_values<T>(x_size);
+  if (x_size > 40) x[37] = from_double<T>(std::nan(""));
+  const auto w = random_values<T>(w_size), b = random_values<T>(p.OC);
+  ++checks;
+  if (fc::conv2d_relu_max_pool2d_fuses(pl) != (path != PoolPath::composed)) {
+    std::printf("FAIL %s: expected the %s path\n", shape.c_str(),
+                path == PoolPath::composed ? "composed" : "fused");
+    ++failures;
+  }
+
+  for (int variant = 0; variant < 4; ++variant) {
+    const bool with_bias = variant % 2 == 1, wide_index = variant >= 2;
+    const T* bias = with_bias ? b.data() : nullptr;
+    const std::string what = shape + " bias=" + std::to_string(with_bias) +
+                             (wide_index ? " 64-bit index" : "");
+    auto y = poisoned<T>(pooled_size);
+    std::vector<int64_t> indices(pooled_size, -7);
+    const size_t blocks = ws.blocks();
+    expect_success(fc::conv2d_relu_max_pool2d<T>(context(ws, wide_index), p, pl, x.data(),
+                                                 w.data(), bias, y.data(), indices.data()),
+                   what);
+    ++checks;
+    if ((path == PoolPath::fused) != (ws.blocks() == blocks) && y_size > 0) {
+      std::printf("FAIL %s %s: %zu scratch blocks\n", what.c_str(), type_name<T>(),
+                  ws.blocks() - blocks);
+      ++failures;
+    }
+
+    // The composition.
+    auto activation = poisoned<T>(y_size);
+    expect_success(
+        fc::conv2d_forward<T>(context(ws, wide_index), p, x.data(), w.data(), bias,
+                              activation.data(), true),
+        what);
+    auto y_ref = poisoned<T>(pooled_size);
+    std::vector<int64_t> indices_ref(pooled_size, -7);
+    expect_success(fc::max_pool2d_forward<T>(nullptr, pl, activation.data(), y_ref.data(),
+                                             indices_ref.data()),
+                   what);
+    if (path != PoolPath::fused_split) {
+      ++checks;
+      for (int64_t i = 0; i < pooled_size; ++i) {
+        const double got = to_double(y[i]), want = to_double(y_ref[i]);
+        const bool same = (got == want && std::signbit(got) == std::signbit(want)) ||
+                          (std::isnan(got) && std::isnan(want));
+        if (!same || indices[i] != indices_ref[i]) {
+          std::printf("FAIL %s %s: pooled element %lld is %g at %lld, composed %g at %lld\n",
+                      what.c_str(), type_name<T>(), (long long)i, got, (long long)indices[i],
+                      want, (long long)indices_ref[i]);
+          ++failures;
+          break;
+        }
+      }
+    }
+
+    // Double precision: the activation and its rounding bound, then each window.
+    std::vector<double> act(y_size, 0.0), scale(y_size, 0.0);
+    for (int64_t n = 0; n < p.N; ++n)
+      for (int64_t oc = 0; oc < p.OC; ++oc)
+        for (int64_t q = 0; q < p.OH * p.OW; ++q) {
+          act[(n * p.OC + oc) * p.OH * p.OW + q] = with_bias ? to_double(b[oc]) : 0.0;
+          scale[(n * p.OC + oc) * p.OH * p.OW + q] = with_bias ? std::fabs(to_double(b[oc])) : 0.0;
+        }
+    for_each_term(p, [&](int64_t n, int64_t oc, int64_t oh, int64_t ow, int64_t c, int64_t kh,
+                         int64_t kw, int64_t ih, int64_t iw) {
+      const double t = to_double(x[((n * p.C + c) * p.H + ih) * p.W + iw]) *
+                       to_double(w[((oc * Cg + c % Cg) * p.KH + kh) * p.KW + kw]);
+      const int64_t o = ((n * p.OC + oc) * p.OH + oh) * p.OW + ow;
+      act[o] += t;
+      scale[o] += std::fabs(t);
+    });
+    ++checks;
+    const int64_t OHW = p.OH * p.OW, plane = pl.OH * pl.OW;
+    for (int64_t i = 0; i < pooled_size; ++i) {
+      const int64_t base = (i / plane) * OHW;
+      double best = -std::numeric_limits<double>::infinity(), slack = 0.0;
+      bool any = false;
+      const int64_t oh0 = (i % plane) / pl.OW * stride - pad;
+      const int64_t ow0 = (i % plane) % pl.OW * stride - pad;
+      for (int64_t th = 0; th < kernel; ++th)
+        for (int64_t tw = 0; tw < kernel; ++tw) {
+          const int64_t oh = oh0 + th * dilation, ow = ow0 + tw * dilation;
+          if (oh < 0 || oh >= p.OH || ow < 0 || ow >= p.OW) continue;
+          const double v = relu(act[base + oh * p.OW + ow]);
+          best = std::isnan(v) || std::isnan(best) ? std::nan("") : std::max(best, v);
+          slack = std::max(slack, scale[base + oh * p.OW + ow]);
+          any = true;
+        }
+      const double tolerance = slack * accumulation_error<T>() * 4 +
+                               std::fabs(best) * output_rounding<T>() + 1e-300;
+      const double got = to_double(y[i]);
+      const int64_t index = indices[i];
+      bool ok = any ? (std::isnan(best) ? std::isnan(got) : std::fabs(got - best) <= tolerance)
+                    : std::isinf(got) && got < 0;
+      if (ok && any) {
+        const int64_t ih = index / p.OW, iw = index % p.OW;
+        const bool in_window = index >= 0 && index < OHW && (ih - oh0) % dilation == 0 &&
+                               (iw - ow0) % dilation == 0 && ih >= oh0 && iw >= ow0 &&
+                               (ih - oh0) / dilation < kernel && (iw - ow0) / dilation < kernel;
+        const double at = in_window ? relu(act[base + index]) : std::nan("");
+        ok = in_window && (std::isnan(best) ? std::isnan(at) : best - at <= 2 * tolerance);
+      }
+      if (!ok) {
+        std::printf("FAIL %s %s: pooled element %lld is %g at %lld, expected %g\n", what.c_str(),
+                    type_name<T>(), (long long)i, got, (long long)index, best);
+        ++failures;
+        break;
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // ReLU and the bias gradient
 
 // The inputs start `offset` elements into their buffers, the outputs `out_offset`: both 0 takes
@@ -649,6 +790,39 @@ void test_all() {
   test_max_pool2d<T>(pool(2, 9, 7, 3, 1, 1, 2, false));
   test_max_pool2d<T>(pool(1, 5, 5, 2, 3, 0, 1, true));
   test_max_pool2d<T>(pool(9, 12, 11, 3, 3, 1, 1, false));  // more planes than a block's warps
+
+  // Fused where the pool has non-overlapping windows of 4 taps: the documents' layers (LeNet-5's
+  // and the MNIST CNN's first convs, 2 x 2 pools), odd sizes with a floor-mode edge and a
+  // ceil-mode overhang, pool padding, a dilated window, a window wholly in the padding (-inf, and
+  // max_pool2d's index past it), groups, the large tile (2 groups of 130 filters), split-K
+  // (K = 64 * 9 = 576 over 1 tile) and an empty batch. Composed otherwise: 3 x 3 windows, and
+  // 2 x 2 windows that overlap (stride 1).
+  using Path = PoolPath;
+  auto fused_layer = [](const Conv2dParams& p, int64_t kernel, int64_t stride, int64_t pad,
+                        int64_t dilation, bool ceil_mode, Path path) {
+    test_conv2d_relu_max_pool2d<T>(p, kernel, stride, pad, dilation, ceil_mode, path);
+  };
+  fused_layer(conv(2, 3, 12, 12, 6, 5, 5, 1, 1, 0, 0, 0, 0, 1, 1, 1), 2, 2, 0, 1, false,
+              Path::fused);
+  fused_layer(conv(2, 1, 10, 10, 8, 5, 5, 1, 1, 2, 2, 2, 2, 1, 1, 1), 2, 2, 0, 1, false,
+              Path::fused);
+  fused_layer(conv(1, 2, 9, 11, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), 2, 2, 0, 1, false,
+              Path::fused);
+  fused_layer(conv(1, 2, 9, 11, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), 2, 2, 0, 1, true, Path::fused);
+  fused_layer(conv(2, 2, 8, 9, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), 2, 2, 1, 1, true, Path::fused);
+  fused_layer(conv(1, 2, 11, 11, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), 2, 3, 1, 2, false,
+              Path::fused);
+  fused_layer(conv(1, 2, 3, 3, 4, 3, 3, 1, 1, 0, 0, 0, 0, 1, 1, 1), 2, 3, 1, 2, false, Path::fused);
+  fused_layer(conv(2, 4, 8, 8, 6, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 2), 2, 2, 0, 1, false, Path::fused);
+  fused_layer(conv(1, 4, 24, 24, 260, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 2), 2, 2, 0, 1, false,
+              Path::fused);
+  fused_layer(conv(1, 64, 6, 6, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), 2, 2, 0, 1, false,
+              Path::fused_split);
+  fused_layer(conv(2, 3, 9, 9, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), 3, 2, 1, 1, true,
+              Path::composed);
+  fused_layer(conv(2, 3, 9, 9, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), 2, 1, 0, 1, false,
+              Path::composed);
+  fused_layer(conv(0, 3, 9, 9, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), 2, 2, 0, 1, false, Path::fused);
 
   // Packs of 16 bytes with a tail of every length, and unaligned buffers.
   for (int64_t n : {1, 7, 8, 9, 15, 1000, 4099}) {

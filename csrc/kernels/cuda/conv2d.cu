@@ -1,10 +1,13 @@
 // conv2d's three passes as implicit GEMMs, one GEMM per (image, group) batch entry, or per group
 // when the sum runs over images. With Cg = C / groups, OCg = OC / groups, CKK = Cg * KH * KW:
 //
-//   forward      y[n, g*OCg + oc, q]  = sum_k  w_g[oc, k] * cols[k, q]          M = OCg, N = OH*OW, K = CKK
-//   grad_weight  gw[g*OCg + oc, k]    = sum_nq gy[n, g*OCg + oc, q] * cols_n[k, q]   M = OCg, N = CKK, K = N*OH*OW
+//   forward      y[n, g*OCg + oc, q] = sum_k w_g[oc, k] * cols[k, q]
+//                M = OCg, N = OH*OW, K = CKK
+//   grad_weight  gw[g*OCg + oc, k] = sum_nq gy[n, g*OCg + oc, q] * cols_n[k, q]
+//                M = OCg, N = CKK, K = N*OH*OW
 //   grad_input   gx[n, g*Cg + c, h, w] = sum over oc, kh, kw of
-//                  w[g*OCg + oc, c, kh, kw] * gy[n, g*OCg + oc, oh, ow]     M = Cg, N = H*W, K = OCg*KH*KW
+//                  w[g*OCg + oc, c, kh, kw] * gy[n, g*OCg + oc, oh, ow]
+//                M = Cg, N = H*W, K = OCg*KH*KW
 //                where oh * stride_h = h + pad_top - kh * dilation_h (and likewise ow), when that
 //                divides exactly and 0 <= oh < OH (the transposed convolution, gathered: each
 //                gx element is one thread's sum, so there is no col2im scatter and no atomic).
@@ -13,7 +16,8 @@
 //   k = (c * KH + kh) * KW + kw,  q = oh * OW + ow,
 //   cols[k, q] = x[c, ih, iw] with ih = oh * stride_h - pad_top + kh * dilation_h,
 //                                  iw = ow * stride_w - pad_left + kw * dilation_w,
-//   and 0 outside 0 <= ih < H, 0 <= iw < W (the padding; bottom/right padding is implied by OH, OW).
+//   and 0 outside 0 <= ih < H, 0 <= iw < W (the padding; the bottom/right padding is implied by
+//   OH and OW).
 // The same formulas as csrc/kernels/cpu/gemm.h (Im2col) and conv2d.cpp (col2im).
 //
 // The operands split k, q and i into their parts on every load. Where every numerator is below
@@ -22,8 +26,11 @@
 // division, which the GPU runs as a subroutine of about 70 instructions.
 #include <algorithm>
 
+#include <cuda/std/limits>
+
 #include "conv2d.h"
 #include "gemm.cuh"
+#include "max_pool2d.h"
 
 namespace fastlayers::cuda {
 namespace {
@@ -88,17 +95,23 @@ struct ConvGeometry {
     narrow = !wide_index && divisors_fit && largest < kNarrowLimit;
   }
 
-  // Offset of cols[k, q] in one image's group of Cg planes, or -1 where it lies in the padding.
+  // Offset of cols[k, q] in one image's group of Cg planes, or -1 where it lies in the padding;
+  // q = oh * OW + ow.
   template <bool kNarrow>
-  __device__ int64_t im2col_offset(int64_t k, int64_t q) const {
-    int64_t c, r, kh, kw_, oh, ow_;
+  __device__ int64_t im2col_offset(int64_t k, int64_t oh, int64_t ow_) const {
+    int64_t c, r, kh, kw_;
     divmod<kNarrow>(k, khkw, c, r);
     divmod<kNarrow>(r, kw, kh, kw_);
-    divmod<kNarrow>(q, ow, oh, ow_);
     const int64_t ih = oh * p.stride_h - p.pad_top + kh * p.dilation_h;
     const int64_t iw = ow_ * p.stride_w - p.pad_left + kw_ * p.dilation_w;
     if (ih < 0 || ih >= p.H || iw < 0 || iw >= p.W) return -1;
     return (c * p.H + ih) * p.W + iw;
+  }
+  template <bool kNarrow>
+  __device__ int64_t im2col_offset(int64_t k, int64_t q) const {
+    int64_t oh, ow_;
+    divmod<kNarrow>(q, ow, oh, ow_);
+    return im2col_offset<kNarrow>(k, oh, ow_);
   }
 };
 
@@ -228,6 +241,124 @@ struct GradOutputGatherOperand {
   }
 };
 
+
+// --- conv2d_relu_max_pool2d ------------------------------------------------------------------
+//
+// A pool whose windows have 4 taps (2 x 2, 1 x 4 or 4 x 1) and do not overlap, as in the
+// documents' models, runs in the forward GEMM itself: its columns are the windows' taps,
+//   n = window * 4 + t,  window = ph * POW + pw,  t = th * pool_kernel_w + tw,
+// so a window's 4 columns are one of a thread's groups of 4, and the epilogue (kGroup 4) adds the
+// bias, applies the ReLU, rounds to T (the value conv2d_relu would store) and keeps the window's
+// maximum and its index, with max_pool2d's walk (max_pool2d.cu). M = OCg, N = 4 * POH * POW,
+// K = CKK per (image, group) entry; the activation is never written, and no tap is computed
+// twice. Taps outside the activation (the pool's padding, ceil_mode's last windows) compute 0,
+// which the epilogue skips. Other pools run composed: conv2d_relu into scratch, then max_pool2d.
+
+// The windows of a pool over the activation (the pool's H x W; its OH x OW is the pooled
+// output): window w's tap t lies at (ph * stride_h - pad_h + th * dilation_h, likewise w).
+struct PoolWindows {
+  Pool2dParams p;
+  Divisor pooled_w;  // POW
+  int tap_shift;     // log2(kernel_w), so th = t >> tap_shift and tw = t & (kernel_w - 1)
+
+  // The top-left tap of window w (which may lie in the padding).
+  template <bool kNarrow>
+  __device__ void origin(int64_t window, int64_t& h, int64_t& w) const {
+    int64_t ph, pw;
+    divmod<kNarrow>(window, pooled_w, ph, pw);
+    h = ph * p.stride_h - p.pad_h;
+    w = pw * p.stride_w - p.pad_w;
+  }
+  __device__ int64_t tap_h(int t) const { return (t >> tap_shift) * p.dilation_h; }
+  __device__ int64_t tap_w(int t) const { return (t & ((1 << tap_shift) - 1)) * p.dilation_w; }
+  __device__ bool inside(int64_t h, int64_t w) const {
+    return h >= 0 && h < p.H && w >= 0 && w < p.W;
+  }
+};
+
+// forward B of the fused layer: cols[k, q] of the activation pixel q under tap n % 4 of window
+// n / 4, or 0 for a tap outside the activation; z = image * groups + group.
+template <typename T, bool kNarrow>
+struct PooledIm2colOperand {
+  static constexpr bool kContiguousK = false;  // a window's taps are mostly neighbours
+  const T* x;
+  ConvGeometry g;
+  PoolWindows windows;
+  struct View {
+    const T* x;  // image n, first channel of group g
+    ConvGeometry g;
+    PoolWindows windows;
+    __device__ acc_t<T> operator()(int64_t k, int64_t n) const {
+      int64_t h, w;
+      windows.origin<kNarrow>(n >> 2, h, w);
+      const int t = static_cast<int>(n & 3);
+      h += windows.tap_h(t);
+      w += windows.tap_w(t);
+      if (!windows.inside(h, w)) return acc_t<T>(0);
+      const int64_t offset = g.im2col_offset<kNarrow>(k, h, w);
+      return offset < 0 ? acc_t<T>(0) : to_acc(x[offset]);
+    }
+  };
+  __device__ View at(int64_t z) const {
+    const BatchOffset batch{g.p.groups, g.p.C * g.HW, g.Cg * g.HW};
+    return {x + batch(z), g, windows};
+  }
+};
+
+// The fused layer's epilogue: the 4 sums of window n / 4 of filter m go through conv2d_relu's
+// epilogue (bias, ReLU, rounding to T), and their maximum and its activation index are stored
+// at [image, group * OCg + m, window] of the pooled output and the indices.
+template <typename T, bool kNarrow>
+struct PoolEpilogue {
+  static constexpr int kGroup = 4;
+  T* out;
+  int64_t* indices;
+  BatchOffset batch;  // of an entry's pooled planes, in out and indices alike
+  const T* bias;      // or null
+  int64_t bias_group_stride;
+  PoolWindows windows;
+
+  struct View {
+    T* out;
+    int64_t* indices;
+    const T* bias;
+    PoolWindows windows;
+    __device__ void store(int64_t m, int64_t n, const acc_t<T>* v) const {
+      using A = acc_t<T>;
+      const Pool2dParams& p = windows.p;
+      const int64_t window = n >> 2;
+      int64_t h0, w0;
+      windows.origin<kNarrow>(window, h0, w0);
+      // max_pool2d's index starts at the window's first tap past the padding.
+      int64_t first_h = h0, first_w = w0;
+      while (first_h < 0) first_h += p.dilation_h;
+      while (first_w < 0) first_w += p.dilation_w;
+      int64_t best_index = first_h * p.W + first_w;
+      A best = -::cuda::std::numeric_limits<A>::infinity();
+#pragma unroll
+      for (int t = 0; t < kGroup; ++t) {
+        const int64_t h = h0 + windows.tap_h(t), w = w0 + windows.tap_w(t);
+        if (!windows.inside(h, w)) continue;
+        A x = v[t];
+        if (bias != nullptr) x += to_acc(bias[m]);
+        x = to_acc(from_acc<T>(relu_value(x)));
+        if (x > best || x != x) {
+          best = x;
+          best_index = h * p.W + w;
+        }
+      }
+      const int64_t o = m * (p.OH * p.OW) + window;
+      out[o] = from_acc<T>(best);  // exact: best is -inf or a value of T
+      indices[o] = best_index;
+    }
+  };
+  __device__ View at(int64_t z) const {
+    const int64_t offset = batch(z);
+    const T* b = bias != nullptr ? bias + (z % batch.groups) * bias_group_stride : nullptr;
+    return {out + offset, indices + offset, b, windows};
+  }
+};
+
 }  // namespace
 
 template <typename T>
@@ -278,13 +409,51 @@ cudaError_t conv2d_grad_weight(const GemmContext& ctx, const Conv2dParams& p, co
                  Im2colTransposedOperand<T, false>{x, g}, ep);
 }
 
+
+bool conv2d_relu_max_pool2d_fuses(const Pool2dParams& pool) {
+  const bool apart = (pool.kernel_h - 1) * pool.dilation_h < pool.stride_h &&
+                     (pool.kernel_w - 1) * pool.dilation_w < pool.stride_w;
+  return pool.kernel_h * pool.kernel_w == 4 && apart;
+}
+
+template <typename T>
+cudaError_t conv2d_relu_max_pool2d(const GemmContext& ctx, const Conv2dParams& p,
+                                   const Pool2dParams& pool, const T* x, const T* w,
+                                   const T* bias, T* y, int64_t* indices) {
+  if (!conv2d_relu_max_pool2d_fuses(pool)) {
+    const int64_t activation_size = p.N * p.OC * p.OH * p.OW;
+    T* activation = static_cast<T*>(
+        ctx.workspace->allocate(static_cast<size_t>(activation_size) * sizeof(T)));
+    const cudaError_t err = conv2d_forward(ctx, p, x, w, bias, activation, /*relu=*/true);
+    if (err != cudaSuccess) return err;
+    return max_pool2d_forward(ctx.stream, pool, activation, y, indices);
+  }
+  const ConvGeometry g(p, ctx.wide_index);
+  const int64_t plane = pool.OH * pool.OW;
+  const int tap_shift = pool.kernel_w == 4 ? 2 : pool.kernel_w == 2 ? 1 : 0;
+  const PoolWindows windows{pool, Divisor(pool.OW), tap_shift};
+  const StridedOperand<T, true> a{w, nullptr, BatchOffset{p.groups, 0, g.OCg * g.CKK}, g.CKK, 1};
+  const BatchOffset batch{p.groups, p.OC * plane, g.OCg * plane};
+  if (g.narrow && windows.pooled_w.fits && 4 * plane < kNarrowLimit) {
+    return gemm<T>(ctx, p.N * p.groups, g.OCg, 4 * plane, g.CKK, a,
+                   PooledIm2colOperand<T, true>{x, g, windows},
+                   PoolEpilogue<T, true>{y, indices, batch, bias, g.OCg, windows});
+  }
+  return gemm<T>(ctx, p.N * p.groups, g.OCg, 4 * plane, g.CKK, a,
+                 PooledIm2colOperand<T, false>{x, g, windows},
+                 PoolEpilogue<T, false>{y, indices, batch, bias, g.OCg, windows});
+}
+
 #define FASTLAYERS_INSTANTIATE(T)                                                              \
   template cudaError_t conv2d_forward<T>(const GemmContext&, const Conv2dParams&, const T*,     \
                                          const T*, const T*, T*, bool);                          \
   template cudaError_t conv2d_grad_input<T>(const GemmContext&, const Conv2dParams&, const T*,  \
                                             const T*, const T*, T*);                             \
   template cudaError_t conv2d_grad_weight<T>(const GemmContext&, const Conv2dParams&, const T*, \
-                                             const T*, const T*, T*);
+                                             const T*, const T*, T*);                            \
+  template cudaError_t conv2d_relu_max_pool2d<T>(const GemmContext&, const Conv2dParams&,       \
+                                                 const Pool2dParams&, const T*, const T*,        \
+                                                 const T*, T*, int64_t*);
 FASTLAYERS_INSTANTIATE(float)
 FASTLAYERS_INSTANTIATE(double)
 FASTLAYERS_INSTANTIATE(__half)

@@ -1,6 +1,6 @@
 // conv2d on CUDA, NCHW, as implicit GEMMs on the GEMM engine (gemm.cuh): forward (with bias and
-// ReLU in the epilogue), grad_input and grad_weight (with the ReLU mask of a fused conv2d_relu
-// applied to grad_output as it is loaded). No im2col buffer is written. Launchers take raw
+// ReLU in the epilogue, and for conv2d_relu_max_pool2d the max-pool too), grad_input and
+// grad_weight (with the ReLU mask of a fused conv2d_relu applied to grad_output as it is loaded). No im2col buffer is written. Launchers take raw
 // pointers to contiguous tensors and enqueue on ctx.stream; they return the first launch error.
 // T is float, double, __half or __nv_bfloat16. Tested by tests/test_conv2d.py and
 // tests/test_conv2d_relu_max_pool2d.py with device="cuda".
@@ -32,5 +32,19 @@ cudaError_t conv2d_grad_input(const GemmContext& ctx, const Conv2dParams& p, con
 template <typename T>
 cudaError_t conv2d_grad_weight(const GemmContext& ctx, const Conv2dParams& p, const T* gy,
                                const T* x, const T* relu_output, T* gw);
+
+// Whether conv2d_relu_max_pool2d pools in the forward GEMM's epilogue: windows of 4 taps (2 x 2,
+// 1 x 4, 4 x 1) that do not overlap. Other pools run composed: conv2d_forward into workspace
+// scratch, then max_pool2d_forward.
+bool conv2d_relu_max_pool2d_fuses(const Pool2dParams& pool);
+
+// y, indices [N, OC, POH, POW] = max_pool2d(relu(conv(x, w) + bias)), pool being the pool's
+// geometry over the [N, OC, OH, OW] activation (planes = N * OC). The same values, ties, NaNs
+// and indices as conv2d_forward with relu followed by max_pool2d_forward (bit for bit where both
+// GEMMs split K alike: they sum in the same order).
+template <typename T>
+cudaError_t conv2d_relu_max_pool2d(const GemmContext& ctx, const Conv2dParams& p,
+                                   const Pool2dParams& pool, const T* x, const T* w,
+                                   const T* bias, T* y, int64_t* indices);
 
 }  // namespace fastlayers::cuda

@@ -47,11 +47,12 @@ __global__ void __launch_bounds__(kElementwiseBlock)
 
 constexpr int kWarp = 32;
 
-// Deterministic backward: one warp per plane (__match_any_sync: sm_70 and newer). The warp zeroes the plane, then takes its outputs
-// 32 at a time, in order. Lanes whose indices are equal form a group (__match_any_sync); the
-// lowest lane of each group adds the group's gradients to gx in lane order. Groups of one chunk
-// write distinct elements, and chunks follow each other (__syncwarp orders the memory), so each
-// gx element receives its gradients in increasing output order with no race.
+// Deterministic backward: one warp per plane (__match_any_sync: sm_70 and newer). The warp
+// zeroes the plane, then takes its outputs 32 at a time, in order. Lanes whose indices are equal
+// form a group (__match_any_sync); the lowest lane of each group adds the group's gradients to gx
+// in lane order. Groups of one chunk write distinct elements, and chunks follow each other
+// (__syncwarp orders the memory), so each gx element receives its gradients in increasing output
+// order with no race.
 template <typename T>
 __global__ void __launch_bounds__(kElementwiseBlock)
     max_pool2d_backward_ordered_kernel(Pool2dParams p, const T* gy, const int64_t* indices,
