@@ -86,13 +86,15 @@ class CudaCall {
 
   cudaStream_t stream() const { return stream_; }
 
-  cuda::GemmContext gemm() {
+  // tf32: float products may run in TF32 (see matmul_allows_tf32).
+  cuda::GemmContext gemm(bool tf32 = false) {
     const int device = guard_.current_device().index();
     int sm_count = 0, major = 0;
     C10_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device));
     C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
     cuda::GemmContext ctx{stream_, sm_count, &workspace_};
     ctx.tensor_cores = major >= 8;
+    ctx.tf32 = tf32;
     return ctx;
   }
 
@@ -101,6 +103,11 @@ class CudaCall {
   cudaStream_t stream_;
   TorchWorkspace workspace_;
 };
+
+// linear's float products may use TF32 where torch's own matmuls may: under
+// torch.backends.cuda.matmul.allow_tf32 (or set_float32_matmul_precision "high" or "medium"),
+// off by default. conv2d's products stay in IEEE float: they do not run on tensor cores.
+bool matmul_allows_tf32() { return at::globalContext().allowTF32CuBLAS(); }
 
 // Every launcher returns the error of its launches (cudaGetLastError after each).
 void check_launch(cudaError_t err) { C10_CUDA_CHECK(err); }
@@ -118,9 +125,10 @@ at::Tensor linear_impl(const char* op, const at::Tensor& input, const at::Tensor
   CudaCall call(input);
   const at::Tensor x = input.contiguous(), w = weight.contiguous(), b = contiguous_or_undefined(bias);
   at::Tensor y = at::empty(f.out_size, input.options());
+  const cuda::GemmContext ctx = call.gemm(matmul_allows_tf32());
   FASTLAYERS_DISPATCH_CUDA(x.scalar_type(), [&] {
     using T = kernel_t<scalar_t>;
-    check_launch(cuda::linear_forward<T>(call.gemm(), f.s.M, f.s.N, f.s.K, ptr<T>(x), ptr<T>(w),
+    check_launch(cuda::linear_forward<T>(ctx, f.s.M, f.s.N, f.s.K, ptr<T>(x), ptr<T>(w),
                                          ptr<T>(b), mutable_ptr<T>(y), relu));
   });
   return y;
@@ -144,10 +152,11 @@ at::Tensor linear_grad_input(const at::Tensor& grad_output, const at::Tensor& we
   CudaCall call(grad_output);
   const at::Tensor gy = grad_output.contiguous(), w = weight.contiguous();
   at::Tensor gx = at::empty(g.in_size, grad_output.options());
+  const cuda::GemmContext ctx = call.gemm(matmul_allows_tf32());
   FASTLAYERS_DISPATCH_CUDA(gy.scalar_type(), [&] {
     using T = kernel_t<scalar_t>;
-    check_launch(cuda::linear_grad_input<T>(call.gemm(), g.s.M, g.s.N, g.s.K, ptr<T>(gy),
-                                            ptr<T>(w), ptr<T>(mask), mutable_ptr<T>(gx)));
+    check_launch(cuda::linear_grad_input<T>(ctx, g.s.M, g.s.N, g.s.K, ptr<T>(gy), ptr<T>(w),
+                                            ptr<T>(mask), mutable_ptr<T>(gx)));
   });
   return gx;
 }
@@ -160,9 +169,10 @@ at::Tensor linear_grad_weight(const at::Tensor& grad_output, const at::Tensor& i
   CudaCall call(grad_output);
   const at::Tensor gy = grad_output.contiguous(), x = input.contiguous();
   at::Tensor gw = at::empty({s.N, s.K}, grad_output.options());
+  const cuda::GemmContext ctx = call.gemm(matmul_allows_tf32());
   FASTLAYERS_DISPATCH_CUDA(gy.scalar_type(), [&] {
     using T = kernel_t<scalar_t>;
-    check_launch(cuda::linear_grad_weight<T>(call.gemm(), s.M, s.N, s.K, ptr<T>(gy), ptr<T>(x),
+    check_launch(cuda::linear_grad_weight<T>(ctx, s.M, s.N, s.K, ptr<T>(gy), ptr<T>(x),
                                              ptr<T>(mask), mutable_ptr<T>(gw)));
   });
   return gw;

@@ -80,6 +80,35 @@ def test_low_precision_on_cuda(lead, k, n, relu, dtype):
         assert_close_low_precision(g, r, t, name)
 
 
+@needs_cuda
+@pytest.mark.parametrize("lead,k,n", [((5,), 7, 3), ((130,), 48, 16), ((100,), 784, 128), ((2, 32), 1030, 1024)])
+def test_tf32_on_cuda_where_torch_allows_it(lead, k, n):
+    """Under torch.backends.cuda.matmul.allow_tf32, float32 linear may round its products to TF32
+    as torch's matmul does: every pass within twice torch's own TF32 error of float64, and the
+    output different from the IEEE one where the shape runs on tensor cores (compute capability
+    8.0+, in_features and out_features multiples of 4)."""
+    x = torch.randn(*lead, k, device="cuda", requires_grad=True)
+    w = torch.randn(n, k, device="cuda", requires_grad=True)
+    b = torch.randn(n, device="cuda", requires_grad=True)
+    with torch.no_grad():
+        ieee_out = FF.linear(x, w, b)
+    previous = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        out, grads, gy = run_with_grads(FF.linear, [x, w, b])
+        same = [t.detach().clone().requires_grad_() for t in (x, w, b)]
+        torch_out, torch_grads, _ = run_with_grads(lambda *a: reference(*a, False), same, gy)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = previous
+    exact = [t.detach().double().requires_grad_() for t in (x, w, b)]
+    ref_out, ref_grads, _ = run_with_grads(lambda *a: reference(*a, False), exact, gy.double())
+    assert_close_low_precision(out, ref_out, torch_out, "output")
+    for name, g, t, r in zip(("grad_input", "grad_weight", "grad_bias"), grads, torch_grads, ref_grads):
+        assert_close_low_precision(g, r, t, name)
+    if k % 4 == 0 and n % 4 == 0 and torch.cuda.get_device_capability()[0] >= 8:
+        assert not torch.equal(out, ieee_out), "TF32 allowed, but the output is the IEEE float32 one"
+
+
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("lead,k,n", [((4,), 5, 3), ((2, 3), 4, 6), ((1,), 1, 2)])
 def test_gradcheck(device, cpu_isa, relu, lead, k, n):

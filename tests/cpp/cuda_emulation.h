@@ -29,6 +29,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <tuple>
 #include <type_traits>
@@ -114,8 +115,13 @@ inline unsigned __umulhi(unsigned a, unsigned b) {
 // mma_sync computes the share in float, in k order. The calls are not barriers (the hardware
 // does not order one lane's memory accesses before another's in them either): a kernel's own
 // __syncwarp or __syncthreads must. Each call checks wmma's requirements: 256-bit aligned
-// pointers, and a leading dimension of whole 16-byte units.
+// pointers, and a leading dimension of whole 16-byte units. TF32 fragments hold floats, and the
+// multiply reads only their TF32 bits (a value not passed through __float_to_tf32 is truncated).
 namespace nvcuda::wmma {
+
+namespace precision {
+struct tf32 {};
+}  // namespace precision
 
 struct matrix_a {};
 struct matrix_b {};
@@ -127,22 +133,37 @@ enum layout_t { mem_row_major, mem_col_major };
 template <typename Use, int M, int N, int K, typename T, typename Layout = void>
 struct fragment;
 
+namespace detail {
+// What a fragment of T holds: float for TF32, else T.
+template <typename T>
+struct Storage {
+  using type = T;
+};
+template <>
+struct Storage<precision::tf32> {
+  using type = float;
+};
+}  // namespace detail
+
 // An A (M x K) or B (K x N) fragment: the whole matrix, row-major.
 template <int M, int N, int K, typename T, typename Layout>
 struct fragment<matrix_a, M, N, K, T, Layout> {
+  using storage_type = typename detail::Storage<T>::type;
   static constexpr int rows = M, cols = K, num_elements = M * K;
   static constexpr bool row_major_layout = std::is_same_v<Layout, row_major>;
-  T x[num_elements];
+  storage_type x[num_elements];
 };
 template <int M, int N, int K, typename T, typename Layout>
 struct fragment<matrix_b, M, N, K, T, Layout> {
+  using storage_type = typename detail::Storage<T>::type;
   static constexpr int rows = K, cols = N, num_elements = K * N;
   static constexpr bool row_major_layout = std::is_same_v<Layout, row_major>;
-  T x[num_elements];
+  storage_type x[num_elements];
 };
 // An accumulator's share of this lane (detail::owned).
 template <int M, int N, int K, typename T>
 struct fragment<accumulator, M, N, K, T, void> {
+  using storage_type = T;
   static_assert(M == 16 && N == 16, "the emulation has 16 x 16 accumulators only");
   static constexpr int rows = M, cols = N, num_elements = M * N / 32;
   T x[num_elements];
@@ -157,20 +178,41 @@ inline void owned(int i, int& row, int& col) {
   col = lane % 4 * 2 + i % 2 + 8 * (i / 4);
 }
 void check(const void* pointer, unsigned ldm, size_t element_bytes, const char* where);
+// The TF32 bits of a float: its sign, exponent and top 10 mantissa bits.
+inline float tf32_bits(float v) {
+  uint32_t bits;
+  std::memcpy(&bits, &v, sizeof bits);
+  bits &= 0xffffe000u;
+  std::memcpy(&v, &bits, sizeof bits);
+  return v;
+}
 inline float to_float(float v) { return v; }
 inline float to_float(__half v) { return __half2float(v); }
 inline float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
 }  // namespace detail
 
-template <typename Use, int M, int N, int K, typename T, typename Layout>
-void fill_fragment(fragment<Use, M, N, K, T, Layout>& f, T value) {
-  for (T& v : f.x) v = value;
+// cvt.rna.tf32.f32: to nearest, ties away from zero; NaN and infinities stay.
+inline float __float_to_tf32(float v) {
+  if (!std::isfinite(v)) return v;
+  uint32_t bits;
+  std::memcpy(&bits, &v, sizeof bits);
+  bits = (bits + 0x1000u) & 0xffffe000u;  // half of the dropped bits' unit, then drop them
+  std::memcpy(&v, &bits, sizeof bits);
+  return v;
 }
 
 template <typename Use, int M, int N, int K, typename T, typename Layout>
-void load_matrix_sync(fragment<Use, M, N, K, T, Layout>& f, const T* p, unsigned ldm) {
+void fill_fragment(fragment<Use, M, N, K, T, Layout>& f,
+                   typename fragment<Use, M, N, K, T, Layout>::storage_type value) {
+  for (auto& v : f.x) v = value;
+}
+
+template <typename Use, int M, int N, int K, typename T, typename Layout>
+void load_matrix_sync(fragment<Use, M, N, K, T, Layout>& f,
+                      const typename fragment<Use, M, N, K, T, Layout>::storage_type* p,
+                      unsigned ldm) {
   using F = fragment<Use, M, N, K, T, Layout>;
-  detail::check(p, ldm, sizeof(T), "wmma::load_matrix_sync");
+  detail::check(p, ldm, sizeof(*p), "wmma::load_matrix_sync");
   for (int r = 0; r < F::rows; ++r) {
     for (int c = 0; c < F::cols; ++c) {
       f.x[r * F::cols + c] = F::row_major_layout ? p[r * ldm + c] : p[c * ldm + r];
@@ -199,7 +241,10 @@ void mma_sync(fragment<accumulator, M, N, K, float>& d,
     detail::owned(i, row, col);
     float sum = c.x[i];
     for (int k = 0; k < K; ++k) {
-      sum = std::fma(detail::to_float(a.x[row * K + k]), detail::to_float(b.x[k * N + col]), sum);
+      float va = detail::to_float(a.x[row * K + k]), vb = detail::to_float(b.x[k * N + col]);
+      if constexpr (std::is_same_v<TA, precision::tf32>) va = detail::tf32_bits(va);
+      if constexpr (std::is_same_v<TB, precision::tf32>) vb = detail::tf32_bits(vb);
+      sum = std::fma(va, vb, sum);
     }
     d.x[i] = sum;
   }

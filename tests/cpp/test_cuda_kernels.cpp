@@ -124,12 +124,18 @@ class HostWorkspace final : public fc::Workspace {
 };
 
 // A small SM count makes split-K happen at test sizes; wide_index takes the conv passes' 64-bit
-// index path; the emulation runs the tensor-core kernel (nvcuda::wmma) too.
-fc::GemmContext context(HostWorkspace& workspace, bool wide_index = false) {
+// index path; the emulation runs the tensor-core kernel (nvcuda::wmma) too, and in TF32 for
+// float products where tf32.
+fc::GemmContext context(HostWorkspace& workspace, bool wide_index = false, bool tf32 = false) {
   fc::GemmContext ctx{nullptr, 4, &workspace, wide_index};
   ctx.tensor_cores = true;
+  ctx.tf32 = tf32;
   return ctx;
 }
+
+// TF32 keeps 10 of float's 23 mantissa bits: each product of two rounded values is off by at most
+// about 2^-10 of its magnitude.
+constexpr double kTf32Error = 1.0 / 1024;
 
 void expect_success(cudaError_t err, const std::string& what) {
   ++checks;
@@ -143,17 +149,19 @@ void expect_success(cudaError_t err, const std::string& what) {
 // the accumulation's rounding, accumulation_error * scale, and by one rounding to T of the
 // result, or, when rounded_per_term (half-type atomics and chunked adds store T after each
 // term), by a rounding of every partial sum, output_rounding * scale.
+// term_error, where given, replaces accumulation_error (TF32 products).
 template <typename T>
 void expect_close(const std::vector<T>& got, const std::vector<double>& ref,
                   const std::vector<double>& scale, const std::string& what,
-                  bool rounded_per_term = false) {
+                  bool rounded_per_term = false, double term_error = 0.0) {
   ++checks;
+  const double error = term_error > 0.0 ? term_error : accumulation_error<T>();
   for (size_t i = 0; i < ref.size(); ++i) {
     const double g = to_double(got[i]);
     const bool both_nan = std::isnan(g) && std::isnan(ref[i]);
     const double magnitude = std::fabs(ref[i]) + (rounded_per_term ? scale[i] : 0.0);
     const double allowed = output_rounding<T>() * magnitude +
-                           accumulation_error<T>() * (scale[i] + std::fabs(ref[i]));
+                           error * (scale[i] + std::fabs(ref[i]));
     if (!both_nan && !(std::fabs(g - ref[i]) <= allowed)) {
       std::printf("FAIL %s %s: element %zu is %.9g, expected %.9g (allowed error %.3g)\n",
                   what.c_str(), type_name<T>(), i, g, ref[i], allowed);
@@ -184,17 +192,20 @@ double relu(double v) { return v < 0 ? 0.0 : v; }
 // ---------------------------------------------------------------------------------------------
 // linear
 
+// tf32: float products may run in TF32 (the tensor-core kernel, where the shape allows).
 template <typename T>
-void test_linear(int64_t M, int64_t N, int64_t K) {
-  const std::string shape =
-      "linear M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K);
+void test_linear(int64_t M, int64_t N, int64_t K, bool tf32 = false) {
+  const std::string shape = "linear M=" + std::to_string(M) + " N=" + std::to_string(N) +
+                            " K=" + std::to_string(K) + (tf32 ? " tf32" : "");
+  const double term_error = tf32 ? kTf32Error : 0.0;
   HostWorkspace ws;
   const auto x = random_values<T>(M * K), w = random_values<T>(N * K), b = random_values<T>(N);
   for (bool with_bias : {false, true}) {
     for (bool with_relu : {false, true}) {
       auto y = poisoned<T>(M * N);
-      expect_success(fc::linear_forward<T>(context(ws), M, N, K, x.data(), w.data(),
-                                           with_bias ? b.data() : nullptr, y.data(), with_relu),
+      expect_success(fc::linear_forward<T>(context(ws, false, tf32), M, N, K, x.data(),
+                                           w.data(), with_bias ? b.data() : nullptr, y.data(),
+                                           with_relu),
                      shape);
       std::vector<double> ref(M * N), scale(M * N);
       for (int64_t m = 0; m < M; ++m) {
@@ -209,8 +220,10 @@ void test_linear(int64_t M, int64_t N, int64_t K) {
           scale[m * N + n] = abs;
         }
       }
-      expect_close(y, ref, scale, shape + " forward bias=" + std::to_string(with_bias) +
-                                      " relu=" + std::to_string(with_relu));
+      expect_close(y, ref, scale,
+                   shape + " forward bias=" + std::to_string(with_bias) +
+                       " relu=" + std::to_string(with_relu),
+                   false, term_error);
     }
   }
   const auto gy = random_values<T>(M * N), mask = random_mask<T>(M * N);
@@ -218,8 +231,8 @@ void test_linear(int64_t M, int64_t N, int64_t K) {
     const std::vector<T>* m_ = with_mask ? &mask : nullptr;
     const T* mask_ptr = with_mask ? mask.data() : nullptr;
     auto gx = poisoned<T>(M * K);
-    expect_success(fc::linear_grad_input<T>(context(ws), M, N, K, gy.data(), w.data(), mask_ptr,
-                                            gx.data()),
+    expect_success(fc::linear_grad_input<T>(context(ws, false, tf32), M, N, K, gy.data(),
+                                            w.data(), mask_ptr, gx.data()),
                    shape);
     std::vector<double> ref(M * K), scale(M * K);
     for (int64_t m = 0; m < M; ++m) {
@@ -234,11 +247,12 @@ void test_linear(int64_t M, int64_t N, int64_t K) {
         scale[m * K + k] = abs;
       }
     }
-    expect_close(gx, ref, scale, shape + " grad_input mask=" + std::to_string(with_mask));
+    expect_close(gx, ref, scale, shape + " grad_input mask=" + std::to_string(with_mask), false,
+                 term_error);
 
     auto gw = poisoned<T>(N * K);
-    expect_success(fc::linear_grad_weight<T>(context(ws), M, N, K, gy.data(), x.data(), mask_ptr,
-                                             gw.data()),
+    expect_success(fc::linear_grad_weight<T>(context(ws, false, tf32), M, N, K, gy.data(),
+                                             x.data(), mask_ptr, gw.data()),
                    shape);
     ref.assign(N * K, 0.0);
     scale.assign(N * K, 0.0);
@@ -251,7 +265,26 @@ void test_linear(int64_t M, int64_t N, int64_t K) {
         }
       }
     }
-    expect_close(gw, ref, scale, shape + " grad_weight mask=" + std::to_string(with_mask));
+    expect_close(gw, ref, scale, shape + " grad_weight mask=" + std::to_string(with_mask), false,
+                 term_error);
+  }
+}
+
+// A product that tells TF32 from float, and rounding from truncation: every x is 1 + 3 * 2^-12,
+// which TF32 rounds to 1 + 2^-10 (truncation would give 1), every w is 1, so each y is exactly
+// K * (1 + 2^-10) on the TF32 path, and K * (1 + 3 * 2^-12) in float. Both paths are checked,
+// with TF32 allowed and not.
+void test_tf32_rounding() {
+  const int64_t M = 16, N = 16, K = 16;
+  HostWorkspace ws;
+  const std::vector<float> x(M * K, 1.0f + 3.0f / 4096), w(N * K, 1.0f);
+  for (bool tf32 : {false, true}) {
+    std::vector<float> y = poisoned<float>(M * N);
+    expect_success(fc::linear_forward<float>(context(ws, false, tf32), M, N, K, x.data(),
+                                             w.data(), nullptr, y.data(), false),
+                   "linear tf32 rounding");
+    const std::vector<double> ref(M * N, K * (tf32 ? 1.0 + 1.0 / 1024 : 1.0 + 3.0 / 4096));
+    expect_equal(y, ref, std::string("linear tf32 rounding, tf32=") + (tf32 ? "1" : "0"));
   }
 }
 
@@ -764,6 +797,14 @@ void test_all() {
   test_linear<T>(131, 136, 40);
   test_linear<T>(5, 8, 8);
   test_linear<T>(1100, 16, 24);
+  // float in TF32 on tensor cores (N and K multiples of 4), the same cases; with K = 6, a shape
+  // that stays in the SIMT tile.
+  if constexpr (std::is_same_v<T, float>) {
+    test_linear<T>(131, 136, 40, true);
+    test_linear<T>(5, 8, 8, true);
+    test_linear<T>(1100, 16, 24, true);
+    test_linear<T>(9, 12, 6, true);
+  }
 
   // The documents' layer kinds, then strides, asymmetric padding, dilation, groups, a 1x1 conv,
   // and a long reduction (split-K in grad_weight); each with 32-bit and 64-bit index arithmetic.
@@ -840,6 +881,7 @@ void test_all() {
 int main() {
   test_fast_divmod();
   test_tile_choice();
+  test_tf32_rounding();
   // Twice: with every launch's own grid and threads in order, then with grids of at most 3
   // blocks (every grid-stride loop takes several steps) and threads in reverse order.
   namespace emulation = fastlayers::cuda::emulation;

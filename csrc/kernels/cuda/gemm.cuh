@@ -362,32 +362,37 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocks)
 
 // --- Tensor cores --------------------------------------------------------------------------
 //
-// Products in float16 and bfloat16 of two strided operands that read in packs (packable(), and
-// every extent along a contiguous index a multiple of a pack, so no pack straddles an edge) run
-// on tensor cores: nvcuda::wmma's warp-wide 16 x 16 x 16 multiply-accumulate, products and sums
-// in float. A block of 8 warps computes a 128 x 128 tile of C, each warp 64 x 32 of it (4 x 2
-// fragments), walking K in steps of 32 with the SIMT kernel's double-buffered pipeline; each
-// thread moves 2 packs of A and 2 of B a step. The tiles stay in T in shared memory, laid out as
-// the operand lies in memory (MmaSmem), so that a pack is one 16-byte store, and wmma reads
+// Products of two strided operands that read in packs (packable(), and every extent along a
+// contiguous index a multiple of a pack, so no pack straddles an edge) run on tensor cores, with
+// nvcuda::wmma's warp-wide multiply-accumulate and float sums: 16 x 16 x 16 in float16 and
+// bfloat16; 16 x 16 x 8 in TF32 for float, where the caller allows it (GemmContext::tf32: each
+// value rounded to 10 mantissa bits, the precision torch's allow_tf32 permits). A block of 8 warps
+// computes a 128 x 128 tile of C, each warp 64 x 32 of it (4 x 2 fragments), walking K in steps
+// of 64 bytes of values (32 halves, 16 floats) with the SIMT kernel's double-buffered pipeline;
+// each thread moves 2 packs of A and 2 of B a step. The tiles stay in T in shared memory, laid out
+// as the operand lies in memory (MmaSmem), so that a pack is one 16-byte store, and wmma reads
 // either layout. Each warp sends its results through a 16 x 16 float staging area to the
 // epilogue, which is the SIMT kernel's (bias, ReLU, rounding, split-K partials).
+template <typename T>
 struct MmaTile {
-  static constexpr int BM = 128, BN = 128, BK = 32;
+  static constexpr bool kTf32 = std::is_same_v<T, float>;
+  static constexpr int BM = 128, BN = 128, BK = 64 / static_cast<int>(sizeof(T));
   static constexpr int kWarpsM = 2, kWarpsN = 4, kThreads = 32 * kWarpsM * kWarpsN;
   static constexpr int WM = BM / kWarpsM, WN = BN / kWarpsN;  // a warp's part of the tile
-  static constexpr int kFrag = 16;                             // wmma's m = n = k
-  // Rows of a pack more than the tile needs: every pack stays 16 bytes aligned and every
-  // fragment 32 bytes (wmma's requirement), and rows start on different banks.
-  static constexpr int kPad = 8;
+  static constexpr int kFrag = 16;                             // wmma's m and n
+  static constexpr int kFragK = kTf32 ? 8 : 16;                // and k
+  // A pack (16 bytes) more than the tile needs per row: every pack stays 16 bytes aligned and
+  // every fragment 32 bytes (wmma's requirement), and rows start on different banks.
+  static constexpr int kPad = Pack<T>::kSize;
 };
 
 // Where a k-step's operand tile keeps element (x, k), x being the row of A or the column of B
 // within the tile: in rows of BK (+ pad) per x where the operand is contiguous in k (a row-major
 // A, a column-major B, for wmma), else in rows of BX (+ pad) per k.
-template <int BX, bool kContiguousK>
+template <typename T, int BX, bool kContiguousK>
 struct MmaSmem {
-  static constexpr int BK = MmaTile::BK;
-  static constexpr int kLd = (kContiguousK ? BK : BX) + MmaTile::kPad;
+  static constexpr int BK = MmaTile<T>::BK;
+  static constexpr int kLd = (kContiguousK ? BK : BX) + MmaTile<T>::kPad;
   static constexpr int kSize = (kContiguousK ? BX : BK) * kLd;
   __device__ static int offset(int x, int k) { return kContiguousK ? x * kLd + k : k * kLd + x; }
   // Where pack p of the tile starts: packs run along the contiguous index.
@@ -401,31 +406,45 @@ struct MmaSmem {
   }
 };
 
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+// A TF32 fragment loaded from float holds the floats as they were, and the multiply would ignore
+// their low 13 mantissa bits (truncation); rounding them to nearest first halves that error.
+template <typename Fragment>
+__device__ __forceinline__ void round_to_tf32(Fragment& f) {
+#pragma unroll
+  for (int i = 0; i < f.num_elements; ++i) f.x[i] = nvcuda::wmma::__float_to_tf32(f.x[i]);
+}
+#endif
+
 template <typename T, typename AOperand, typename BOperand, typename Ep>
-__global__ void __launch_bounds__(MmaTile::kThreads, 1)
+__global__ void __launch_bounds__(MmaTile<T>::kThreads, 1)
     gemm_mma_kernel(GemmShape s, AOperand a, BOperand b, Ep ep, float* partials) {
   static_assert(Ep::kGroup == 1, "the staging hands the epilogue one element at a time");
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
-  __trap();  // no bfloat16 wmma before sm_80; never launched there (GemmContext::tensor_cores)
+  __trap();  // no bfloat16 or TF32 wmma before sm_80; never launched there (GemmContext)
 #else
   namespace wmma = nvcuda::wmma;
-  constexpr int BM = MmaTile::BM, BN = MmaTile::BN, BK = MmaTile::BK, kFrag = MmaTile::kFrag;
-  constexpr int kThreads = MmaTile::kThreads, kPack = Pack<T>::kSize;
-  constexpr int kFragsM = MmaTile::WM / kFrag, kFragsN = MmaTile::WN / kFrag;
+  using Tile = MmaTile<T>;
+  constexpr int BM = Tile::BM, BN = Tile::BN, BK = Tile::BK, kFrag = Tile::kFrag;
+  constexpr int kFragK = Tile::kFragK;
+  constexpr int kThreads = Tile::kThreads, kPack = Pack<T>::kSize;
+  constexpr int kFragsM = Tile::WM / kFrag, kFragsN = Tile::WN / kFrag;
   constexpr int kPacksA = BM * BK / kPack / kThreads, kPacksB = BK * BN / kPack / kThreads;
-  using ASmem = MmaSmem<BM, AOperand::kContiguousK>;
-  using BSmem = MmaSmem<BN, BOperand::kContiguousK>;
+  using ASmem = MmaSmem<T, BM, AOperand::kContiguousK>;
+  using BSmem = MmaSmem<T, BN, BOperand::kContiguousK>;
   using ALayout = std::conditional_t<AOperand::kContiguousK, wmma::row_major, wmma::col_major>;
   using BLayout = std::conditional_t<BOperand::kContiguousK, wmma::col_major, wmma::row_major>;
+  // The fragments' element type: float's is TF32, loaded from float and rounded.
+  using Element = std::conditional_t<Tile::kTf32, wmma::precision::tf32, T>;
   __shared__ __align__(32) T a_tile[2][ASmem::kSize];
   __shared__ __align__(32) T b_tile[2][BSmem::kSize];
-  static_assert(sizeof(a_tile) >= MmaTile::kThreads / 32 * kFrag * kFrag * sizeof(float),
+  static_assert(sizeof(a_tile) >= Tile::kThreads / 32 * kFrag * kFrag * sizeof(float),
                 "the warps' staging areas fit in the A tiles");
 
   const int tid = static_cast<int>(threadIdx.x);
   const int warp = tid / 32, lane = tid % 32;
-  const int warp_m = warp / MmaTile::kWarpsN * MmaTile::WM;  // this warp's part of the tile
-  const int warp_n = warp % MmaTile::kWarpsN * MmaTile::WN;
+  const int warp_m = warp / Tile::kWarpsN * Tile::WM;  // this warp's part of the tile
+  const int warp_n = warp % Tile::kWarpsN * Tile::WN;
 
   for (int64_t w = blockIdx.x; w < s.work(); w += gridDim.x) {
     const WorkItem item(s, w, BM, BN);
@@ -466,7 +485,7 @@ __global__ void __launch_bounds__(MmaTile::kThreads, 1)
       }
     };
 
-    wmma::fragment<wmma::accumulator, kFrag, kFrag, kFrag, float> acc[kFragsM][kFragsN];
+    wmma::fragment<wmma::accumulator, kFrag, kFrag, kFragK, float> acc[kFragsM][kFragsN];
 #pragma unroll
     for (int i = 0; i < kFragsM; ++i)
 #pragma unroll
@@ -482,18 +501,20 @@ __global__ void __launch_bounds__(MmaTile::kThreads, 1)
       const bool more = k0 + BK < item.k_end;
       if (more) fetch(k0 + BK);
 #pragma unroll
-      for (int ks = 0; ks < BK; ks += kFrag) {
-        wmma::fragment<wmma::matrix_a, kFrag, kFrag, kFrag, T, ALayout> a_frag[kFragsM];
-        wmma::fragment<wmma::matrix_b, kFrag, kFrag, kFrag, T, BLayout> b_frag[kFragsN];
+      for (int ks = 0; ks < BK; ks += kFragK) {
+        wmma::fragment<wmma::matrix_a, kFrag, kFrag, kFragK, Element, ALayout> a_frag[kFragsM];
+        wmma::fragment<wmma::matrix_b, kFrag, kFrag, kFragK, Element, BLayout> b_frag[kFragsN];
 #pragma unroll
         for (int i = 0; i < kFragsM; ++i) {
           wmma::load_matrix_sync(a_frag[i], &a_tile[buffer][ASmem::offset(warp_m + i * kFrag, ks)],
                                  ASmem::kLd);
+          if constexpr (Tile::kTf32) round_to_tf32(a_frag[i]);
         }
 #pragma unroll
         for (int j = 0; j < kFragsN; ++j) {
           wmma::load_matrix_sync(b_frag[j], &b_tile[buffer][BSmem::offset(warp_n + j * kFrag, ks)],
                                  BSmem::kLd);
+          if constexpr (Tile::kTf32) round_to_tf32(b_frag[j]);
         }
 #pragma unroll
         for (int i = 0; i < kFragsM; ++i)
@@ -583,15 +604,18 @@ cudaError_t gemm_with_tile(void (*kernel)(GemmShape, AOperand, BOperand, Ep, acc
 
 template <typename T>
 constexpr bool kHalfType = std::is_same_v<T, __half> || std::is_same_v<T, __nv_bfloat16>;
+// The element types with a tensor-core kernel: the half types, and float in TF32.
+template <typename T>
+constexpr bool kMmaType = kHalfType<T> || std::is_same_v<T, float>;
 
 template <typename Operand>
 struct IsStridedOperand : std::false_type {};
 template <typename T, bool kContiguousK>
 struct IsStridedOperand<StridedOperand<T, kContiguousK>> : std::true_type {};
 
-// Whether gemm_mma_kernel, instantiated for two strided operands of a half type, can run the
-// product: a device with tensor cores for both half types, and operands that read in packs with
-// no pack across an edge.
+// Whether gemm_mma_kernel, instantiated for two strided operands of a half type or float, can
+// run the product: a device with such tensor cores, TF32 allowed for float, and operands that
+// read in packs with no pack across an edge.
 template <typename T, bool kContiguousKA, bool kContiguousKB>
 bool use_tensor_cores(const GemmContext& ctx, int64_t M, int64_t N, int64_t K,
                       const StridedOperand<T, kContiguousKA>& a,
@@ -601,8 +625,9 @@ bool use_tensor_cores(const GemmContext& ctx, int64_t M, int64_t N, int64_t K,
   // A pack's elements are adjacent only where the stride along the contiguous index is 1.
   const bool a_unit = (kContiguousKA ? a.col_stride : a.row_stride) == 1;
   const bool b_unit = (kContiguousKB ? b.row_stride : b.col_stride) == 1;
-  return ctx.tensor_cores && a_unit && b_unit && a_extent % size == 0 && b_extent % size == 0 &&
-         a.packable() && b.packable();
+  const bool allowed = kHalfType<T> || ctx.tf32;
+  return ctx.tensor_cores && allowed && a_unit && b_unit && a_extent % size == 0 &&
+         b_extent % size == 0 && a.packable() && b.packable();
 }
 
 // C[z] = epilogue(A[z] * B[z]) for z < batches, on ctx.stream: on tensor cores where
@@ -613,11 +638,11 @@ template <typename T, typename AOperand, typename BOperand, typename Ep>
 cudaError_t gemm(const GemmContext& ctx, int64_t batches, int64_t M, int64_t N, int64_t K,
                  const AOperand& a, const BOperand& b, const Ep& ep) {
   if (batches == 0 || M == 0 || N == 0) return cudaSuccess;
-  if constexpr (kHalfType<T> && IsStridedOperand<AOperand>::value &&
+  if constexpr (kMmaType<T> && IsStridedOperand<AOperand>::value &&
                 IsStridedOperand<BOperand>::value && Ep::kGroup == 1) {
     if (use_tensor_cores(ctx, M, N, K, a, b)) {
-      return gemm_with_tile<T, MmaTile>(gemm_mma_kernel<T, AOperand, BOperand, Ep>, ctx, batches,
-                                        M, N, K, a, b, ep);
+      return gemm_with_tile<T, MmaTile<T>>(gemm_mma_kernel<T, AOperand, BOperand, Ep>, ctx,
+                                           batches, M, N, K, a, b, ep);
     }
   }
   if constexpr (sizeof(acc_t<T>) == 4) {

@@ -29,9 +29,12 @@ struct GemmContext {
   // The conv passes use 32-bit index arithmetic where every index fits (conv2d.cu); true takes
   // the 64-bit path anyway, so that tests cover it at small sizes.
   bool wide_index = false;
-  // The device runs the float16 and bfloat16 tensor-core kernel (nvcuda::wmma in both types:
-  // compute capability 8.0 and newer).
+  // The device runs the tensor-core kernel (nvcuda::wmma in float16, bfloat16 and TF32: compute
+  // capability 8.0 and newer).
   bool tensor_cores = false;
+  // float products may run on tensor cores in TF32 (torch.backends.cuda.matmul.allow_tf32, for
+  // linear); otherwise they stay in IEEE float.
+  bool tf32 = false;
 };
 
 // How the K dimension of a GEMM is split over thread blocks. Split-K is used only when the
