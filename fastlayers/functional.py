@@ -19,6 +19,8 @@ from ._shapes import IntOrPair, conv2d_padding, pair
 
 __all__ = ["linear", "linear_relu", "conv2d", "conv2d_relu", "conv2d_relu_max_pool2d", "max_pool2d", "relu"]
 
+# Each function calls its op's one overload directly (ops.<name>.default): the overload packet's
+# own call resolves the overload again on every call, about 2.5 us a call on CPU.
 ops = torch.ops.fastlayers
 
 
@@ -30,13 +32,13 @@ def _check_tensor(op, name, t):
 def linear(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """y = input @ weight.T + bias over the last dimension, like torch.nn.functional.linear."""
     _check_tensor("linear", "input", input)
-    return ops.linear(input, weight, bias)
+    return ops.linear.default(input, weight, bias)
 
 
 def linear_relu(input: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """relu(linear(input, weight, bias)) in one kernel: bias and ReLU in the GEMM epilogue."""
     _check_tensor("linear_relu", "input", input)
-    return ops.linear_relu(input, weight, bias)
+    return ops.linear_relu.default(input, weight, bias)
 
 
 def _conv2d_args(op, input, weight, stride, padding, dilation):
@@ -65,7 +67,7 @@ def _conv2d(op, input, weight, bias, stride, padding, dilation, groups, relu):
     stride, padding, dilation = _conv2d_args(op, input, weight, stride, padding, dilation)
     batched = input.dim() == 4
     x = input if batched else input.unsqueeze(0)
-    y = (ops.conv2d_relu if relu else ops.conv2d)(x, weight, bias, stride, padding, dilation, groups)
+    y = (ops.conv2d_relu.default if relu else ops.conv2d.default)(x, weight, bias, stride, padding, dilation, groups)
     return y if batched else y.squeeze(0)
 
 
@@ -121,7 +123,7 @@ def conv2d_relu_max_pool2d(
     batched = input.dim() == 4
     x = input if batched else input.unsqueeze(0)
     args = (x, weight, bias, stride, padding, dilation, groups, *pool_args)
-    out, indices = ops.conv2d_relu_max_pool2d(*args)
+    out, indices = ops.conv2d_relu_max_pool2d.default(*args)
     if not batched:
         out, indices = out.squeeze(0), indices.squeeze(0)
     return (out, indices) if return_indices else out
@@ -145,7 +147,7 @@ def max_pool2d(
     args = _pool_args(op, kernel_size, stride, padding, dilation, ceil_mode)
     batched = input.dim() == 4
     x = input if batched else input.unsqueeze(0)
-    out, indices = ops.max_pool2d(x, *args)
+    out, indices = ops.max_pool2d.default(x, *args)
     if not batched:
         out, indices = out.squeeze(0), indices.squeeze(0)
     return (out, indices) if return_indices else out
@@ -155,5 +157,5 @@ def relu(input: torch.Tensor, inplace: bool = False) -> torch.Tensor:
     """max(input, 0), NaN propagated. With inplace=True the result is written back into input
     (and input is returned), with the same autograd rules as torch's in-place ReLU."""
     _check_tensor("relu", "input", input)
-    out = ops.relu(input)
+    out = ops.relu.default(input)
     return input.copy_(out) if inplace else out
