@@ -126,7 +126,7 @@ struct StridedOperand {
 
   // Whether every pack of Pack<T>::kSize elements that starts at a multiple of kSize along the
   // contiguous index is 16-byte aligned, in every batch entry, in data and mask alike: the
-  // tensor-core kernel (gemm_mma.cuh) reads the operand in such packs.
+  // tensor-core kernel (gemm_mma_kernel) reads the operand in such packs.
   bool packable() const {
     const int64_t size = Pack<T>::kSize;
     const auto whole = [size](int64_t stride) { return stride % size == 0; };
