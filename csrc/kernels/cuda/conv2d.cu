@@ -241,7 +241,6 @@ struct GradOutputGatherOperand {
   }
 };
 
-
 // --- conv2d_relu_max_pool2d ------------------------------------------------------------------
 //
 // A pool whose windows have 4 taps (2 x 2, 1 x 4 or 4 x 1) and do not overlap, as in the
@@ -335,12 +334,13 @@ struct PoolEpilogue {
       while (first_w < 0) first_w += p.dilation_w;
       int64_t best_index = first_h * p.W + first_w;
       A best = -::cuda::std::numeric_limits<A>::infinity();
+      const A b = bias != nullptr ? to_acc(bias[m]) : A(0);
 #pragma unroll
       for (int t = 0; t < kGroup; ++t) {
         const int64_t h = h0 + windows.tap_h(t), w = w0 + windows.tap_w(t);
         if (!windows.inside(h, w)) continue;
         A x = v[t];
-        if (bias != nullptr) x += to_acc(bias[m]);
+        if (bias != nullptr) x += b;  // as Epilogue: adding 0.0 would turn -0.0 into +0.0
         x = to_acc(from_acc<T>(relu_value(x)));
         if (x > best || x != x) {
           best = x;
@@ -359,14 +359,19 @@ struct PoolEpilogue {
   }
 };
 
+// forward A: the filters w_g, [OCg, CKK] row-major, at group g's (z = n * groups + g).
+template <typename T>
+StridedOperand<T, true> filters_operand(const T* w, const ConvGeometry& g) {
+  return {w, nullptr, BatchOffset{g.p.groups, 0, g.OCg * g.CKK}, g.CKK, 1};
+}
+
 }  // namespace
 
 template <typename T>
 cudaError_t conv2d_forward(const GemmContext& ctx, const Conv2dParams& p, const T* x, const T* w,
                            const T* bias, T* y, bool relu) {
   const ConvGeometry g(p, ctx.wide_index);
-  // A = w_g, [OCg, CKK] row-major, at group g's filters.
-  const StridedOperand<T, true> a{w, nullptr, BatchOffset{p.groups, 0, g.OCg * g.CKK}, g.CKK, 1};
+  const StridedOperand<T, true> a = filters_operand(w, g);
   Epilogue<T> ep{y, BatchOffset{p.groups, p.OC * g.OHW, g.OCg * g.OHW}, g.OHW};
   ep.bias = bias;
   ep.bias_kind = bias != nullptr ? BiasKind::per_row : BiasKind::none;
@@ -409,7 +414,6 @@ cudaError_t conv2d_grad_weight(const GemmContext& ctx, const Conv2dParams& p, co
                  Im2colTransposedOperand<T, false>{x, g}, ep);
 }
 
-
 bool conv2d_relu_max_pool2d_fuses(const Pool2dParams& pool) {
   const bool apart = (pool.kernel_h - 1) * pool.dilation_h < pool.stride_h &&
                      (pool.kernel_w - 1) * pool.dilation_w < pool.stride_w;
@@ -432,7 +436,7 @@ cudaError_t conv2d_relu_max_pool2d(const GemmContext& ctx, const Conv2dParams& p
   const int64_t plane = pool.OH * pool.OW;
   const int tap_shift = pool.kernel_w == 4 ? 2 : pool.kernel_w == 2 ? 1 : 0;
   const PoolWindows windows{pool, Divisor(pool.OW), tap_shift};
-  const StridedOperand<T, true> a{w, nullptr, BatchOffset{p.groups, 0, g.OCg * g.CKK}, g.CKK, 1};
+  const StridedOperand<T, true> a = filters_operand(w, g);
   const BatchOffset batch{p.groups, p.OC * plane, g.OCg * plane};
   if (g.narrow && windows.pooled_w.fits && 4 * plane < kNarrowLimit) {
     return gemm<T>(ctx, p.N * p.groups, g.OCg, 4 * plane, g.CKK, a,
