@@ -188,44 +188,30 @@ Tensor conv2d_autograd(const Tensor& input, const Tensor& weight, const Optional
 
 // --- max_pool2d and the fused conv2d_relu_max_pool2d ----------------------------------------
 
-using PoolBackwardSignature = Tensor(const Tensor&, const Tensor&, SymIntArrayRef);
+using PoolBackwardSignature = Tensor(const Tensor&, const Tensor&, SymIntArrayRef, IntArrayRef,
+                                     IntArrayRef, IntArrayRef, IntArrayRef, bool);
 
-// A pool's geometry (kernel, stride, padding, dilation), kept in the context for its backward.
-void save_pool_geometry(AutogradContext* ctx, IntArrayRef kernel, IntArrayRef stride,
-                        IntArrayRef padding, IntArrayRef dilation) {
-  ctx->saved_data["pool_kernel"] = kernel.vec();
-  ctx->saved_data["pool_stride"] = stride.vec();
-  ctx->saved_data["pool_padding"] = padding.vec();
-  ctx->saved_data["pool_dilation"] = dilation.vec();
-}
+// A pool's geometry, kept in the context for its backward, which needs it: the gradient goes to
+// each window's index only where that index is one of the window's taps.
+struct PoolGeometry {
+  std::vector<int64_t> kernel, stride, padding, dilation;
+  bool ceil_mode;
 
-// grad and indices of a pool whose input has size input_size, with the entries of the windows
-// that lie wholly in the padding zeroed. Only a dilated window that starts in the padding can
-// step over the whole input (the padding being at most half the window); such a window gives
-// -inf and, as in torch, an index that is not one of its own taps, and its output depends on no
-// input, so its gradient must go nowhere. The geometry decides, not the data.
-std::pair<Tensor, Tensor> without_empty_windows(AutogradContext* ctx, const Tensor& grad,
-                                                const Tensor& indices,
-                                                SymIntArrayRef input_size) {
-  const auto kernel = ctx->saved_data["pool_kernel"].toIntVector();
-  const auto stride = ctx->saved_data["pool_stride"].toIntVector();
-  const auto padding = ctx->saved_data["pool_padding"].toIntVector();
-  const auto dilation = ctx->saved_data["pool_dilation"].toIntVector();
-  if (!((padding[0] > 0 && dilation[0] > 1) || (padding[1] > 0 && dilation[1] > 1))) {
-    return {grad, indices};
+  void save(AutogradContext* ctx) const {
+    ctx->saved_data["pool_kernel"] = kernel;
+    ctx->saved_data["pool_stride"] = stride;
+    ctx->saved_data["pool_padding"] = padding;
+    ctx->saved_data["pool_dilation"] = dilation;
+    ctx->saved_data["pool_ceil_mode"] = ceil_mode;
   }
-  Tensor empty[2];
-  for (int i = 0; i < 2; ++i) {
-    const int64_t size = input_size[2 + i].guard_int(__FILE__, __LINE__);
-    const int64_t out = grad.sym_size(grad.dim() - 2 + i).guard_int(__FILE__, __LINE__);
-    const Tensor start = at::arange(out, at::kLong).mul(stride[i]).sub(padding[i]);
-    // Each window's first tap at or past 0.
-    const Tensor first = start.neg().clamp_min(0).add(dilation[i] - 1).div(dilation[i], "floor");
-    empty[i] = first.ge(kernel[i]).logical_or(first.mul(dilation[i]).add(start).ge(size));
+  static PoolGeometry load(AutogradContext* ctx) {
+    return {ctx->saved_data["pool_kernel"].toIntVector(),
+            ctx->saved_data["pool_stride"].toIntVector(),
+            ctx->saved_data["pool_padding"].toIntVector(),
+            ctx->saved_data["pool_dilation"].toIntVector(),
+            ctx->saved_data["pool_ceil_mode"].toBool()};
   }
-  const Tensor mask = empty[0].unsqueeze(1).logical_or(empty[1].unsqueeze(0)).to(grad.device());
-  return {grad.masked_fill(mask, 0), indices.masked_fill(mask, 0)};
-}
+};
 
 using PoolSignature = std::tuple<Tensor, Tensor>(const Tensor&, IntArrayRef, IntArrayRef,
                                                  IntArrayRef, IntArrayRef, bool);
@@ -243,7 +229,7 @@ struct MaxPool2dFunction : public torch::autograd::Function<MaxPool2dFunction> {
     }
     ctx->set_materialize_grads(false);  // the indices' gradient would be a tensor of zeros
     ctx->mark_non_differentiable({indices});
-    save_pool_geometry(ctx, kernel, stride, padding, dilation);
+    PoolGeometry{kernel.vec(), stride.vec(), padding.vec(), dilation.vec(), ceil_mode}.save(ctx);
     ctx->saved_data["input_size"] = c10::IValue(input.sym_sizes().vec());
     ctx->save_for_backward({indices});
     return {output, indices};
@@ -256,9 +242,10 @@ struct MaxPool2dFunction : public torch::autograd::Function<MaxPool2dFunction> {
     if (!grad_outputs[0].defined()) return grads;
     BelowAutogradUnlessRecording below;
     const auto input_size = ctx->saved_data["input_size"].toSymIntList().vec();
-    const auto [grad, indices] =
-        without_empty_windows(ctx, grad_outputs[0], ctx->get_saved_variables()[0], input_size);
-    grads[0] = backward_op.call(grad, indices, input_size);
+    const PoolGeometry pool = PoolGeometry::load(ctx);
+    grads[0] = backward_op.call(grad_outputs[0], ctx->get_saved_variables()[0], input_size,
+                                pool.kernel, pool.stride, pool.padding, pool.dilation,
+                                pool.ceil_mode);
     return grads;
   }
 };
@@ -279,9 +266,9 @@ using FusedSignature = std::tuple<Tensor, Tensor>(
     const Tensor&, const Tensor&, const OptionalTensor&, IntArrayRef, IntArrayRef, IntArrayRef,
     int64_t, IntArrayRef, IntArrayRef, IntArrayRef, IntArrayRef, bool);
 using PooledGradSignature = Tensor(const Tensor&, const Tensor&, const Tensor&, SymIntArrayRef,
-                                   IntArrayRef, IntArrayRef, IntArrayRef, int64_t,
+                                   IntArrayRef, IntArrayRef, IntArrayRef, int64_t, IntArrayRef,
+                                   IntArrayRef, IntArrayRef, IntArrayRef, bool,
                                    const OptionalTensor&);
-using ReluBackwardSignature = Tensor(const Tensor&, const Tensor&);
 
 // (output, indices) = max_pool2d(relu(conv2d(input, weight) + bias)). The ReLU's mask on the
 // activation, read at each window's maximum, is the pooled output > 0; the rest of the
@@ -303,7 +290,9 @@ struct Conv2dReluMaxPool2dFunction : public torch::autograd::Function<Conv2dRelu
     ctx->set_materialize_grads(false);
     ctx->mark_non_differentiable({indices});
     ConvGeometry{stride.vec(), padding.vec(), dilation.vec(), groups}.save(ctx);
-    save_pool_geometry(ctx, pool_kernel, pool_stride, pool_padding, pool_dilation);
+    PoolGeometry{pool_kernel.vec(), pool_stride.vec(), pool_padding.vec(), pool_dilation.vec(),
+                 ceil_mode}
+        .save(ctx);
     ctx->saved_data["has_bias"] = bias.has_value() && bias->defined();
     ctx->save_for_backward({input, weight, output, indices});
     return {output, indices};
@@ -315,45 +304,30 @@ struct Conv2dReluMaxPool2dFunction : public torch::autograd::Function<Conv2dRelu
         op_handle<PooledGradSignature>("fastlayers::conv2d_grad_input_pooled");
     static const auto grad_weight_op =
         op_handle<PooledGradSignature>("fastlayers::conv2d_grad_weight_pooled");
-    static const auto relu_backward_op =
-        op_handle<ReluBackwardSignature>("fastlayers::relu_backward");
-    static const auto pool_backward_op =
-        op_handle<PoolBackwardSignature>("fastlayers::max_pool2d_backward");
     variable_list grads(12);
     if (!grad_outputs[0].defined()) return grads;
     BelowAutogradUnlessRecording below;
     const auto saved = ctx->get_saved_variables();
-    const Tensor &input = saved[0], &weight = saved[1], &output = saved[2];
+    const Tensor &input = saved[0], &weight = saved[1], &output = saved[2], &indices = saved[3];
+    const Tensor& grad = grad_outputs[0];
     const ConvGeometry g = ConvGeometry::load(ctx);
-    // The activation's size: [N, OC, OH, OW].
-    std::vector<c10::SymInt> activation = {input.sym_size(0), weight.sym_size(0)};
-    for (int i = 0; i < 2; ++i) {
-      const c10::SymInt extent = input.sym_size(2 + i) + g.padding[2 * i] + g.padding[2 * i + 1] -
-                                 (weight.sym_size(2 + i) - 1) * g.dilation[i] - 1;
-      activation.push_back(extent / g.stride[i] + 1);
-    }
-    const auto [grad, indices] =
-        without_empty_windows(ctx, grad_outputs[0], saved[3], activation);
-    // The pool scatters each window's gradient to one activation element, so the bias gradient
-    // (the activation gradient's sum per channel) is the pooled gradient's.
+    const PoolGeometry pool = PoolGeometry::load(ctx);
+    // The pool passes each window's gradient to one activation element, so the bias gradient
+    // (the activation gradient's sum per channel) is the pooled gradient's. A window wholly in
+    // the padding, which passes nothing, has the output -inf, which the ReLU's mask drops.
     if (ctx->saved_data["has_bias"].toBool() && ctx->needs_input_grad(2)) {
       grads[2] = bias_grad_op.call(grad, output, 1);
     }
-    if (!input.is_cpu()) {  // the CUDA ops unpool the gradient first
-      const Tensor unpooled =
-          pool_backward_op.call(relu_backward_op.call(grad, output), indices, activation);
-      std::tie(grads[0], grads[1]) = conv_grads(ctx, g, unpooled, input, weight, std::nullopt);
-      return grads;
-    }
-    // On CPU both gradients are computed from the pooled one: the unpooled gradient is never
-    // written out.
+    // Both gradients from the pooled one (the CPU kernels never write the unpooled gradient out).
     if (ctx->needs_input_grad(0)) {
       grads[0] = grad_input_op.call(grad, indices, weight, input.sym_sizes(), g.stride, g.padding,
-                                    g.dilation, g.groups, output);
+                                    g.dilation, g.groups, pool.kernel, pool.stride, pool.padding,
+                                    pool.dilation, pool.ceil_mode, output);
     }
     if (ctx->needs_input_grad(1)) {
       grads[1] = grad_weight_op.call(grad, indices, input, weight.sym_sizes(), g.stride,
-                                     g.padding, g.dilation, g.groups, output);
+                                     g.padding, g.dilation, g.groups, pool.kernel, pool.stride,
+                                     pool.padding, pool.dilation, pool.ceil_mode, output);
     }
     return grads;
   }
@@ -378,6 +352,8 @@ std::tuple<Tensor, Tensor> conv2d_relu_max_pool2d_autograd(
 }
 
 // --- relu -----------------------------------------------------------------------------------
+
+using ReluBackwardSignature = Tensor(const Tensor&, const Tensor&);
 
 struct ReluFunction : public torch::autograd::Function<ReluFunction> {
   static Tensor forward(AutogradContext* ctx, const Tensor& input) {

@@ -184,24 +184,25 @@ at::Tensor conv2d_grad_weight_pooled(const at::Tensor& grad_output, const at::Te
                                      const at::Tensor& input, c10::SymIntArrayRef weight_size,
                                      at::IntArrayRef stride, at::IntArrayRef padding,
                                      at::IntArrayRef dilation, int64_t groups,
+                                     at::IntArrayRef pool_kernel_size,
+                                     at::IntArrayRef pool_stride, at::IntArrayRef pool_padding,
+                                     at::IntArrayRef pool_dilation, bool pool_ceil_mode,
                                      const std::optional<at::Tensor>& relu_output) {
   const char* op = "conv2d_grad_weight_pooled";
   const auto w_size = C10_AS_INTARRAYREF_SLOW(weight_size);
-  const Conv2dParams p = conv2d_grad_weight_pooled_args(kCpu, op, grad_output, indices, input,
-                                                        w_size, stride, padding, dilation, groups);
+  const PooledConvParams p = conv2d_grad_weight_pooled_args(
+      kCpu, op, grad_output, indices, input, w_size, stride, padding, dilation, groups,
+      {pool_kernel_size, pool_stride, pool_padding, pool_dilation, pool_ceil_mode});
   const at::Tensor mask = relu_mask(op, relu_output, grad_output);
   const at::Tensor gy = grad_output.contiguous(), ind = indices.contiguous(), x = input.contiguous();
   at::Tensor gw = at::empty(w_size, grad_output.options());
-  bool ok = true;
   dispatch(gy.scalar_type(), [&](auto tag) {
     using scalar_t = decltype(tag);
-    ok = cpu::conv2d_grad_weight_pooled<scalar_t>(
-        cpu_context(), p, gy.size(2) * gy.size(3), gy.const_data_ptr<scalar_t>(),
+    cpu::conv2d_grad_weight_pooled<scalar_t>(
+        cpu_context(), p.conv, p.pool, gy.const_data_ptr<scalar_t>(),
         ind.const_data_ptr<int64_t>(), data_or_null<scalar_t>(mask), x.const_data_ptr<scalar_t>(),
         gw.mutable_data_ptr<scalar_t>());
   });
-  FASTLAYERS_CHECK(ok, op, "found an index outside its ", p.OH, " x ", p.OW, " activation plane; ",
-                   "indices must come from conv2d_relu_max_pool2d with this input and geometry");
   return gw;
 }
 
@@ -209,24 +210,25 @@ at::Tensor conv2d_grad_input_pooled(const at::Tensor& grad_output, const at::Ten
                                     const at::Tensor& weight, c10::SymIntArrayRef input_size,
                                     at::IntArrayRef stride, at::IntArrayRef padding,
                                     at::IntArrayRef dilation, int64_t groups,
+                                    at::IntArrayRef pool_kernel_size, at::IntArrayRef pool_stride,
+                                    at::IntArrayRef pool_padding, at::IntArrayRef pool_dilation,
+                                    bool pool_ceil_mode,
                                     const std::optional<at::Tensor>& relu_output) {
   const char* op = "conv2d_grad_input_pooled";
   const auto in_size = C10_AS_INTARRAYREF_SLOW(input_size);
-  const Conv2dParams p = conv2d_grad_input_pooled_args(kCpu, op, grad_output, indices, weight,
-                                                       in_size, stride, padding, dilation, groups);
+  const PooledConvParams p = conv2d_grad_input_pooled_args(
+      kCpu, op, grad_output, indices, weight, in_size, stride, padding, dilation, groups,
+      {pool_kernel_size, pool_stride, pool_padding, pool_dilation, pool_ceil_mode});
   const at::Tensor mask = relu_mask(op, relu_output, grad_output);
   const at::Tensor gy = grad_output.contiguous(), ind = indices.contiguous(), w = weight.contiguous();
   at::Tensor gx = at::empty(in_size, grad_output.options());
-  bool ok = true;
   dispatch(gy.scalar_type(), [&](auto tag) {
     using scalar_t = decltype(tag);
-    ok = cpu::conv2d_grad_input_pooled<scalar_t>(
-        cpu_context(), p, gy.size(2) * gy.size(3), gy.const_data_ptr<scalar_t>(),
+    cpu::conv2d_grad_input_pooled<scalar_t>(
+        cpu_context(), p.conv, p.pool, gy.const_data_ptr<scalar_t>(),
         ind.const_data_ptr<int64_t>(), data_or_null<scalar_t>(mask), w.const_data_ptr<scalar_t>(),
         gx.mutable_data_ptr<scalar_t>());
   });
-  FASTLAYERS_CHECK(ok, op, "found an index outside its ", p.OH, " x ", p.OW, " activation plane; ",
-                   "indices must come from conv2d_relu_max_pool2d with this geometry");
   return gx;
 }
 
@@ -279,21 +281,21 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d(const at::Tensor& input, at::IntAr
 }
 
 at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& indices,
-                               c10::SymIntArrayRef input_size) {
+                               c10::SymIntArrayRef input_size, at::IntArrayRef kernel_size,
+                               at::IntArrayRef stride, at::IntArrayRef padding,
+                               at::IntArrayRef dilation, bool ceil_mode) {
   const char* op = "max_pool2d_backward";
   const auto in_size = C10_AS_INTARRAYREF_SLOW(input_size);
-  const Pool2dParams p = max_pool2d_backward_args(kCpu, op, grad_output, indices, in_size);
+  const Pool2dParams p = max_pool2d_backward_args(
+      kCpu, op, grad_output, indices, in_size, {kernel_size, stride, padding, dilation, ceil_mode});
   const at::Tensor gy = grad_output.contiguous(), ind = indices.contiguous();
   at::Tensor gx = at::empty(in_size, grad_output.options());
-  bool ok = true;
   dispatch(gy.scalar_type(), [&](auto tag) {
     using scalar_t = decltype(tag);
-    ok = cpu::max_pool2d_backward<scalar_t>(cpu_context(), p, gy.const_data_ptr<scalar_t>(),
-                                            ind.const_data_ptr<int64_t>(),
-                                            gx.mutable_data_ptr<scalar_t>());
+    cpu::max_pool2d_backward<scalar_t>(cpu_context(), p, gy.const_data_ptr<scalar_t>(),
+                                       ind.const_data_ptr<int64_t>(),
+                                       gx.mutable_data_ptr<scalar_t>());
   });
-  FASTLAYERS_CHECK(ok, op, "found an index outside its ", p.H, " x ", p.W, " input plane; ",
-                   "indices must come from max_pool2d on an input of size ", in_size);
   return gx;
 }
 

@@ -299,25 +299,32 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d(const at::Tensor& input, at::IntAr
   return max_pool2d_forward(call, p, input);
 }
 
-// Indices outside their plane are skipped, not reported (see kernels/cuda/max_pool2d.h): the
-// CPU backend's error would need a device-to-host synchronisation here.
-at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& indices,
-                               c10::SymIntArrayRef input_size) {
-  const char* op = "max_pool2d_backward";
-  const auto in_size = C10_AS_INTARRAYREF_SLOW(input_size);
-  const Pool2dParams p = max_pool2d_backward_args(kCuda, op, grad_output, indices, in_size);
-  CudaCall call(grad_output);
+// gx of size input_size from the pooled gradient gy (masked where mask, of gy's size, is <= 0),
+// gathered through the pool's windows (kernels/cuda/max_pool2d.h).
+at::Tensor unpool(const CudaCall& call, const Pool2dParams& p, at::IntArrayRef input_size,
+                  const at::Tensor& grad_output, const at::Tensor& indices,
+                  const at::Tensor& mask) {
   const at::Tensor gy = grad_output.contiguous(), ind = indices.contiguous();
-  at::Tensor gx = at::empty(in_size, grad_output.options());
-  // torch.use_deterministic_algorithms(True) picks the ordered kernel; otherwise atomics.
-  const bool deterministic = at::globalContext().deterministicAlgorithms();
+  at::Tensor gx = at::empty(input_size, grad_output.options());
   FASTLAYERS_DISPATCH_CUDA(gy.scalar_type(), [&] {
     using T = kernel_t<scalar_t>;
     check_launch(cuda::max_pool2d_backward<T>(call.stream(), p, ptr<T>(gy),
-                                              ind.const_data_ptr<int64_t>(), mutable_ptr<T>(gx),
-                                              deterministic));
+                                              ind.const_data_ptr<int64_t>(), ptr<T>(mask),
+                                              mutable_ptr<T>(gx)));
   });
   return gx;
+}
+
+at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& indices,
+                               c10::SymIntArrayRef input_size, at::IntArrayRef kernel_size,
+                               at::IntArrayRef stride, at::IntArrayRef padding,
+                               at::IntArrayRef dilation, bool ceil_mode) {
+  const char* op = "max_pool2d_backward";
+  const auto in_size = C10_AS_INTARRAYREF_SLOW(input_size);
+  const Pool2dParams p = max_pool2d_backward_args(
+      kCuda, op, grad_output, indices, in_size, {kernel_size, stride, padding, dilation, ceil_mode});
+  CudaCall call(grad_output);
+  return unpool(call, p, in_size, grad_output, indices, at::Tensor());
 }
 
 // --- conv2d_relu_max_pool2d -----------------------------------------------------------------
@@ -381,27 +388,30 @@ at::Tensor relu_backward(const at::Tensor& grad_output, const at::Tensor& output
 
 // --- conv2d_grad_weight_pooled, conv2d_grad_input_pooled -----------------------------------------
 
-// Composed: the ReLU mask, then max_pool2d_backward into the unpooled gradient [N, OC, OH, OW]
-// (caching allocator, freed on return), which the conv's gradient op takes. Indices outside
-// their plane are skipped, as in max_pool2d_backward.
+// Composed: the pooled gradient, masked by the ReLU, gathered into the unpooled gradient
+// [N, OC, OH, OW] in one launch (caching allocator, freed on return), which the conv's gradient
+// op takes.
 at::Tensor unpooled_grad(const char* op, const at::Tensor& grad_output, const at::Tensor& indices,
-                         const std::optional<at::Tensor>& relu_output, const Conv2dParams& p) {
+                         const std::optional<at::Tensor>& relu_output, const PooledConvParams& p) {
   const at::Tensor mask = relu_mask(op, relu_output, grad_output);
-  const at::Tensor grad = mask.defined() ? relu_backward(grad_output, mask) : grad_output;
-  const std::vector<c10::SymInt> activation_size{p.N, p.OC, p.OH, p.OW};
-  return max_pool2d_backward(grad, indices, activation_size);
+  CudaCall call(grad_output);
+  return unpool(call, p.pool, {p.conv.N, p.conv.OC, p.conv.OH, p.conv.OW}, grad_output, indices,
+                mask);
 }
 
 at::Tensor conv2d_grad_weight_pooled(const at::Tensor& grad_output, const at::Tensor& indices,
                                      const at::Tensor& input, c10::SymIntArrayRef weight_size,
                                      at::IntArrayRef stride, at::IntArrayRef padding,
                                      at::IntArrayRef dilation, int64_t groups,
+                                     at::IntArrayRef pool_kernel_size,
+                                     at::IntArrayRef pool_stride, at::IntArrayRef pool_padding,
+                                     at::IntArrayRef pool_dilation, bool pool_ceil_mode,
                                      const std::optional<at::Tensor>& relu_output) {
   const char* op = "conv2d_grad_weight_pooled";
-  const Conv2dParams p =
-      conv2d_grad_weight_pooled_args(kCuda, op, grad_output, indices, input,
-                                     C10_AS_INTARRAYREF_SLOW(weight_size), stride, padding,
-                                     dilation, groups);
+  const PooledConvParams p = conv2d_grad_weight_pooled_args(
+      kCuda, op, grad_output, indices, input, C10_AS_INTARRAYREF_SLOW(weight_size), stride,
+      padding, dilation, groups,
+      {pool_kernel_size, pool_stride, pool_padding, pool_dilation, pool_ceil_mode});
   return conv2d_grad_weight(unpooled_grad(op, grad_output, indices, relu_output, p), input,
                             weight_size, stride, padding, dilation, groups, std::nullopt);
 }
@@ -410,12 +420,15 @@ at::Tensor conv2d_grad_input_pooled(const at::Tensor& grad_output, const at::Ten
                                     const at::Tensor& weight, c10::SymIntArrayRef input_size,
                                     at::IntArrayRef stride, at::IntArrayRef padding,
                                     at::IntArrayRef dilation, int64_t groups,
+                                    at::IntArrayRef pool_kernel_size, at::IntArrayRef pool_stride,
+                                    at::IntArrayRef pool_padding, at::IntArrayRef pool_dilation,
+                                    bool pool_ceil_mode,
                                     const std::optional<at::Tensor>& relu_output) {
   const char* op = "conv2d_grad_input_pooled";
-  const Conv2dParams p =
-      conv2d_grad_input_pooled_args(kCuda, op, grad_output, indices, weight,
-                                    C10_AS_INTARRAYREF_SLOW(input_size), stride, padding,
-                                    dilation, groups);
+  const PooledConvParams p = conv2d_grad_input_pooled_args(
+      kCuda, op, grad_output, indices, weight, C10_AS_INTARRAYREF_SLOW(input_size), stride,
+      padding, dilation, groups,
+      {pool_kernel_size, pool_stride, pool_padding, pool_dilation, pool_ceil_mode});
   return conv2d_grad_input(unpooled_grad(op, grad_output, indices, relu_output, p), weight,
                            input_size, stride, padding, dilation, groups, std::nullopt);
 }

@@ -144,45 +144,48 @@ static void check_pool_indices(const char* op, const at::Tensor& indices, const 
                    indices.device());
 }
 
-// A pooled gradient and its indices against the conv's geometry: [N, OC, PH, PW], any PH, PW.
-static void check_pooled_grad(const char* op, const at::Tensor& grad_output,
-                              const at::Tensor& indices, const Conv2dParams& p) {
-  check_dim(op, "grad_output", grad_output, 4, "(N, OC, PH, PW)");
-  FASTLAYERS_CHECK(grad_output.size(0) == p.N && grad_output.size(1) == p.OC, op,
-                   "expected grad_output to have the batch of input and the output channels of ",
-                   "weight (", p.N, ", ", p.OC, "), but got grad_output of size ",
-                   grad_output.sizes());
+// The pool on a conv's activation [N, OC, OH, OW], with a pooled gradient and its indices of the
+// pool's output size.
+static Pool2dParams pooled_grad_params(const char* op, const at::Tensor& grad_output,
+                                       const at::Tensor& indices, const Conv2dParams& p,
+                                       const PoolGeometry& g) {
+  const Pool2dParams pool = max_pool2d_params(op, {p.N, p.OC, p.OH, p.OW}, g.kernel_size,
+                                              g.stride, g.padding, g.dilation, g.ceil_mode);
+  const std::vector<int64_t> expected{p.N, p.OC, pool.OH, pool.OW};
+  FASTLAYERS_CHECK(grad_output.sizes() == at::IntArrayRef(expected), op,
+                   "expected grad_output of size ", at::IntArrayRef(expected), " (the batch of input, the output ",
+                   "channels of weight and the pool's output size), but got ", grad_output.sizes());
   check_shape(op, "indices", indices, grad_output.sizes());
+  return pool;
 }
 
-Conv2dParams conv2d_grad_weight_pooled_args(const Backend& backend, const char* op,
-                                            const at::Tensor& grad_output,
-                                            const at::Tensor& indices, const at::Tensor& input,
-                                            at::IntArrayRef weight_size, at::IntArrayRef stride,
-                                            at::IntArrayRef padding, at::IntArrayRef dilation,
-                                            int64_t groups) {
+PooledConvParams conv2d_grad_weight_pooled_args(const Backend& backend, const char* op,
+                                                const at::Tensor& grad_output,
+                                                const at::Tensor& indices, const at::Tensor& input,
+                                                at::IntArrayRef weight_size,
+                                                at::IntArrayRef stride, at::IntArrayRef padding,
+                                                at::IntArrayRef dilation, int64_t groups,
+                                                const PoolGeometry& pool) {
   check_input(backend, op, "grad_output", grad_output);
   check_like(op, "input", input, "grad_output", grad_output);
   check_pool_indices(op, indices, grad_output);
   const Conv2dParams p =
       conv2d_params(op, input.sizes(), weight_size, stride, padding, dilation, groups);
-  check_pooled_grad(op, grad_output, indices, p);
-  return p;
+  return {p, pooled_grad_params(op, grad_output, indices, p, pool)};
 }
 
-Conv2dParams conv2d_grad_input_pooled_args(const Backend& backend, const char* op,
-                                           const at::Tensor& grad_output,
-                                           const at::Tensor& indices, const at::Tensor& weight,
-                                           at::IntArrayRef input_size, at::IntArrayRef stride,
-                                           at::IntArrayRef padding, at::IntArrayRef dilation,
-                                           int64_t groups) {
+PooledConvParams conv2d_grad_input_pooled_args(const Backend& backend, const char* op,
+                                               const at::Tensor& grad_output,
+                                               const at::Tensor& indices, const at::Tensor& weight,
+                                               at::IntArrayRef input_size, at::IntArrayRef stride,
+                                               at::IntArrayRef padding, at::IntArrayRef dilation,
+                                               int64_t groups, const PoolGeometry& pool) {
   check_input(backend, op, "grad_output", grad_output);
   check_like(op, "weight", weight, "grad_output", grad_output);
   check_pool_indices(op, indices, grad_output);
   const Conv2dParams p =
       conv2d_params(op, input_size, weight.sizes(), stride, padding, dilation, groups);
-  check_pooled_grad(op, grad_output, indices, p);
-  return p;
+  return {p, pooled_grad_params(op, grad_output, indices, p, pool)};
 }
 
 // --- max_pool2d -----------------------------------------------------------------------------
@@ -196,7 +199,7 @@ Pool2dParams max_pool2d_args(const Backend& backend, const char* op, const at::T
 
 Pool2dParams max_pool2d_backward_args(const Backend& backend, const char* op,
                                       const at::Tensor& grad_output, const at::Tensor& indices,
-                                      at::IntArrayRef input_size) {
+                                      at::IntArrayRef input_size, const PoolGeometry& pool) {
   check_input(backend, op, "grad_output", grad_output);
   check_pool_indices(op, indices, grad_output);
   FASTLAYERS_CHECK(input_size.size() == 4, op, "expected input_size to have 4 values (N, C, H, ",
@@ -207,15 +210,10 @@ Pool2dParams max_pool2d_backward_args(const Backend& backend, const char* op,
                        !overflows && numel <= uint64_t(INT64_MAX),
                    op, "expected input_size to be non-negative sizes whose product int64 can hold, ",
                    "but got ", input_size);
-  check_dim(op, "grad_output", grad_output, 4, "(N, C, OH, OW)");
-  FASTLAYERS_CHECK(grad_output.size(0) == input_size[0] && grad_output.size(1) == input_size[1],
-                   op, "expected grad_output to have the batch and channels of input_size ",
-                   input_size, ", but got grad_output of size ", grad_output.sizes());
+  const Pool2dParams p = max_pool2d_params(op, input_size, pool.kernel_size, pool.stride,
+                                           pool.padding, pool.dilation, pool.ceil_mode);
+  check_shape(op, "grad_output", grad_output, {input_size[0], input_size[1], p.OH, p.OW});
   check_shape(op, "indices", indices, grad_output.sizes());
-  Pool2dParams p{};
-  p.planes = input_size[0] * input_size[1];
-  p.H = input_size[2], p.W = input_size[3];
-  p.OH = grad_output.size(2), p.OW = grad_output.size(3);
   return p;
 }
 

@@ -92,23 +92,37 @@ Conv2dParams conv2d_grad_weight_args(const Backend& backend, const char* op,
                                      at::IntArrayRef padding, at::IntArrayRef dilation,
                                      int64_t groups);
 
-// conv2d_grad_weight_pooled: conv2d_grad_weight_args's geometry, with grad_output and indices of
-// the pooled size [N, OC, PH, PW] (the indices int64, on grad_output's device).
-Conv2dParams conv2d_grad_weight_pooled_args(const Backend& backend, const char* op,
-                                            const at::Tensor& grad_output,
-                                            const at::Tensor& indices, const at::Tensor& input,
-                                            at::IntArrayRef weight_size, at::IntArrayRef stride,
-                                            at::IntArrayRef padding, at::IntArrayRef dilation,
-                                            int64_t groups);
+// A max-pool's geometry as the schemas give it: kernel_size, stride, padding, dilation,
+// ceil_mode.
+struct PoolGeometry {
+  at::IntArrayRef kernel_size, stride, padding, dilation;
+  bool ceil_mode;
+};
 
-// conv2d_grad_input_pooled: conv2d_grad_input_args's geometry, with grad_output and indices of
-// the pooled size [N, OC, PH, PW] (the indices int64, on grad_output's device).
-Conv2dParams conv2d_grad_input_pooled_args(const Backend& backend, const char* op,
-                                           const at::Tensor& grad_output,
-                                           const at::Tensor& indices, const at::Tensor& weight,
-                                           at::IntArrayRef input_size, at::IntArrayRef stride,
-                                           at::IntArrayRef padding, at::IntArrayRef dilation,
-                                           int64_t groups);
+// The conv and the max-pool on its [N, OC, OH, OW] activation, of a pooled conv gradient.
+struct PooledConvParams {
+  Conv2dParams conv;
+  Pool2dParams pool;
+};
+
+// conv2d_grad_weight_pooled: conv2d_grad_weight_args's geometry and the pool's on the
+// activation, with grad_output and indices of the pooled size [N, OC, PH, PW] (the indices int64,
+// on grad_output's device).
+PooledConvParams conv2d_grad_weight_pooled_args(const Backend& backend, const char* op,
+                                                const at::Tensor& grad_output,
+                                                const at::Tensor& indices, const at::Tensor& input,
+                                                at::IntArrayRef weight_size,
+                                                at::IntArrayRef stride, at::IntArrayRef padding,
+                                                at::IntArrayRef dilation, int64_t groups,
+                                                const PoolGeometry& pool);
+
+// conv2d_grad_input_pooled: conv2d_grad_input_args's geometry and the pool's, as above.
+PooledConvParams conv2d_grad_input_pooled_args(const Backend& backend, const char* op,
+                                               const at::Tensor& grad_output,
+                                               const at::Tensor& indices, const at::Tensor& weight,
+                                               at::IntArrayRef input_size, at::IntArrayRef stride,
+                                               at::IntArrayRef padding, at::IntArrayRef dilation,
+                                               int64_t groups, const PoolGeometry& pool);
 
 // --- max_pool2d -----------------------------------------------------------------------------
 
@@ -116,11 +130,11 @@ Pool2dParams max_pool2d_args(const Backend& backend, const char* op, const at::T
                              at::IntArrayRef kernel_size, at::IntArrayRef stride,
                              at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode);
 
-// max_pool2d_backward: planes, H, W from input_size and OH, OW from grad_output (the window
-// geometry is not needed: indices say where each gradient goes).
+// max_pool2d_backward: the forward's geometry on an input of size input_size; grad_output and
+// indices must be its output's size [N, C, OH, OW].
 Pool2dParams max_pool2d_backward_args(const Backend& backend, const char* op,
                                       const at::Tensor& grad_output, const at::Tensor& indices,
-                                      at::IntArrayRef input_size);
+                                      at::IntArrayRef input_size, const PoolGeometry& pool);
 
 // --- relu -----------------------------------------------------------------------------------
 

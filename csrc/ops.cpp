@@ -27,21 +27,28 @@ TORCH_LIBRARY(fastlayers, m) {
         "int[2] stride, int[4] padding, int[2] dilation, int groups, Tensor? relu_output) "
         "-> Tensor");
 
-  // conv2d_grad_weight of max_pool2d_backward(grad_output, indices, [N, OC, OH, OW]), grad_output
-  // masked by relu_output: the weight gradient of conv2d_relu_max_pool2d, computed from each
+  // conv2d_grad_weight of max_pool2d_backward(grad_output masked by relu_output, indices,
+  // [N, OC, OH, OW], pool_*): the weight gradient of conv2d_relu_max_pool2d, computed from each
   // window's maximum alone, without the unpooled gradient.
   m.def("conv2d_grad_weight_pooled(Tensor grad_output, Tensor indices, Tensor input, "
         "SymInt[4] weight_size, int[2] stride, int[4] padding, int[2] dilation, int groups, "
-        "Tensor? relu_output) -> Tensor");
+        "int[2] pool_kernel_size, int[2] pool_stride, int[2] pool_padding, "
+        "int[2] pool_dilation, bool pool_ceil_mode, Tensor? relu_output) -> Tensor");
   // conv2d_grad_input of the same unpooled gradient: conv2d_relu_max_pool2d's input gradient.
   m.def("conv2d_grad_input_pooled(Tensor grad_output, Tensor indices, Tensor weight, "
         "SymInt[4] input_size, int[2] stride, int[4] padding, int[2] dilation, int groups, "
-        "Tensor? relu_output) -> Tensor");
+        "int[2] pool_kernel_size, int[2] pool_stride, int[2] pool_padding, "
+        "int[2] pool_dilation, bool pool_ceil_mode, Tensor? relu_output) -> Tensor");
 
   // Returns (output, indices); indices are int64 offsets into each H*W plane, as torch's.
   m.def("max_pool2d(Tensor input, int[2] kernel_size, int[2] stride, int[2] padding, "
         "int[2] dilation, bool ceil_mode) -> (Tensor, Tensor)");
-  m.def("max_pool2d_backward(Tensor grad_output, Tensor indices, SymInt[4] input_size) -> Tensor");
+  // The forward's geometry: each output's gradient goes to its index where that index is one of
+  // its window's taps, and nowhere otherwise (a window wholly in the padding has no tap inside
+  // the input: its output is -inf and its index is not one of its own).
+  m.def("max_pool2d_backward(Tensor grad_output, Tensor indices, SymInt[4] input_size, "
+        "int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation, bool ceil_mode) "
+        "-> Tensor");
 
   // max_pool2d(relu(conv2d(...))) without writing the unpooled activation. Returns (output,
   // indices into each plane of the activation); the backward composes relu_backward (on the

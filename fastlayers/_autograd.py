@@ -60,42 +60,10 @@ def _conv2d_grads(ctx, grad, grad_bias=None):
     return grad_input, grad_weight, grad_bias
 
 
-def _empty_windows(input_hw, output_hw, kernel, stride, padding, dilation, device):
-    """The (OH, OW) mask of the pooling windows that lie wholly in the padding, or None where the
-    geometry has none: only a dilated window that starts in the padding can step over the whole
-    input, the padding being at most half the window. Such a window gives -inf and, as in torch,
-    an index that is not one of its own taps (past the end of the plane, or the next row's first
-    element); its output depends on no input, so its gradient must go nowhere."""
-    if not any(p > 0 and d > 1 for p, d in zip(padding, dilation)):
-        return None
-    empty = []
-    for size, out, k, s, p, d in zip(input_hw, output_hw, kernel, stride, padding, dilation):
-        start = torch.arange(out, dtype=torch.int64) * s - p
-        first = (-start).clamp(min=0).add(d - 1).div(d, rounding_mode="floor")  # first tap >= 0
-        empty.append((first >= k) | (start + first * d >= size))
-    return (empty[0][:, None] | empty[1][None, :]).to(device)
-
-
-def _without_empty_windows(grad, indices, input_shape, geometry):
-    """grad and indices with the empty windows' entries zeroed (see _empty_windows). geometry is
-    (kernel, stride, padding, dilation)."""
-    empty = _empty_windows(input_shape[-2:], grad.shape[-2:], *geometry, grad.device)
-    if empty is not None:  # the geometry decides, not the data: torch.compile traces it whole
-        grad, indices = grad.masked_fill(empty, 0), indices.masked_fill(empty, 0)
-    return grad, indices
-
-
-def _pool_backward(grad, indices, input_shape, geometry):
-    """max_pool2d_backward for indices from fastlayers' forward, the empty windows' gradients
-    dropped."""
-    grad, indices = _without_empty_windows(grad, indices, input_shape, geometry)
-    return ops.max_pool2d_backward(grad, indices, input_shape)
-
-
-def _max_pool2d_setup(ctx, input, indices, kernel, stride, padding, dilation):
+def _max_pool2d_setup(ctx, input, indices, pool_args):
     ctx.set_materialize_grads(False)  # the indices' gradient would be a tensor of zeros
     ctx.input_shape = input.shape
-    ctx.pool_geometry = (kernel, stride, padding, dilation)
+    ctx.pool_args = tuple(pool_args)  # kernel_size, stride, padding, dilation, ceil_mode
     ctx.mark_non_differentiable(indices)
     ctx.save_for_backward(indices)
 
@@ -104,19 +72,17 @@ def _max_pool2d_grad(ctx, grad, _grad_indices):
     if grad is None:
         return None
     (indices,) = ctx.saved_tensors
-    return _pool_backward(grad, indices, ctx.input_shape, ctx.pool_geometry)
+    return ops.max_pool2d_backward(grad, indices, ctx.input_shape, *ctx.pool_args)
 
 
 def _conv2d_relu_max_pool2d_setup(ctx, input, weight, bias, stride, padding, dilation, groups, pool_args, output):
     out, indices = output
     ctx.set_materialize_grads(False)  # the indices' gradient would be a tensor of zeros
-    ctx.pool_geometry = tuple(pool_args[:4])
+    ctx.pool_args = tuple(pool_args)
     ctx.has_bias = bias is not None
     ctx.geometry = (stride, padding, dilation, groups)
-    oh, ow = conv2d_output_hw(input.shape[2], input.shape[3], weight.shape[2:], stride, padding, dilation)
-    ctx.activation_shape = (input.shape[0], weight.shape[0], oh, ow)
     ctx.mark_non_differentiable(indices)
-    ctx.save_for_backward(*_as_computed(out, input, weight), None, out, indices)
+    ctx.save_for_backward(*_as_computed(out, input, weight), out, indices)
 
 
 def _conv2d_relu_max_pool2d_grads(ctx, grad, _grad_indices):
@@ -124,25 +90,20 @@ def _conv2d_relu_max_pool2d_grads(ctx, grad, _grad_indices):
     # the rest of the activation gets no gradient from the pool anyway.
     if grad is None:
         return None, None, None
-    input, weight = ctx.saved_tensors[:2]
-    out, indices = ctx.saved_tensors[3:]
-    grad, indices = _without_empty_windows(grad, indices, ctx.activation_shape, ctx.pool_geometry)
+    input, weight, out, indices = ctx.saved_tensors
     need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
-    # The pool only scatters each window's gradient to one activation element, so the bias
-    # gradient (the activation gradient's sum per channel) is the pooled gradient's, a quarter
-    # of the elements for 2 x 2 windows.
+    # The pool passes each window's gradient to one activation element, so the bias gradient (the
+    # activation gradient's sum per channel) is the pooled gradient's, a quarter of the elements
+    # for 2 x 2 windows. A window wholly in the padding passes nothing; its output, -inf, is
+    # masked by the ReLU.
     grad_bias = ops.bias_grad(grad, out, 1) if ctx.has_bias and need_bias else None
-    # On CPU both gradients are computed from the pooled one (the *_pooled ops), and the unpooled
-    # gradient is never written out; the CUDA ops unpool it.
+    # Both gradients from the pooled one (the CPU kernels never write the unpooled gradient out).
     grad_input = grad_weight = None
-    if input.device.type == "cpu":
-        if need_input:
-            grad_input = ops.conv2d_grad_input_pooled(grad, indices, weight, input.shape, *ctx.geometry, out)
-        if need_weight:
-            grad_weight = ops.conv2d_grad_weight_pooled(grad, indices, input, weight.shape, *ctx.geometry, out)
-        return grad_input, grad_weight, grad_bias
-    unpooled = ops.max_pool2d_backward(ops.relu_backward(grad, out), indices, ctx.activation_shape)
-    return _conv2d_grads(ctx, unpooled, grad_bias)
+    if need_input:
+        grad_input = ops.conv2d_grad_input_pooled(grad, indices, weight, input.shape, *ctx.geometry, *ctx.pool_args, out)
+    if need_weight:
+        grad_weight = ops.conv2d_grad_weight_pooled(grad, indices, input, weight.shape, *ctx.geometry, *ctx.pool_args, out)
+    return grad_input, grad_weight, grad_bias
 
 
 def _relu_setup(ctx, output):
@@ -212,7 +173,7 @@ class MaxPool2d(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        _max_pool2d_setup(ctx, inputs[0], output[1], *inputs[1:5])
+        _max_pool2d_setup(ctx, inputs[0], output[1], inputs[1:6])
 
     @staticmethod
     def backward(ctx, grad, grad_indices):
@@ -307,29 +268,49 @@ def _conv2d_grad_weight_grads(ctx, gg):
     return d_grad, d_input
 
 
-def _gather_pooled(activation, indices, relu_output):
-    """The adjoint of unpooling (scattering the masked pooled gradient to its indices): gathering
-    the activation-shaped tensor at the indices, masked."""
-    return _masked(activation.flatten(-2).gather(-1, indices.flatten(-2)).view(indices.shape), relu_output)
+def _taps(indices, input_hw, kernel_size, stride, padding, dilation, ceil_mode):
+    """Where each window's index is one of its taps: the outputs whose gradient max_pool2d_backward
+    passes on (a window wholly in the padding, or a hand-made index, passes nothing)."""
+    size = input_hw[0] * input_hw[1]
+    inside = (indices >= 0) & (indices < size)
+    q = indices.clamp(0, max(size - 1, 0))
+    tap = inside
+    for dim, position in ((-2, q.div(input_hw[1], rounding_mode="floor")), (-1, q.remainder(input_hw[1]))):
+        i = dim + 2
+        out = torch.arange(indices.shape[dim], device=indices.device).view(-1, *([1] * (-dim - 1)))
+        offset = position - (out * stride[i] - padding[i])
+        tap = tap & (offset >= 0) & (offset.remainder(dilation[i]) == 0) & (offset.div(dilation[i], rounding_mode="floor") < kernel_size[i])
+    return tap
 
 
-def _unpool(grad, indices, relu_output, input_shape, weight_shape, geometry):
-    """The masked pooled gradient scattered to the conv's activation shape."""
+def _gather_taps(activation, indices, pool_args):
+    """The adjoint of max_pool2d_backward with respect to its gradient: the activation-shaped
+    tensor read at each window's index where that index is one of the window's taps, else 0."""
+    tap = _taps(indices, activation.shape[-2:], *pool_args)
+    picked = activation.flatten(-2).gather(-1, indices.where(tap, 0).flatten(-2)).view(indices.shape)
+    return picked.where(tap, 0)
+
+
+def _unpool(grad, indices, relu_output, input_shape, weight_shape, geometry, pool_args):
+    """The masked pooled gradient passed to the conv's activation shape."""
     oh, ow = conv2d_output_hw(input_shape[2], input_shape[3], weight_shape[2:], *geometry[:3])
-    return ops.max_pool2d_backward(_masked(grad, relu_output), indices, [input_shape[0], weight_shape[0], oh, ow])
+    activation_shape = [input_shape[0], weight_shape[0], oh, ow]
+    return ops.max_pool2d_backward(_masked(grad, relu_output), indices, activation_shape, *pool_args)
 
 
 def _conv2d_grad_weight_pooled_grads(ctx, gg):
     """conv2d_grad_weight of the unpooled gradient: with respect to the pooled gradient, the
     gather of conv2d(input, gg); with respect to the input, conv2d_grad_input of the unpooled
     gradient."""
-    grad, indices, input, relu_output = (ctx.saved_tensors[i] for i in (0, 1, 2, 8))
-    weight_size, geometry = ctx.args[3], ctx.args[4:8]
+    grad, indices, input, relu_output = (ctx.saved_tensors[i] for i in (0, 1, 2, 13))
+    weight_size, geometry, pool_args = ctx.args[3], ctx.args[4:8], ctx.args[8:13]
     need_grad, _, need_input = ctx.needs_input_grad[:3]
-    d_grad = _gather_pooled(ops.conv2d(input, gg, None, *geometry), indices, relu_output) if need_grad else None
+    d_grad = None
+    if need_grad:
+        d_grad = _masked(_gather_taps(ops.conv2d(input, gg, None, *geometry), indices, pool_args), relu_output)
     d_input = None
     if need_input:
-        unpooled = _unpool(grad, indices, relu_output, input.shape, weight_size, geometry)
+        unpooled = _unpool(grad, indices, relu_output, input.shape, weight_size, geometry, pool_args)
         d_input = ops.conv2d_grad_input(unpooled, gg, input.shape, *geometry, None)
     return d_grad, None, d_input
 
@@ -338,21 +319,22 @@ def _conv2d_grad_input_pooled_grads(ctx, gg):
     """conv2d_grad_input of the unpooled gradient: with respect to the pooled gradient, the
     gather of conv2d(gg, weight); with respect to the weight, conv2d_grad_weight of the unpooled
     gradient."""
-    grad, indices, weight, relu_output = (ctx.saved_tensors[i] for i in (0, 1, 2, 8))
-    input_size, geometry = ctx.args[3], ctx.args[4:8]
+    grad, indices, weight, relu_output = (ctx.saved_tensors[i] for i in (0, 1, 2, 13))
+    input_size, geometry, pool_args = ctx.args[3], ctx.args[4:8], ctx.args[8:13]
     need_grad, _, need_weight = ctx.needs_input_grad[:3]
-    d_grad = _gather_pooled(ops.conv2d(gg, weight, None, *geometry), indices, relu_output) if need_grad else None
+    d_grad = None
+    if need_grad:
+        d_grad = _masked(_gather_taps(ops.conv2d(gg, weight, None, *geometry), indices, pool_args), relu_output)
     d_weight = None
     if need_weight:
-        unpooled = _unpool(grad, indices, relu_output, input_size, weight.shape, geometry)
+        unpooled = _unpool(grad, indices, relu_output, input_size, weight.shape, geometry, pool_args)
         d_weight = ops.conv2d_grad_weight(unpooled, gg, weight.shape, *geometry, None)
     return d_grad, None, d_weight
 
 
 def _max_pool2d_backward_grads(ctx, gg):
-    """The adjoint of scattering each window's gradient to its maximum is gathering from it."""
-    indices = ctx.saved_tensors[1]
-    return gg.flatten(-2).gather(-1, indices.flatten(-2)).view(indices.shape)
+    """The adjoint of passing each window's gradient to its maximum is gathering from it."""
+    return _gather_taps(gg, ctx.saved_tensors[1], ctx.args[3:8])
 
 
 def _relu_backward_grads(ctx, gg):

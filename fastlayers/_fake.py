@@ -89,12 +89,12 @@ def _(grad_output, input, weight_size, stride, padding, dilation, groups, relu_o
 
 
 @_fake("conv2d_grad_weight_pooled")
-def _(grad_output, indices, input, weight_size, stride, padding, dilation, groups, relu_output):
+def _(grad_output, indices, input, weight_size, stride, padding, dilation, groups, pool_kernel_size, pool_stride, pool_padding, pool_dilation, pool_ceil_mode, relu_output):
     return grad_output.new_empty(weight_size)
 
 
 @_fake("conv2d_grad_input_pooled")
-def _(grad_output, indices, weight, input_size, stride, padding, dilation, groups, relu_output):
+def _(grad_output, indices, weight, input_size, stride, padding, dilation, groups, pool_kernel_size, pool_stride, pool_padding, pool_dilation, pool_ceil_mode, relu_output):
     return grad_output.new_empty(input_size)
 
 
@@ -117,7 +117,7 @@ def _(input, weight, bias, stride, padding, dilation, groups, pool_kernel_size, 
 
 
 @_fake("max_pool2d_backward")
-def _(grad_output, indices, input_size):
+def _(grad_output, indices, input_size, kernel_size, stride, padding, dilation, ceil_mode):
     return grad_output.new_empty(input_size)
 
 

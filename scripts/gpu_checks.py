@@ -63,9 +63,9 @@ STAGES = {
         ("memcheck test_cuda", sanitizer("memcheck", "tests/test_cuda.py", "-k", "not past_2_31 and not graph"), NO_CACHING),
     ],
     "racecheck": [
-        ("racecheck test_cuda", sanitizer("racecheck", "tests/test_cuda.py", "-k", "deterministic or ordered"), {}),
+        ("racecheck test_cuda", sanitizer("racecheck", "tests/test_cuda.py", "-k", "deterministic or equals_cpu"), {}),
         ("racecheck conv2d, linear", sanitizer("racecheck", "tests/test_conv2d.py", "tests/test_linear.py", "-k", "cuda and gradcheck"), {}),
-        ("synccheck test_cuda", sanitizer("synccheck", "tests/test_cuda.py", "-k", "deterministic or ordered"), {}),
+        ("synccheck test_cuda", sanitizer("synccheck", "tests/test_cuda.py", "-k", "deterministic or equals_cpu"), {}),
         ("initcheck max_pool2d, relu", sanitizer("initcheck", "tests/test_max_pool2d.py", "tests/test_relu.py", "-k", "cuda and not low_precision"), {}),
     ],
 }

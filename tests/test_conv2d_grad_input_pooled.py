@@ -12,14 +12,14 @@ import pytest
 import torch
 
 from conftest import assert_close, assert_raises_with
-from test_conv2d_grad_weight_pooled import CASES, IDS, pooled_problem
+from test_conv2d_grad_weight_pooled import CASES, IDS, POOL_2X2, pooled_problem, with_stray_indices
 
 ops = torch.ops.fastlayers
 
 
 def dense_reference(x, weight, geometry, grad, indices, relu_output):
     """torch's route, in float64: mask, scatter to the activation, conv2d_input."""
-    stride, padding, dilation, groups = geometry
+    stride, padding, dilation, groups = geometry[:4]
     weight, grad = weight.double(), grad.double()
     if relu_output is not None:
         grad = torch.where(relu_output.double() <= 0, torch.zeros_like(grad), grad)
@@ -46,6 +46,17 @@ def test_matches_torch_dense_route(device, cpu_isa, case, dtype, mask):
     got = ops.conv2d_grad_input_pooled(grad, indices, weight, list(x.shape), *geometry, relu_output)
     want = dense_reference(x, weight, geometry, grad, indices, relu_output)
     assert got.dtype == dtype and got.shape == x.shape
+    assert_close(got, want, max(1, weight[0].numel()), "grad_input")
+
+
+@pytest.mark.parametrize("case", [CASES[2], CASES[4], CASES[5]], ids=["stride 1", "strided", "groups"])
+def test_indices_that_are_not_taps_pass_nothing(device, cpu_isa, case):
+    # As max_pool2d_backward: a window's gradient goes to its index only where that index is one
+    # of the window's taps (a window wholly in the padding has none).
+    x, weight, geometry, grad, indices, out = problem(case, torch.float64, device)
+    stray, tap = with_stray_indices(x, weight.shape, geometry, indices)
+    got = ops.conv2d_grad_input_pooled(grad, stray, weight, list(x.shape), *geometry, out)
+    want = dense_reference(x, weight, geometry, grad.where(tap, 0), stray.where(tap, 0), out)
     assert_close(got, want, max(1, weight[0].numel()), "grad_input")
 
 
@@ -91,15 +102,14 @@ def _call(grad=None, indices=None, weight=None, input_size=(2, 2, 8, 8)):
     weight = torch.randn(4, 2, 3, 3) if weight is None else weight
     grad = torch.randn(2, 4, 4, 4) if grad is None else grad
     indices = torch.zeros(grad.shape, dtype=torch.int64) if indices is None else indices
-    return ops.conv2d_grad_input_pooled(grad, indices, weight, list(input_size), [1, 1], [1, 1, 1, 1], [1, 1], 1, None)
+    return ops.conv2d_grad_input_pooled(grad, indices, weight, list(input_size), [1, 1], [1, 1, 1, 1], [1, 1], 1, *POOL_2X2, None)
 
 
 ERRORS = [
-    ("index past the plane", lambda: _call(indices=torch.full((2, 4, 4, 4), 64)), ["conv2d_grad_input_pooled", "outside its 8 x 8 activation plane"]),
-    ("negative index", lambda: _call(indices=torch.full((2, 4, 4, 4), -1)), ["outside its 8 x 8 activation plane"]),
     ("int32 indices", lambda: _call(indices=torch.zeros(2, 4, 4, 4, dtype=torch.int32)), ["indices", "torch.int64", "torch.int32"]),
     ("indices shape", lambda: _call(indices=torch.zeros(2, 4, 4, 3, dtype=torch.int64)), ["indices"]),
     ("grad batch", lambda: _call(grad=torch.randn(3, 4, 4, 4)), ["grad_output", "batch of input"]),
+    ("grad not the pool's output", lambda: _call(grad=torch.randn(2, 4, 3, 3)), ["grad_output", "pool's output size", "[2, 4, 3, 3]"]),
     ("grad channels", lambda: _call(grad=torch.randn(2, 5, 4, 4)), ["grad_output", "output channels"]),
     ("dtype mismatch", lambda: _call(weight=torch.randn(4, 2, 3, 3, dtype=torch.float64)), ["weight", "same dtype as grad_output"]),
     ("input_size channels", lambda: _call(input_size=(2, 3, 8, 8)), ["conv2d_grad_input_pooled", "weight"]),

@@ -32,14 +32,15 @@ IDS = [f"{'x'.join(map(str, c[0]))}-oc{c[1]}-k{c[2][0]}x{c[2][1]}-s{c[3][0]}{c[3
 
 
 def pooled_problem(case, dtype, device, mask_nan=False):
-    """Input, weight size, geometry, and a pooled gradient, indices and ReLU output from the fused
-    forward of `case`."""
+    """Input, weight size, geometry (the conv's stride, padding, dilation and groups, then the
+    pool's kernel, stride, padding, dilation and ceil_mode), and a pooled gradient, indices and
+    ReLU output from the fused forward of `case`."""
     shape, oc, kernel, stride, padding, dilation, groups, pk, ps, pp, ceil = case
     x = torch.randn(*shape, dtype=dtype, device=device)
     w = torch.randn(oc, shape[1] // groups, *kernel, dtype=dtype, device=device)
     b = torch.randn(oc, dtype=dtype, device=device)
-    geometry = (list(stride), list(padding), list(dilation), groups)
-    out, indices = ops.conv2d_relu_max_pool2d(x, w, b, *geometry, list(pk), list(ps), list(pp), [1, 1], ceil)
+    geometry = (list(stride), list(padding), list(dilation), groups, list(pk), list(ps), list(pp), [1, 1], ceil)
+    out, indices = ops.conv2d_relu_max_pool2d(x, w, b, *geometry)
     grad = torch.randn_like(out)
     if mask_nan and out.numel():
         out = out.clone()
@@ -49,7 +50,7 @@ def pooled_problem(case, dtype, device, mask_nan=False):
 
 def dense_reference(x, weight_size, geometry, grad, indices, relu_output):
     """torch's route, in float64: mask, scatter to the activation, conv2d_weight."""
-    stride, padding, dilation, groups = geometry
+    stride, padding, dilation, groups = geometry[:4]
     x, grad = x.double(), grad.double()
     if relu_output is not None:
         grad = torch.where(relu_output.double() <= 0, torch.zeros_like(grad), grad)
@@ -70,6 +71,28 @@ def test_matches_torch_dense_route(device, cpu_isa, case, dtype, mask):
     got = ops.conv2d_grad_weight_pooled(grad, indices, x, weight_size, *geometry, relu_output)
     want = dense_reference(x, weight_size, geometry, grad, indices, relu_output)
     assert got.dtype == dtype and got.shape == torch.Size(weight_size)
+    assert_close(got, want, max(1, grad.numel() // max(1, weight_size[0])), "grad_weight")
+
+
+def with_stray_indices(x, weight_size, geometry, indices):
+    """indices with some that are none of their window's taps (before the activation plane, past
+    it, and the first window's index in the last window), and where the rest are."""
+    oh, ow = ops.conv2d(x, torch.zeros(weight_size, dtype=x.dtype, device=x.device), None, *geometry[:4]).shape[-2:]
+    indices, tap = indices.clone(), torch.ones_like(indices, dtype=torch.bool)
+    for n, c, value in [(0, 0, -1), (-1, 1, oh * ow), (0, -1, None)]:
+        indices[n, c, -1, -1] = indices[n, c, 0, 0] if value is None else value
+        tap[n, c, -1, -1] = False
+    return indices, tap
+
+
+@pytest.mark.parametrize("case", [CASES[1], CASES[3], CASES[5]], ids=["gathered", "dense", "groups"])
+def test_indices_that_are_not_taps_pass_nothing(device, cpu_isa, case):
+    # As max_pool2d_backward: a window's gradient goes to its index only where that index is one
+    # of the window's taps (a window wholly in the padding has none).
+    x, weight_size, geometry, grad, indices, out = pooled_problem(case, torch.float64, device)
+    stray, tap = with_stray_indices(x, weight_size, geometry, indices)
+    got = ops.conv2d_grad_weight_pooled(grad, stray, x, weight_size, *geometry, out)
+    want = dense_reference(x, weight_size, geometry, grad.where(tap, 0), stray.where(tap, 0), out)
     assert_close(got, want, max(1, grad.numel() // max(1, weight_size[0])), "grad_weight")
 
 
@@ -123,21 +146,24 @@ def test_opcheck(device):
     torch.library.opcheck(ops.conv2d_grad_weight_pooled, (grad, indices, x.to(memory_format=torch.channels_last), weight_size, *geometry, None))
 
 
+# A 2 x 2 pool at stride 2, as the pooled ops take it.
+POOL_2X2 = ([2, 2], [2, 2], [0, 0], [1, 1], False)
+
+
 def _call(grad=None, indices=None, x=None, weight_size=(4, 2, 3, 3)):
     x = torch.randn(2, 2, 8, 8) if x is None else x
     grad = torch.randn(2, 4, 4, 4) if grad is None else grad
     indices = torch.zeros(grad.shape, dtype=torch.int64) if indices is None else indices
-    return ops.conv2d_grad_weight_pooled(grad, indices, x, list(weight_size), [1, 1], [1, 1, 1, 1], [1, 1], 1, None)
+    return ops.conv2d_grad_weight_pooled(grad, indices, x, list(weight_size), [1, 1], [1, 1, 1, 1], [1, 1], 1, *POOL_2X2, None)
 
 
 ERRORS = [
-    ("index past the plane", lambda: _call(indices=torch.full((2, 4, 4, 4), 64)), ["conv2d_grad_weight_pooled", "outside its 8 x 8 activation plane"]),
-    ("negative index", lambda: _call(indices=torch.full((2, 4, 4, 4), -1)), ["outside its 8 x 8 activation plane"]),
     ("int32 indices", lambda: _call(indices=torch.zeros(2, 4, 4, 4, dtype=torch.int32)), ["indices", "torch.int64", "torch.int32"]),
     ("indices shape", lambda: _call(indices=torch.zeros(2, 4, 4, 3, dtype=torch.int64)), ["indices"]),
-    ("grad batch", lambda: _call(grad=torch.randn(3, 4, 4, 4)), ["grad_output", "batch of input"]),
+    ("grad batch", lambda: _call(grad=torch.randn(3, 4, 4, 4)), ["grad_output", "[2, 4, 4, 4]", "batch of input", "[3, 4, 4, 4]"]),
     ("grad channels", lambda: _call(grad=torch.randn(2, 5, 4, 4)), ["grad_output", "output channels"]),
-    ("grad 3-D", lambda: _call(grad=torch.randn(4, 4, 4)), ["grad_output", "3-D"]),
+    ("grad 3-D", lambda: _call(grad=torch.randn(4, 4, 4)), ["grad_output", "[2, 4, 4, 4]", "[4, 4, 4]"]),
+    ("grad not the pool's output", lambda: _call(grad=torch.randn(2, 4, 3, 3)), ["grad_output", "pool's output size", "[2, 4, 3, 3]"]),
     ("dtype mismatch", lambda: _call(x=torch.randn(2, 2, 8, 8, dtype=torch.float64)), ["input", "same dtype as grad_output"]),
     ("weight in_channels", lambda: _call(weight_size=(4, 3, 3, 3)), ["conv2d_grad_weight_pooled", "weight"]),
 ]

@@ -1,6 +1,6 @@
 """What only the CUDA backend has to get right, beyond the per-op tests (which run every case with
-device="cuda" too): bitwise-deterministic backward passes, max_pool2d_backward's ordered and atomic
-paths, CUDA graph capture of a training step, launching on the current stream, device guards,
+device="cuda" too): bitwise-deterministic backward passes, max_pool2d_backward's gather equal to
+the CPU's scatter bit for bit, CUDA graph capture of a training step, launching on the current stream, device guards,
 CUDA error messages, and 64-bit indexing on tensors past 2^31 elements. Every test here skips
 without a GPU and a CUDA build; see tests/gpu/README.md for running them."""
 
@@ -54,44 +54,30 @@ def test_backward_is_bitwise_deterministic(dtype):
 
 
 @pytest.mark.parametrize("fill", ["random", "constant"])  # constant: every window picks its first element
-def test_ordered_max_pool2d_backward_equals_cpu_bitwise(fill):
-    # Deterministic mode adds each input element's gradients in output order, as the CPU does.
-    torch.use_deterministic_algorithms(True)
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_max_pool2d_backward_equals_cpu_bitwise(fill, deterministic):
+    # The gather adds each input element's gradients in output order, as the CPU's scatter does,
+    # whatever the determinism setting; overlapping windows give elements several gradients.
+    torch.use_deterministic_algorithms(deterministic)
     x = torch.randn(3, 5, 33, 29) if fill == "random" else torch.zeros(3, 5, 33, 29)
-    for args in [(3, 1, 1, 1, False), (3, 2, 1, 1, True), (2, 1, 0, 2, False), (5, 2, 2, 1, True)]:
-        _, idx = ops.max_pool2d(x, [args[0]] * 2, [args[1]] * 2, [args[2]] * 2, [args[3]] * 2, args[4])
+    for args in [(3, 1, 1, 1, False), (3, 2, 1, 1, True), (2, 1, 0, 2, False), (5, 2, 2, 1, True), (2, 2, 0, 1, False), ((3, 2), (2, 1), (1, 0), (2, 3), True)]:
+        geometry = [[a] * 2 if isinstance(a, int) else list(a) for a in args[:4]] + [args[4]]
+        _, idx = ops.max_pool2d(x, *geometry)
         gy = torch.randn(idx.shape)
-        cpu = ops.max_pool2d_backward(gy, idx, list(x.shape))
-        gpu = ops.max_pool2d_backward(gy.cuda(), idx.cuda(), list(x.shape))
+        cpu = ops.max_pool2d_backward(gy, idx, list(x.shape), *geometry)
+        gpu = ops.max_pool2d_backward(gy.cuda(), idx.cuda(), list(x.shape), *geometry)
         assert torch.equal(gpu.cpu(), cpu), f"kernel, stride, padding, dilation, ceil_mode = {args}"
 
 
-def test_atomic_max_pool2d_backward_when_determinism_is_off():
-    torch.use_deterministic_algorithms(False)
-    x = torch.randn(4, 6, 20, 21, device="cuda")
-    for k, s, exact in [(2, 2, True), (3, 1, False)]:  # 2x2/2: one gradient per element, exact
-        out, idx = ops.max_pool2d(x, [k, k], [s, s], [0, 0], [1, 1], False)
-        gy = torch.randn_like(out)
-        atomic = ops.max_pool2d_backward(gy, idx, list(x.shape))
-        torch.use_deterministic_algorithms(True)
-        ordered = ops.max_pool2d_backward(gy, idx, list(x.shape))
-        torch.use_deterministic_algorithms(False)
-        if exact:
-            assert torch.equal(atomic, ordered)
-        else:
-            torch.testing.assert_close(atomic, ordered, rtol=1e-6, atol=1e-6)
-
-
-def test_out_of_plane_indices_are_skipped_on_cuda():
-    # The CPU backend raises; CUDA cannot without a device-to-host sync, so it drops them.
+def test_indices_that_are_not_taps_pass_nothing_on_cuda():
+    # Out of the plane, before it, or another window's element: as on the CPU, nothing.
     gy = torch.ones(1, 1, 2, 2, device="cuda")
-    idx = torch.tensor([[[[0, 99], [-1, 5]]]], device="cuda")
-    for deterministic in (True, False):
-        torch.use_deterministic_algorithms(deterministic)
-        gx = ops.max_pool2d_backward(gy, idx, [1, 1, 4, 4])
-        expected = torch.zeros(1, 1, 16, device="cuda")
-        expected[..., 0] = expected[..., 5] = 1
-        assert torch.equal(gx, expected.view(1, 1, 4, 4))
+    idx = torch.tensor([[[[0, 99], [-1, 1]]]], device="cuda")  # only the first is its window's tap
+    gx = ops.max_pool2d_backward(gy, idx, [1, 1, 4, 4], [2, 2], [2, 2], [0, 0], [1, 1], False)
+    expected = torch.zeros(1, 1, 16, device="cuda")
+    expected[..., 0] = 1
+    assert torch.equal(gx, expected.view(1, 1, 4, 4))
+    assert torch.equal(gx.cpu(), ops.max_pool2d_backward(gy.cpu(), idx.cpu(), [1, 1, 4, 4], [2, 2], [2, 2], [0, 0], [1, 1], False))
 
 
 def test_cuda_graph_captures_forward_and_backward():
@@ -139,7 +125,8 @@ def test_ops_run_on_the_current_stream():
         return [y, pooled, fused, ops.relu(x), ops.relu_backward(x, y[:, :6]),
                 ops.conv2d_grad_input(y, w, list(x.shape), *geometry, y),
                 ops.conv2d_grad_weight(y, x, list(w.shape), *geometry, y),
-                ops.bias_grad(y, y, 1), ops.max_pool2d_backward(pooled, idx, list(y.shape)),
+                ops.bias_grad(y, y, 1),
+                ops.max_pool2d_backward(pooled, idx, list(y.shape), [2, 2], [2, 2], [0, 0], [1, 1], False),
                 ops.linear(x, lw, None), ops.linear_grad_input(x[..., :5], lw, None),
                 ops.linear_grad_weight(x[..., :5], x, None)]
 
@@ -175,7 +162,7 @@ def test_cuda_error_messages():
                        ["input", "torch.float32, torch.float64, torch.float16 or torch.bfloat16 on CUDA", "torch.int64"])
     assert_raises_with(lambda: FF.linear(x.half(), w), ["weight", "same dtype as input", "torch.float16", "torch.float32"])
     gy = torch.randn(1, 1, 2, 2, device="cuda")
-    assert_raises_with(lambda: ops.max_pool2d_backward(gy, torch.zeros(1, 1, 2, 2, dtype=torch.long), [1, 1, 4, 4]),
+    assert_raises_with(lambda: ops.max_pool2d_backward(gy, torch.zeros(1, 1, 2, 2, dtype=torch.long), [1, 1, 4, 4], [2, 2], [2, 2], [0, 0], [1, 1], False),
                        ["max_pool2d_backward", "indices", "same device as grad_output"])
     assert_raises_with(lambda: ops.conv2d_grad_weight(torch.randn(2, 6, 6, 6, device="cuda"), torch.randn(2, 4, 8, 8, device="cuda"),
                                                       [6, 4, 3, 3], [1, 1], [0] * 4, [1, 1], 1, torch.randn(2, 6, 6, 6)),
@@ -203,9 +190,8 @@ def test_relu_past_2_31_elements():
 
 @big
 def test_max_pool2d_one_plane_past_2_31_elements():
-    # One plane of 65600 x 32768: indices near the end exceed 2^31. The backward runs the atomic
-    # path (one warp per plane would take this single plane's 5e8 outputs one chunk at a time).
-    torch.use_deterministic_algorithms(False)
+    # One plane of 65600 x 32768: indices near the end exceed 2^31, and the backward's 64-bit
+    # index arithmetic runs.
     H, W = 65600, 32768
     x = torch.randn(1, 1, H, W, device="cuda", dtype=torch.float16)
     out, idx = FF.max_pool2d(x, 2, return_indices=True)
@@ -217,7 +203,7 @@ def test_max_pool2d_one_plane_past_2_31_elements():
         assert torch.equal(out[..., out_rows, :], ref)
         assert torch.equal(idx[..., out_rows, :], ref_idx + rows.start * W)
     gy = torch.randn_like(out)
-    gx = ops.max_pool2d_backward(gy, idx, list(x.shape))
+    gx = ops.max_pool2d_backward(gy, idx, list(x.shape), [2, 2], [2, 2], [0, 0], [1, 1], False)
     tail = x[..., H - 4:, :].clone().requires_grad_()
     (g_tail,) = torch.autograd.grad(F.max_pool2d(tail, 2), tail, gy[..., -2:, :])
     assert torch.equal(gx[..., H - 4:, :], g_tail)
@@ -225,13 +211,12 @@ def test_max_pool2d_one_plane_past_2_31_elements():
 
 @big
 def test_max_pool2d_many_planes_past_2_31_elements():
-    # 4098 planes of 1024 x 512: plane offsets exceed 2^31; the backward runs the ordered path.
-    torch.use_deterministic_algorithms(True)
+    # 4098 planes of 1024 x 512: plane offsets exceed 2^31.
     x = torch.randn(2, 2049, 1024, 512, device="cuda", dtype=torch.float16)
     assert x.numel() > 2**31
     out, idx = FF.max_pool2d(x, 2, return_indices=True)
     gy = torch.randn_like(out)
-    gx = ops.max_pool2d_backward(gy, idx, list(x.shape))
+    gx = ops.max_pool2d_backward(gy, idx, list(x.shape), [2, 2], [2, 2], [0, 0], [1, 1], False)
     last = x[-1:, -1:].clone().requires_grad_()
     ref, ref_idx = F.max_pool2d(last, 2, return_indices=True)
     assert torch.equal(out[-1:, -1:], ref) and torch.equal(idx[-1:, -1:], ref_idx)

@@ -100,22 +100,45 @@ def test_ties_nan_and_inf_in_two_by_two_windows(device, cpu_isa, dtype):
     assert torch.equal(idx, ref_idx)
 
 
+# The geometry of a 2 x 2 pool at stride 2, as max_pool2d_backward takes it.
+TWO_BY_TWO = ([2, 2], [2, 2], [0, 0], [1, 1], False)
+
+
 @pytest.mark.parametrize("hw", [(8, 10), (9, 7), (2, 34)])
-def test_backward_adds_each_gradient_at_its_index(device, cpu_isa, hw):
-    # Indices each in their own output's 2 x 2 cell (a 2 x 2, stride-2 pool's; written densely
-    # where the CPU has AVX-512), in one plane an index outside its cell, and in another two
-    # outputs sharing an index: every plane must equal the plain scatter-add.
+def test_backward_passes_each_gradient_to_its_tap(device, cpu_isa, hw):
+    # Indices each in their own output's 2 x 2 cell (written densely where the CPU has AVX-512),
+    # and in some planes an index that is not one of its window's taps: in another cell (the
+    # plane's first element, or the first cell's index, shared with that window), before the
+    # plane or past it. Those pass nothing; every other gradient goes to its index.
     h, w = hw
     oh, ow = h // 2, w // 2
     rows = torch.arange(oh, device=device)[:, None] * 2 + torch.randint(0, 2, (4, 3, oh, ow), device=device)
     cols = torch.arange(ow, device=device) * 2 + torch.randint(0, 2, (4, 3, oh, ow), device=device)
     idx = rows * w + cols
-    idx[1, 2, 0, 0] = h * w - 1  # outside its cell
-    idx[3, 0, -1, -1] = idx[3, 0, 0, 0]  # shared
+    idx[1, 2, 0, -1] = 0
+    idx[3, 0, -1, -1] = idx[3, 0, 0, 0]
+    idx[2, 1, 0, 0] = -1
+    idx[0, 0, -1, 0] = h * w
+    tap = torch.ones_like(idx, dtype=torch.bool)
+    tap[1, 2, 0, -1] = tap[3, 0, -1, -1] = tap[2, 1, 0, 0] = tap[0, 0, -1, 0] = False
     gy = torch.randn(4, 3, oh, ow, device=device)
-    gx = torch.ops.fastlayers.max_pool2d_backward(gy, idx, [4, 3, h, w])
-    want = torch.zeros(4, 3, h * w, device=device).scatter_add_(-1, idx.flatten(-2), gy.flatten(-2))
+    gx = ops.max_pool2d_backward(gy, idx, [4, 3, h, w], *TWO_BY_TWO)
+    want = torch.zeros(4, 3, h * w, device=device).scatter_add_(-1, idx.where(tap, 0).flatten(-2), gy.where(tap, 0).flatten(-2))
     assert torch.equal(gx, want.view(4, 3, h, w))
+
+
+def test_backward_of_overlapping_windows_sums_in_output_order(device):
+    # 3 x 3 windows at stride 1 on a plane of equal values: every window takes its first tap, so
+    # most elements receive several gradients, summed in output order (bitwise, as the CPU).
+    x = torch.zeros(2, 3, 7, 6, device=device, dtype=torch.float64)
+    out, idx = ops.max_pool2d(x, [3, 3], [1, 1], [1, 1], [1, 1], False)
+    gy = torch.randn_like(out)
+    gx = ops.max_pool2d_backward(gy, idx, list(x.shape), [3, 3], [1, 1], [1, 1], [1, 1], False)
+    want = torch.zeros(2, 3, 42, device=device, dtype=torch.float64)
+    flat_idx, flat_gy = idx.flatten(-2), gy.flatten(-2)
+    for o in range(flat_idx.shape[-1]):  # one output at a time: the order of the sums
+        want.scatter_add_(-1, flat_idx[..., o:o + 1], flat_gy[..., o:o + 1])
+    assert torch.equal(gx, want.view_as(x))
 
 
 def test_all_minus_inf_window_takes_torchs_index(device):
@@ -193,10 +216,11 @@ def test_opcheck(device):
     xc = x.detach().to(memory_format=torch.channels_last)
     torch.library.opcheck(ops.max_pool2d.default, (xc, [2, 2], [2, 2], [0, 0], [1, 1], False))
     out, idx = ops.max_pool2d(x.detach(), [3, 3], [2, 2], [1, 1], [1, 1], True)
-    torch.library.opcheck(ops.max_pool2d_backward.default, (torch.randn_like(out), idx, list(x.shape)))
+    geometry = ([3, 3], [2, 2], [1, 1], [1, 1], True)
+    torch.library.opcheck(ops.max_pool2d_backward.default, (torch.randn_like(out), idx, list(x.shape), *geometry))
     cl = lambda t: t.to(memory_format=torch.channels_last)  # noqa: E731
     torch.library.opcheck(ops.max_pool2d.default, (cl(x.detach()).requires_grad_(), [3, 3], [2, 2], [1, 1], [1, 1], True))
-    torch.library.opcheck(ops.max_pool2d_backward.default, (cl(torch.randn_like(out)), cl(idx), list(x.shape)))
+    torch.library.opcheck(ops.max_pool2d_backward.default, (cl(torch.randn_like(out)), cl(idx), list(x.shape), *geometry))
 
 
 def test_module_matches_torch(device):
@@ -222,13 +246,15 @@ ERRORS = [
     ("output too small", lambda: FF.max_pool2d(torch.randn(1, 1, 2, 9), 3), ["output of 0 x 3", "can't be empty"]),
     ("empty plane", lambda: FF.max_pool2d(torch.randn(1, 0, 4, 4), 2), ["non-zero C, H and W"]),
     ("integer input", lambda: FF.max_pool2d(X.long(), 2), ["input", "torch.int64"]),
-    ("bad indices", lambda: ops.max_pool2d_backward(torch.randn(1, 1, 2, 2), torch.full((1, 1, 2, 2), 99), [1, 1, 4, 4]), ["max_pool2d_backward", "outside its 4 x 4 input plane"]),
+    ("grad_output not the pool's output", lambda: ops.max_pool2d_backward(torch.randn(1, 1, 3, 3), torch.zeros(1, 1, 3, 3, dtype=torch.int64), [1, 1, 4, 4], *TWO_BY_TWO), ["max_pool2d_backward", "grad_output", "[1, 1, 2, 2]", "[1, 1, 3, 3]"]),
+    ("indices not grad_output's size", lambda: ops.max_pool2d_backward(torch.randn(1, 1, 2, 2), torch.zeros(1, 1, 2, 1, dtype=torch.int64), [1, 1, 4, 4], *TWO_BY_TWO), ["max_pool2d_backward", "indices", "[1, 1, 2, 2]", "[1, 1, 2, 1]"]),
+    ("backward geometry", lambda: ops.max_pool2d_backward(torch.randn(1, 1, 2, 2), torch.zeros(1, 1, 2, 2, dtype=torch.int64), [1, 1, 4, 4], [2, 2], [0, 2], [0, 0], [1, 1], False), ["max_pool2d_backward", "stride", "positive"]),
     # dilation 2**62 wrapped the window's extent around to 1
     ("window overflows", lambda: FF.max_pool2d(X, 5, dilation=(1, 2**62)), ["dilated window", "overflows int64"]),
     ("window overflows, fused", lambda: FF.conv2d_relu_max_pool2d(X, torch.randn(2, 3, 1, 1), pool_kernel_size=3, pool_dilation=2**62), ["conv2d_relu_max_pool2d", "overflows int64"]),
-    ("negative input_size", lambda: ops.max_pool2d_backward(torch.randn(1, 1, 2, 2), torch.zeros(1, 1, 2, 2, dtype=torch.int64), [1, 1, -4, 4]), ["max_pool2d_backward", "input_size", "non-negative"]),
-    ("input_size past int64", lambda: ops.max_pool2d_backward(torch.randn(1, 1, 2, 2), torch.zeros(1, 1, 2, 2, dtype=torch.int64), [1, 1, 2**62, 4]), ["max_pool2d_backward", "input_size", "int64"]),
-    ("indices dtype", lambda: ops.max_pool2d_backward(torch.randn(1, 1, 2, 2), torch.zeros(1, 1, 2, 2, dtype=torch.int32), [1, 1, 4, 4]), ["indices", "torch.int64", "torch.int32"]),
+    ("negative input_size", lambda: ops.max_pool2d_backward(torch.randn(1, 1, 2, 2), torch.zeros(1, 1, 2, 2, dtype=torch.int64), [1, 1, -4, 4], *TWO_BY_TWO), ["max_pool2d_backward", "input_size", "non-negative"]),
+    ("input_size past int64", lambda: ops.max_pool2d_backward(torch.randn(1, 1, 2, 2), torch.zeros(1, 1, 2, 2, dtype=torch.int64), [1, 1, 2**62, 4], *TWO_BY_TWO), ["max_pool2d_backward", "input_size", "int64"]),
+    ("indices dtype", lambda: ops.max_pool2d_backward(torch.randn(1, 1, 2, 2), torch.zeros(1, 1, 2, 2, dtype=torch.int32), [1, 1, 4, 4], *TWO_BY_TWO), ["indices", "torch.int64", "torch.int32"]),
 ]
 
 

@@ -451,6 +451,13 @@ void test_max_pool2d(const Pool2dParams& p) {
   if (x.size() > 5) x[5] = from_double<T>(-std::numeric_limits<double>::infinity());
   if (x.size() > 17) x[17] = from_double<T>(std::nan(""));
 
+  // Whether (h, w) of the plane is a tap of window (oh, ow): the plane's elements in row-major
+  // order are the window's taps in its own order, and a window may be far larger than the plane.
+  auto tap = [&](int64_t oh, int64_t ow, int64_t h, int64_t w) {
+    const int64_t dh = h - (oh * p.stride_h - p.pad_h), dw = w - (ow * p.stride_w - p.pad_w);
+    return dh >= 0 && dh % p.dilation_h == 0 && dh / p.dilation_h < p.kernel_h && dw >= 0 &&
+           dw % p.dilation_w == 0 && dw / p.dilation_w < p.kernel_w;
+  };
   std::vector<double> ref(p.planes * OHW);
   std::vector<int64_t> ref_index(p.planes * OHW);
   for (int64_t plane = 0; plane < p.planes; ++plane)
@@ -458,11 +465,9 @@ void test_max_pool2d(const Pool2dParams& p) {
       for (int64_t ow = 0; ow < p.OW; ++ow) {
         double best = -std::numeric_limits<double>::infinity();
         int64_t best_index = -1;
-        for (int64_t i = 0; i < p.kernel_h; ++i)
-          for (int64_t j = 0; j < p.kernel_w; ++j) {
-            const int64_t h = oh * p.stride_h - p.pad_h + i * p.dilation_h;
-            const int64_t w = ow * p.stride_w - p.pad_w + j * p.dilation_w;
-            if (h < 0 || h >= p.H || w < 0 || w >= p.W) continue;
+        for (int64_t h = 0; h < p.H; ++h)
+          for (int64_t w = 0; w < p.W; ++w) {
+            if (!tap(oh, ow, h, w)) continue;
             if (best_index < 0) best_index = h * p.W + w;  // an all -inf window keeps its first
             const double v = to_double(x[plane * HW + h * p.W + w]);
             if (v > best || std::isnan(v)) {
@@ -470,6 +475,12 @@ void test_max_pool2d(const Pool2dParams& p) {
               best_index = h * p.W + w;
             }
           }
+        if (best_index < 0) {  // no tap inside the plane: torch's index, past the padding
+          int64_t h0 = oh * p.stride_h - p.pad_h, w0 = ow * p.stride_w - p.pad_w;
+          while (h0 < 0) h0 += p.dilation_h;
+          while (w0 < 0) w0 += p.dilation_w;
+          best_index = h0 * p.W + w0;
+        }
         ref[plane * OHW + oh * p.OW + ow] = best;
         ref_index[plane * OHW + oh * p.OW + ow] = best_index;
       }
@@ -488,27 +499,46 @@ void test_max_pool2d(const Pool2dParams& p) {
     }
   }
 
-  // The backward with the forward's indices, plus two hand-made ones out of range (skipped).
+  // The backward with the forward's indices, plus hand-made ones that are not their window's
+  // taps (past the plane, before it, another window's, just past the window), which pass nothing; without and with a
+  // mask (some <= 0, which drop their gradient, and a NaN, which passes it). The reference walks
+  // each window's taps, in output order, summing in the kernel's accumulation type, so the
+  // result must be bitwise equal.
   const auto gy = random_values<T>(p.planes * OHW);
-  if (indices.size() > 2) {
+  auto mask = random_values<T>(p.planes * OHW);
+  if (mask.size() > 4) mask[4] = from_double<T>(std::nan(""));
+  if (indices.size() > 5) {
     indices[1] = HW;
     indices[2] = -1;
+    indices[3] = indices[0];
+    indices[5] = HW - 1;
+    // Output 4's index just past its window's last column, in the window's first row.
+    const int64_t oh = 4 / p.OW, ow = 4 % p.OW;
+    const int64_t h = std::max<int64_t>(0, oh * p.stride_h - p.pad_h);
+    const int64_t past = ow * p.stride_w - p.pad_w + (p.kernel_w - 1) * p.dilation_w + 1;
+    if (h < p.H && past >= 0 && past < p.W) indices[4] = h * p.W + past;
   }
-  std::vector<double> gx_ref(p.planes * HW, 0.0), scale(p.planes * HW, 0.0);
-  for (int64_t plane = 0; plane < p.planes; ++plane)
-    for (int64_t o = 0; o < OHW; ++o) {
-      const int64_t index = indices[plane * OHW + o];
-      if (index < 0 || index >= HW) continue;
-      gx_ref[plane * HW + index] += to_double(gy[plane * OHW + o]);
-      scale[plane * HW + index] += std::fabs(to_double(gy[plane * OHW + o]));
-    }
-  for (bool deterministic : {true, false}) {
+  using A = std::conditional_t<std::is_same_v<T, double>, double, float>;
+  for (bool masked : {false, true}) {
+    std::vector<A> sum(p.planes * HW, A(0));
+    for (int64_t plane = 0; plane < p.planes; ++plane)
+      for (int64_t oh = 0; oh < p.OH; ++oh)
+        for (int64_t ow = 0; ow < p.OW; ++ow) {
+          const int64_t o = plane * OHW + oh * p.OW + ow;
+          if (masked && to_double(mask[o]) <= 0.0) continue;
+          for (int64_t h = 0; h < p.H; ++h)
+            for (int64_t w = 0; w < p.W; ++w) {
+              if (!tap(oh, ow, h, w) || indices[o] != h * p.W + w) continue;
+              sum[plane * HW + indices[o]] += static_cast<A>(to_double(gy[o]));
+            }
+        }
+    std::vector<double> gx_ref(sum.size());
+    for (size_t i = 0; i < sum.size(); ++i) gx_ref[i] = to_double(from_double<T>(double(sum[i])));
     auto gx = poisoned<T>(p.planes * HW);
-    expect_success(fc::max_pool2d_backward<T>(nullptr, p, gy.data(), indices.data(), gx.data(),
-                                              deterministic),
+    expect_success(fc::max_pool2d_backward<T>(nullptr, p, gy.data(), indices.data(),
+                                              masked ? mask.data() : nullptr, gx.data()),
                    shape);
-    expect_close(gx, gx_ref, scale,
-                 shape + (deterministic ? " backward in order" : " backward atomic"), true);
+    expect_equal(gx, gx_ref, shape + (masked ? " backward, masked" : " backward"));
   }
 }
 
@@ -830,7 +860,10 @@ void test_all() {
   test_max_pool2d<T>(pool(2, 7, 9, 3, 2, 1, 1, true));
   test_max_pool2d<T>(pool(2, 9, 7, 3, 1, 1, 2, false));
   test_max_pool2d<T>(pool(1, 5, 5, 2, 3, 0, 1, true));
-  test_max_pool2d<T>(pool(9, 12, 11, 3, 3, 1, 1, false));  // more planes than a block's warps
+  test_max_pool2d<T>(pool(9, 12, 11, 3, 3, 1, 1, false));
+  test_max_pool2d<T>(pool(3, 2, 2, 2, 1, 1, 3, false));  // a window wholly in the padding
+  // Windows of 2^31 rows and columns padded by 2^30: the backward's 64-bit index arithmetic.
+  test_max_pool2d<T>(pool(2, 3, 4, int64_t{1} << 31, 1, int64_t{1} << 30, 1, false));
 
   // Fused where the pool has non-overlapping windows of 4 taps: the documents' layers (LeNet-5's
   // and the MNIST CNN's first convs, 2 x 2 pools), odd sizes with a floor-mode edge and a

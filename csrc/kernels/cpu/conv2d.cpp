@@ -148,50 +148,46 @@ bool use_padded_width(const Conv2dParams& p) {
   return p.stride_h == 1 && p.stride_w == 1 && p.OH > 0 && p.OW > 0;
 }
 
-// grad_output as a max-pool's gradient: `pooled` elements per plane, scattered to their indices
-// (offsets into each OH x OW plane; relu_output, if given, masks them).
+// grad_output as a max-pool's gradient: pool.OH x pool.OW elements per plane, scattered to their
+// indices (offsets into each OH x OW activation plane; relu_output, if given, masks them). An
+// index that is not one of its window's taps (PoolTaps) passes nothing.
 template <typename T>
 struct PooledGrad {
-  int64_t pooled;
+  Pool2dParams pool;
   const T* grad;
   const int64_t* indices;
   const T* relu_output;
+  PoolTaps taps;  // built by the op, over its own table
+  int64_t pooled() const { return pool.OH * pool.OW; }
 };
 
-// Pooled plane `plane` of src (masked) added into out at its indices: pixel q, of the plane's
-// `pixels`, at out[q], or at out[pos[q]] where pos is given. False if an index lies outside the
-// plane (that element is dropped).
+// Pooled plane `plane` of src (masked) added into out at its indices: pixel q at out[q], or at
+// out[pos[q]] where pos is given.
 template <typename T>
-bool unpool_plane(const PooledGrad<T>& src, int64_t plane, int64_t pixels, const int64_t* pos,
-                  T* out) {
-  const int64_t o = plane * src.pooled;
-  bool inside = true;
-  for (int64_t e = 0; e < src.pooled; ++e) {
-    const int64_t q = src.indices[o + e];
-    const T v = src.grad[o + e];
-    if (uint64_t(q) >= uint64_t(pixels)) {
-      inside = false;
-      continue;
+void unpool_plane(const PooledGrad<T>& src, int64_t plane, const int64_t* pos, T* out) {
+  const int64_t* ind = src.indices + plane * src.pooled();
+  const T* grad = src.grad + plane * src.pooled();
+  const T* mask = src.relu_output ? src.relu_output + plane * src.pooled() : nullptr;
+  const PoolTaps taps = src.taps;  // a local: out's stores cannot alias it
+  for (int64_t oh = 0, e = 0; oh < src.pool.OH; ++oh) {
+    for (int64_t ow = 0; ow < src.pool.OW; ++ow, ++e) {
+      const int64_t q = ind[e];
+      if (!taps(oh, ow, q)) continue;
+      // A NaN mask passes the gradient, as torch's threshold_backward.
+      out[pos ? pos[q] : q] += mask && mask[e] <= T(0) ? T(0) : grad[e];
     }
-    // A NaN mask passes the gradient, as torch's threshold_backward.
-    out[pos ? pos[q] : q] += src.relu_output && src.relu_output[o + e] <= T(0) ? T(0) : v;
   }
-  return inside;
 }
 
-// Images [n0, n0 + count) of the unpooled gradient into dense[count, OC, OH * OW]; false if an
-// index lies outside its plane (that element is dropped).
+// Images [n0, n0 + count) of the unpooled gradient into dense[count, OC, OH * OW].
 template <typename T>
-bool unpool_images(const Conv2dParams& p, const PooledGrad<T>& src, int64_t n0, int64_t count,
+void unpool_images(const Conv2dParams& p, const PooledGrad<T>& src, int64_t n0, int64_t count,
                    T* dense) {
   const int64_t OHW = p.OH * p.OW, planes = count * p.OC;
   std::fill(dense, dense + planes * OHW, T(0));
-  bool inside = true;
   for (int64_t i = 0; i < planes; ++i) {
-    inside &= unpool_plane(src, n0 * p.OC + i, OHW, static_cast<const int64_t*>(nullptr),
-                           dense + i * OHW);
+    unpool_plane(src, n0 * p.OC + i, static_cast<const int64_t*>(nullptr), dense + i * OHW);
   }
-  return inside;
 }
 
 // out[c][pad_top + h][pad_left + w] = x[c][h][w] (or 0 where mask[c][h][w] <= 0, if a mask is
@@ -220,22 +216,20 @@ void pad_planes(const Conv2dParams& p, const PaddedWidth& pw, int64_t channels, 
 // Image n, group g of a stride-1 conv's input into its padded planes: x's (masked by x_mask,
 // see pad_planes) or, when `pooled` is set, a max-pool's gradient scattered to its indices (the
 // fused conv->ReLU->pool's grad_input, conv2d_grad_input_pooled). padded_pos[q] is pixel q's
-// offset in a padded plane. Returns false if a pooled index lies outside its plane.
+// offset in a padded plane.
 template <typename T>
-bool pad_input(const Conv2dParams& p, const PaddedWidth& pw, int64_t channels, const T* x,
+void pad_input(const Conv2dParams& p, const PaddedWidth& pw, int64_t channels, const T* x,
                const T* x_mask, const PooledGrad<T>* pooled, const int64_t* padded_pos, int64_t n,
                int64_t g, T* xpad) {
   const int64_t first = n * p.C + g * channels;  // the group's first plane
   if (!pooled) {
     const int64_t off = first * p.H * p.W;
     pad_planes(p, pw, channels, x + off, x_mask ? x_mask + off : nullptr, xpad);
-    return true;
+    return;
   }
   std::fill(xpad, xpad + pw.size, T(0));
-  bool inside = true;
   for (int64_t c = 0; c < channels; ++c)
-    inside &= unpool_plane(*pooled, first + c, p.H * p.W, padded_pos, xpad + c * pw.Hp * pw.Wp);
-  return inside;
+    unpool_plane(*pooled, first + c, padded_pos, xpad + c * pw.Hp * pw.Wp);
 }
 
 // padded_pos for pad_input: pixel q's offset in a padded plane, or nothing without a pooled input.
@@ -248,12 +242,11 @@ std::vector<int64_t> padded_positions(const Conv2dParams& p, const PaddedWidth& 
 
 // y = conv(x, w) + bias, then ReLU if asked, for a stride-1 conv (see PaddedWidth). With x_mask,
 // x reads as 0 wherever x_mask <= 0 (grad_input passes grad_output and the forward's output);
-// with `pooled`, the input is that max-pool gradient unpooled (see pad_input), and `ok` is
-// cleared if one of its indices lies outside its plane.
+// with `pooled`, the input is that max-pool gradient unpooled (see pad_input).
 template <typename T>
 void conv2d_padded_width(const Context& ctx, const Conv2dParams& p, const T* x, const T* x_mask,
                          const T* w, const T* bias, T* y, bool relu,
-                         const PooledGrad<T>* pooled = nullptr, std::atomic<bool>* ok = nullptr) {
+                         const PooledGrad<T>* pooled = nullptr) {
   const Dims d = dims_of(p);
   const PaddedWidth pw = padded_width(p, d.Cg);
   const std::vector<int64_t> padded_pos = padded_positions(p, pw, pooled != nullptr);
@@ -264,7 +257,7 @@ void conv2d_padded_width(const Context& ctx, const Conv2dParams& p, const T* x, 
     T* xpad = buf;
     T* ypw = buf + pad_size;
     for (int64_t g = 0; g < p.groups; ++g) {
-      if (!pad_input(p, pw, d.Cg, x, x_mask, pooled, padded_pos.data(), n, g, xpad)) *ok = false;
+      pad_input(p, pw, d.Cg, x, x_mask, pooled, padded_pos.data(), n, g, xpad);
       Operand<T> B{xpad, 0, 1};
       B.row_offsets = pw.off.data();
       const Operand<T> A{w + g * d.OCg * d.CKK, d.CKK, 1};
@@ -297,8 +290,7 @@ constexpr int64_t kWindowMinTaps = 3;
 template <typename T, typename Out, typename Done>
 void conv2d_windows_each(const Context& ctx, const Conv2dParams& p, const T* x, const T* x_mask,
                          const T* w, const T* bias, bool relu, int64_t extra_size, const Out& out,
-                         const Done& done, const PooledGrad<T>* pooled = nullptr,
-                         std::atomic<bool>* ok = nullptr) {
+                         const Done& done, const PooledGrad<T>* pooled = nullptr) {
   const Dims d = dims_of(p);
   const PaddedWidth pw = padded_width(p, d.Cg);
   const std::vector<int64_t> padded_pos = padded_positions(p, pw, pooled != nullptr);
@@ -315,7 +307,7 @@ void conv2d_windows_each(const Context& ctx, const Conv2dParams& p, const T* x, 
     T* extra = buf + pw.size;
     T* y = out(n, extra);
     for (int64_t g = 0; g < p.groups; ++g) {
-      if (!pad_input(p, pw, d.Cg, x, x_mask, pooled, padded_pos.data(), n, g, xpad)) *ok = false;
+      pad_input(p, pw, d.Cg, x, x_mask, pooled, padded_pos.data(), n, g, xpad);
       Epilogue<T> ep_g = ep;
       ep_g.row_bias = bias ? bias + g * d.OCg : nullptr;
       gemm_windows(split.inner, weights[static_cast<size_t>(g)], p.OH, p.OW, pw.Wp, xpad,
@@ -327,12 +319,11 @@ void conv2d_windows_each(const Context& ctx, const Conv2dParams& p, const T* x, 
 
 template <typename T>
 void conv2d_windows(const Context& ctx, const Conv2dParams& p, const T* x, const T* x_mask,
-                    const T* w, const T* bias, T* y, bool relu, const PooledGrad<T>* pooled,
-                    std::atomic<bool>* ok) {
+                    const T* w, const T* bias, T* y, bool relu, const PooledGrad<T>* pooled) {
   const int64_t image_size = p.OC * p.OH * p.OW;
   conv2d_windows_each(
       ctx, p, x, x_mask, w, bias, relu, 0, [&](int64_t n, T*) { return y + n * image_size; },
-      [](const Context&, int64_t, T*) {}, pooled, ok);
+      [](const Context&, int64_t, T*) {}, pooled);
 }
 
 // True when no element of x[0, n) is an Inf or a NaN: no exponent field all ones. Integer bit
@@ -378,11 +369,10 @@ bool use_winograd(const Context& ctx, const Conv2dParams& p) {
 template <typename T, typename Out, typename Done>
 bool conv2d_winograd_each(const Context& ctx, const Conv2dParams& p, const T* x, const T* x_mask,
                           const T* w, const T* bias, bool relu, int64_t extra_size, const Out& out,
-                          const Done& done, const PooledGrad<T>* pooled = nullptr,
-                          std::atomic<bool>* ok = nullptr) {
+                          const Done& done, const PooledGrad<T>* pooled = nullptr) {
   const Dims d = dims_of(p);
   if (!all_finite(w, p.OC * d.CKK)) return false;
-  if (pooled ? !all_finite(ctx, pooled->grad, p.N * p.C * pooled->pooled)
+  if (pooled ? !all_finite(ctx, pooled->grad, p.N * p.C * pooled->pooled())
              : !all_finite(ctx, x, p.N * p.C * d.HW))
     return false;
   const WinogradTiles g = winograd_tiles(p.KH, p.OH, p.OW);
@@ -424,7 +414,7 @@ bool conv2d_winograd_each(const Context& ctx, const Conv2dParams& p, const T* x,
       for (int64_t c = 0; c < d.Cg; ++c) {
         T* dst = quads + c * 4 * g.Sq;
         if (pooled) {
-          if (!unpool_plane(*pooled, first + c, d.HW, pos.data(), dst)) *ok = false;
+          unpool_plane(*pooled, first + c, pos.data(), dst);
           continue;
         }
         winograd_fill_quads(weights[0].isa, g, p.H, p.W, p.pad_top, p.pad_left,
@@ -445,17 +435,17 @@ bool use_windows(const Conv2dParams& p) { return p.OC / p.groups >= kWindowMinCh
 template <typename T>
 void conv2d_stride1(const Context& ctx, const Conv2dParams& p, const T* x, const T* x_mask,
                     const T* w, const T* bias, T* y, bool relu,
-                    const PooledGrad<T>* pooled = nullptr, std::atomic<bool>* ok = nullptr) {
+                    const PooledGrad<T>* pooled = nullptr) {
   const int64_t image_size = p.OC * p.OH * p.OW;
   if (use_winograd(ctx, p) &&
       conv2d_winograd_each(
           ctx, p, x, x_mask, w, bias, relu, 0, [&](int64_t n, T*) { return y + n * image_size; },
-          [](const Context&, int64_t, T*) {}, pooled, ok))
+          [](const Context&, int64_t, T*) {}, pooled))
     return;
   if (use_windows(p))
-    conv2d_windows(ctx, p, x, x_mask, w, bias, y, relu, pooled, ok);
+    conv2d_windows(ctx, p, x, x_mask, w, bias, y, relu, pooled);
   else
-    conv2d_padded_width(ctx, p, x, x_mask, w, bias, y, relu, pooled, ok);
+    conv2d_padded_width(ctx, p, x, x_mask, w, bias, y, relu, pooled);
 }
 
 // grad_weight in the window form: its tile is (kh, kw) taps of one row of the kernel by NR output
@@ -521,9 +511,9 @@ void conv2d_forward(const Context& ctx, const Conv2dParams& p, const T* x, const
 
 // conv2d_grad_input, from gy (masked by relu_output) or, when `pooled` is set, from a pooled
 // gradient: at stride 1 unpooled image by image straight into the padded planes the conv reads,
-// otherwise into a whole unpooled copy first. Returns false if a pooled index is out of its plane.
+// otherwise into a whole unpooled copy first.
 template <typename T>
-bool grad_input_impl(const Context& ctx, const Conv2dParams& p, const T* gy, const T* w,
+void grad_input_impl(const Context& ctx, const Conv2dParams& p, const T* gy, const T* w,
                      const T* relu_output, const PooledGrad<T>* pooled, T* gx) {
   const Dims d = dims_of(p);
   // Stride 1: grad_input is itself a stride-1 conv, of grad_output (masked by the ReLU) with the
@@ -545,15 +535,14 @@ bool grad_input_impl(const Context& ctx, const Conv2dParams& p, const T* gy, con
           for (int64_t k = 0; k < p.KH * p.KW; ++k)
             wt[(((g * d.Cg + c) * d.OCg + oc) * p.KH * p.KW) + (p.KH * p.KW - 1 - k)] =
                 w[((g * d.OCg + oc) * d.Cg + c) * p.KH * p.KW + k];
-    std::atomic<bool> ok{true};
     conv2d_stride1(ctx, t, gy, relu_output, wt.data(), static_cast<const T*>(nullptr), gx, false,
-                   pooled, &ok);
-    return ok.load();
+                   pooled);
+    return;
   }
   std::vector<T> unpooled;
   if (pooled) {
     unpooled.resize(static_cast<size_t>(p.N * p.OC * d.OHW));
-    if (!unpool_images(p, *pooled, 0, p.N, unpooled.data())) return false;
+    unpool_images(p, *pooled, 0, p.N, unpooled.data());
     gy = unpooled.data(), relu_output = nullptr;
   }
   const ImageSplit split = split_images(ctx, p);
@@ -572,7 +561,6 @@ bool grad_input_impl(const Context& ctx, const Conv2dParams& p, const T* gy, con
       }
     }
   });
-  return true;
 }
 
 template <typename T>
@@ -582,25 +570,26 @@ void conv2d_grad_input(const Context& ctx, const Conv2dParams& p, const T* gy, c
 }
 
 template <typename T>
-bool conv2d_grad_input_pooled(const Context& ctx, const Conv2dParams& p, int64_t pooled,
+void conv2d_grad_input_pooled(const Context& ctx, const Conv2dParams& p, const Pool2dParams& pool,
                               const T* gy, const int64_t* indices, const T* relu_output,
                               const T* w, T* gx) {
-  const PooledGrad<T> src{pooled, gy, indices, relu_output};
-  return grad_input_impl(ctx, p, static_cast<const T*>(nullptr), w,
-                         static_cast<const T*>(nullptr), &src, gx);
+  std::vector<int32_t> table;
+  const PooledGrad<T> src{pool, gy, indices, relu_output, PoolTaps::make(pool, table)};
+  grad_input_impl(ctx, p, static_cast<const T*>(nullptr), w, static_cast<const T*>(nullptr), &src,
+                  gx);
 }
 
 // conv2d_grad_weight, from gy (masked by relu_output) or, when `pooled` is set, from a pooled
 // gradient unpooled a group of images at a time into a per-chunk buffer that stays in cache
-// (gy and relu_output are then unused). Returns false if a pooled index is out of its plane.
+// (gy and relu_output are then unused).
 template <typename T>
-bool grad_weight_impl(const Context& ctx, const Conv2dParams& p, const T* gy, const T* x,
+void grad_weight_impl(const Context& ctx, const Conv2dParams& p, const T* gy, const T* x,
                       const T* relu_output, const PooledGrad<T>* pooled, T* gw) {
   const Dims d = dims_of(p);
   const int64_t w_size = p.OC * d.CKK;
   if (p.N == 0) {
     std::fill(gw, gw + w_size, T(0));
-    return true;
+    return;
   }
   const ImageSplit split = split_images(ctx, p);
   // Stride 1: the window form (see grad_weight_windows below) where its tile fills, else the
@@ -628,7 +617,6 @@ bool grad_weight_impl(const Context& ctx, const Conv2dParams& p, const T* gy, co
   }
   // Chunk 0 sums into gw itself; the others into partial sums, added in chunk order below.
   std::vector<T> partial(static_cast<size_t>((split.chunks - 1) * w_size));
-  std::vector<char> bad(static_cast<size_t>(split.chunks), 0);
   parallel_chunks(ctx, split.chunks, [&](int64_t chunk) {
     T* out = chunk == 0 ? gw : partial.data() + (chunk - 1) * w_size;
     T* xpads = scratch.data() + chunk * group * (pad_size + gyp_size);
@@ -644,7 +632,7 @@ bool grad_weight_impl(const Context& ctx, const Conv2dParams& p, const T* gy, co
       if (pooled) {
         struct UnpooledTag;
         T* dense = thread_scratch<T, UnpooledTag>(count * p.OC * d.OHW);
-        if (!unpool_images(p, *pooled, n0, count, dense)) bad[static_cast<size_t>(chunk)] = 1;
+        unpool_images(p, *pooled, n0, count, dense);
         gy_src = dense, mask_src = nullptr, first = n0;
       }
       for (int64_t g = 0; g < p.groups; ++g) {
@@ -706,7 +694,6 @@ bool grad_weight_impl(const Context& ctx, const Conv2dParams& p, const T* gy, co
       }
     });
   }
-  return std::none_of(bad.begin(), bad.end(), [](char b) { return b != 0; });
 }
 
 template <typename T>
@@ -764,14 +751,17 @@ bool gather_pays(const Conv2dParams& p) {
 }  // namespace
 
 template <typename T>
-bool conv2d_grad_weight_pooled(const Context& ctx, const Conv2dParams& p, int64_t pooled,
+void conv2d_grad_weight_pooled(const Context& ctx, const Conv2dParams& p, const Pool2dParams& pool,
                                const T* gy, const int64_t* indices, const T* relu_output,
                                const T* x, T* gw) {
-  const PooledGrad<T> src{pooled, gy, indices, relu_output};
+  std::vector<int32_t> table;
+  const PooledGrad<T> src{pool, gy, indices, relu_output, PoolTaps::make(pool, table)};
   if (!gather_pays(p)) {  // the dense kernels, fed a group of images' unpooled gradient at a time
-    return grad_weight_impl(ctx, p, static_cast<const T*>(nullptr), x,
-                            static_cast<const T*>(nullptr), &src, gw);
+    grad_weight_impl(ctx, p, static_cast<const T*>(nullptr), x, static_cast<const T*>(nullptr),
+                     &src, gw);
+    return;
   }
+  const int64_t pooled = src.pooled();
   const Dims d = dims_of(p);
   const int64_t ldp = round_up(d.CKK, kGemmDotAlign);  // the gather form's column multiple
   const int64_t part_size = p.OC * ldp;
@@ -798,7 +788,6 @@ bool conv2d_grad_weight_pooled(const Context& ctx, const Conv2dParams& p, int64_
   // its unpooled gradient.
   const int64_t scratch_size = part_size + P_size + pad_size + d.OCg * pooled + d.OCg * d.OHW;
   std::vector<T*> parts(static_cast<size_t>(chunks));
-  std::vector<char> bad(static_cast<size_t>(chunks), 0);
   parallel_chunks(run, chunks, [&](int64_t chunk) {
     struct PooledScratchTag;
     T* part = thread_scratch<T, PooledScratchTag>(scratch_size);
@@ -812,7 +801,6 @@ bool conv2d_grad_weight_pooled(const Context& ctx, const Conv2dParams& p, int64_
     if (!stride1) {  // P's padding columns, which im2col_rows never writes
       for (int64_t q = 0; q < rows; ++q) std::fill(P + q * ldp + d.CKK, P + (q + 1) * ldp, T(0));
     }
-    bool inside = true;
     const int64_t end = std::min(p.N, (chunk + 1) * per_chunk);
     for (int64_t n = chunk * per_chunk; n < end; ++n) {
       for (int64_t g = 0; g < p.groups; ++g) {
@@ -825,14 +813,18 @@ bool conv2d_grad_weight_pooled(const Context& ctx, const Conv2dParams& p, int64_
         }
         const int64_t o = (n * p.OC + g * d.OCg) * pooled;  // the group's first gradient row
         const T* mask = relu_output ? relu_output + o : nullptr;
-        const int64_t terms = d.OCg * pooled;
-        for (int64_t t = 0; t < terms; ++t) {
-          const T v = gy[o + t];
-          grad[t] = mask && mask[t] <= T(0) ? T(0) : v;  // a NaN mask passes, as in torch
-          const int64_t q = indices[o + t];
-          const bool ok = uint64_t(q) < uint64_t(d.OHW);
-          inside &= ok;
-          cols[t] = position[static_cast<size_t>(ok ? q : 0)];
+        // An index that is not one of its window's taps passes nothing (column 0, weight 0).
+        const PoolTaps taps = src.taps;
+        for (int64_t oc = 0, t = 0; oc < d.OCg; ++oc) {
+          for (int64_t ph = 0; ph < pool.OH; ++ph) {
+            for (int64_t pw_ = 0; pw_ < pool.OW; ++pw_, ++t) {
+              const int64_t q = indices[o + t];
+              const bool tap = taps(ph, pw_, q);
+              // A NaN mask passes, as in torch.
+              grad[t] = !tap || (mask && mask[t] <= T(0)) ? T(0) : gy[o + t];
+              cols[t] = position[static_cast<size_t>(tap ? q : 0)];
+            }
+          }
         }
         T* part_g = part + g * d.OCg * ldp;
         if (all_finite(xg, d.Cg * d.HW)) {
@@ -844,16 +836,14 @@ bool conv2d_grad_weight_pooled(const Context& ctx, const Conv2dParams& p, int64_
         // computes (0 * Inf is NaN there too).
         std::fill_n(unpooled, d.OCg * d.OHW, T(0));
         for (int64_t oc = 0; oc < d.OCg; ++oc) {
-          unpool_plane(src, n * p.OC + g * d.OCg + oc, d.OHW, static_cast<const int64_t*>(nullptr),
+          unpool_plane(src, n * p.OC + g * d.OCg + oc, static_cast<const int64_t*>(nullptr),
                        unpooled + oc * d.OHW);
         }
         gemm_gather(serial, d.OCg, ldp, d.OHW, unpooled, d.OHW, position.data(), 0, P, rows, ldp,
                     part_g, ldp, /*accumulate=*/true);
       }
     }
-    bad[static_cast<size_t>(chunk)] = !inside;
   });
-  if (std::any_of(bad.begin(), bad.end(), [](char b) { return b != 0; })) return false;
   // gw = the partial sums, added in chunk order, without the padding columns.
   for (int64_t oc = 0; oc < p.OC; ++oc) {
     for (int64_t k = 0; k < d.CKK; ++k) {
@@ -862,7 +852,6 @@ bool conv2d_grad_weight_pooled(const Context& ctx, const Conv2dParams& p, int64_
       gw[oc * d.CKK + k] = s;
     }
   }
-  return true;
 }
 
 template <typename T>
@@ -906,10 +895,12 @@ void conv2d_relu_max_pool2d_forward(const Context& ctx, const Conv2dParams& p,
   template void conv2d_relu_max_pool2d_forward<T>(const Context&, const Conv2dParams&,          \
                                                   const Pool2dParams&, const T*, const T*,      \
                                                   const T*, T*, int64_t*);                      \
-  template bool conv2d_grad_weight_pooled<T>(const Context&, const Conv2dParams&, int64_t,      \
-                                             const T*, const int64_t*, const T*, const T*, T*);  \
-  template bool conv2d_grad_input_pooled<T>(const Context&, const Conv2dParams&, int64_t,       \
-                                            const T*, const int64_t*, const T*, const T*, T*);
+  template void conv2d_grad_weight_pooled<T>(const Context&, const Conv2dParams&,               \
+                                             const Pool2dParams&, const T*, const int64_t*,      \
+                                             const T*, const T*, T*);                            \
+  template void conv2d_grad_input_pooled<T>(const Context&, const Conv2dParams&,                \
+                                            const Pool2dParams&, const T*, const int64_t*,       \
+                                            const T*, const T*, T*);
 FASTLAYERS_INSTANTIATE(float)
 FASTLAYERS_INSTANTIATE(double)
 #undef FASTLAYERS_INSTANTIATE

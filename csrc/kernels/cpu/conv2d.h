@@ -31,11 +31,12 @@ void conv2d_grad_weight(const Context& ctx, const Conv2dParams& p, const T* gy, 
 // patch of its window's maximum (the GEMM's gather form), a quarter of the dense product's work
 // for 2 x 2 windows; otherwise conv2d_grad_weight's kernels run on a few images' unpooled
 // gradient at a time, in a buffer that stays in cache. gy and indices are
-// [N, OC, pooled] (indices: offsets into each OH x OW plane, as max_pool2d's); when relu_output
-// (gy's layout) is non-null, gy reads as 0 wherever it is <= 0. Returns false, gw unspecified, if
-// an index lies outside the plane. Deterministic for a given thread count.
+// [N, OC, pool.OH, pool.OW] (indices: offsets into each OH x OW plane, as max_pool2d's, pool the
+// max-pool's geometry on the activation); an index that is not one of its window's taps
+// (PoolTaps) passes nothing. When relu_output (gy's layout) is non-null, gy reads as 0
+// wherever it is <= 0. Deterministic for a given thread count.
 template <typename T>
-bool conv2d_grad_weight_pooled(const Context& ctx, const Conv2dParams& p, int64_t pooled,
+void conv2d_grad_weight_pooled(const Context& ctx, const Conv2dParams& p, const Pool2dParams& pool,
                                const T* gy, const int64_t* indices, const T* relu_output,
                                const T* x, T* gw);
 
@@ -43,9 +44,9 @@ bool conv2d_grad_weight_pooled(const Context& ctx, const Conv2dParams& p, int64_
 // max_pool2d_backward(gy, indices), the pooled gradient scattered straight into the padded image
 // planes the stride-1 kernels read, one image at a time, so the unpooled gradient is never
 // formed in full (other geometries unpool it first). gy, indices and relu_output as in
-// conv2d_grad_weight_pooled; returns false, gx unspecified, if an index lies outside its plane.
+// conv2d_grad_weight_pooled.
 template <typename T>
-bool conv2d_grad_input_pooled(const Context& ctx, const Conv2dParams& p, int64_t pooled,
+void conv2d_grad_input_pooled(const Context& ctx, const Conv2dParams& p, const Pool2dParams& pool,
                               const T* gy, const int64_t* indices, const T* relu_output,
                               const T* w, T* gx);
 

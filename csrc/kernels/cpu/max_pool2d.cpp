@@ -16,36 +16,22 @@ namespace fastlayers::cpu {
 // max_pool2d_avx512.cpp: the 2 x 2, stride-2 window inside the plane, float, AVX-512.
 void max_pool2d_plane_2x2_avx512(const Pool2dParams& p, const float* in, float* out,
                                  int64_t* ind);
-bool max_pool2d_plane_backward_2x2_avx512(const Pool2dParams& p, const float* gy,
+void max_pool2d_plane_backward_2x2_avx512(const Pool2dParams& p, const float* gy,
                                           const int64_t* ind, float* gx);
 #endif
 
 namespace {
 
-// The first of start, start + step, start + 2 * step, ... that is >= 0: a window's first row or
-// column inside the plane. Computed, not stepped to: the padding can be as large as half a
-// window of any size.
-inline int64_t first_in_bounds(int64_t start, int64_t step) {
-  if (start >= 0) return start;
-  const int64_t steps = -start / step + (-start % step != 0);
-  return start + steps * step;
-}
-
 // The general walk, for any padding, dilation and partial (ceil_mode) window.
 template <typename T>
 void pool_plane(const Pool2dParams& p, const T* in, T* out, int64_t* ind) {
   for (int64_t oh = 0; oh < p.OH; ++oh) {
-    const int64_t start_h = oh * p.stride_h - p.pad_h;
-    const int64_t h1 = std::min(start_h + (p.kernel_h - 1) * p.dilation_h + 1, p.H);
-    const int64_t h0 = first_in_bounds(start_h, p.dilation_h);
     for (int64_t ow = 0; ow < p.OW; ++ow) {
-      const int64_t start_w = ow * p.stride_w - p.pad_w;
-      const int64_t w1 = std::min(start_w + (p.kernel_w - 1) * p.dilation_w + 1, p.W);
-      const int64_t w0 = first_in_bounds(start_w, p.dilation_w);
-      int64_t best_index = h0 * p.W + w0;
+      const PoolWindow win(p, oh, ow);
+      int64_t best_index = win.h0 * p.W + win.w0;
       T best = -std::numeric_limits<T>::infinity();
-      for (int64_t h = h0; h < h1; h += p.dilation_h) {
-        for (int64_t w = w0; w < w1; w += p.dilation_w) {
+      for (int64_t h = win.h0; h < win.h1; h += p.dilation_h) {
+        for (int64_t w = win.w0; w < win.w1; w += p.dilation_w) {
           const T v = in[h * p.W + w];
           if (v > best || std::isnan(v)) {
             best = v;
@@ -146,60 +132,57 @@ void max_pool2d_forward(const Context& ctx, const Pool2dParams& p, const T* x, T
 }
 
 template <typename T>
-bool max_pool2d_backward(const Context& ctx, const Pool2dParams& p, const T* gy,
+void max_pool2d_backward(const Context& ctx, const Pool2dParams& p, const T* gy,
                          const int64_t* indices, T* gx) {
   const int64_t HW = p.H * p.W, OHW = p.OH * p.OW;
-  int64_t bad = 0;
-  // Where every index may lie in its own 2 x 2 cell, a plane whose indices all do is written
-  // densely (max_pool2d_avx512.cpp); the others take the scatter below. Rows of fewer than 8
-  // outputs scatter faster than they are written densely (measured: 14 x 14 planes 1.4x, 24 x 24
-  // and 28 x 28 ones 0.7x the scatter's time).
+  // 2 x 2 windows at stride 2, inside the plane: the windows are disjoint cells, so each plane is
+  // written densely, each element taking its cell's gradient or 0 (max_pool2d_avx512.cpp); the
+  // others take the scatter below. Rows of fewer than 8 outputs scatter faster than they are
+  // written densely (measured: 14 x 14 planes 1.4x, 24 x 24 and 28 x 28 ones 0.7x the scatter's
+  // time).
   [[maybe_unused]] bool dense = false;
 #if defined(__x86_64__)
   if constexpr (std::is_same_v<T, float>) {
-    dense = 2 * p.OH <= p.H && 2 * p.OW <= p.W && p.OW >= 8 && runnable_isa(ctx.isa) == Isa::avx512;
+    dense = p.kernel_h == 2 && p.kernel_w == 2 && p.stride_h == 2 && p.stride_w == 2 &&
+            p.pad_h == 0 && p.pad_w == 0 && p.dilation_h == 1 && p.dilation_w == 1 &&
+            2 * p.OH <= p.H && 2 * p.OW <= p.W && p.OW >= 8 && runnable_isa(ctx.isa) == Isa::avx512;
   }
 #endif
+  std::vector<int32_t> table;
+  const PoolTaps taps = PoolTaps::make(p, table);
   // Parallel over planes: each plane's scatter stays in one thread, so no atomics are needed.
   parallel_for(ctx, p.planes, ceil_div(65536, std::max<int64_t>(1, HW + OHW)),
                [&](int64_t begin, int64_t end) {
-                 int64_t local_bad = 0;
                  for (int64_t plane = begin; plane < end; ++plane) {
                    T* out = gx + plane * HW;
                    const T* g = gy + plane * OHW;
                    const int64_t* ind = indices + plane * OHW;
 #if defined(__x86_64__)
                    if constexpr (std::is_same_v<T, float>) {
-                     if (dense && max_pool2d_plane_backward_2x2_avx512(p, g, ind, out)) continue;
+                     if (dense) {
+                       max_pool2d_plane_backward_2x2_avx512(p, g, ind, out);
+                       continue;
+                     }
                    }
 #endif
                    std::fill(out, out + HW, T(0));
-                   for (int64_t o = 0; o < OHW; ++o) {
-                     const int64_t i = ind[o];
-                     if (i < 0 || i >= HW) {
-                       ++local_bad;
-                       continue;
+                   const PoolTaps is_tap = taps;  // a local copy: out's stores cannot alias it
+                   for (int64_t oh = 0, o = 0; oh < p.OH; ++oh) {
+                     for (int64_t ow = 0; ow < p.OW; ++ow, ++o) {
+                       if (is_tap(oh, ow, ind[o])) out[ind[o]] += g[o];
                      }
-                     out[i] += g[o];
                    }
                  }
-                 if (local_bad) {
-#ifdef _OPENMP
-#pragma omp atomic
-#endif
-                   bad += local_bad;
-                 }
                });
-  return bad == 0;
 }
 
 template void max_pool2d_forward<float>(const Context&, const Pool2dParams&, const float*, float*,
                                         int64_t*);
 template void max_pool2d_forward<double>(const Context&, const Pool2dParams&, const double*,
                                          double*, int64_t*);
-template bool max_pool2d_backward<float>(const Context&, const Pool2dParams&, const float*,
+template void max_pool2d_backward<float>(const Context&, const Pool2dParams&, const float*,
                                          const int64_t*, float*);
-template bool max_pool2d_backward<double>(const Context&, const Pool2dParams&, const double*,
+template void max_pool2d_backward<double>(const Context&, const Pool2dParams&, const double*,
                                           const int64_t*, double*);
 
 }  // namespace fastlayers::cpu

@@ -76,12 +76,12 @@ void max_pool2d_plane_2x2_avx512(const Pool2dParams& p, const float* in, float* 
   }
 }
 
-// max_pool2d_backward of one plane where every index lies in its own output's 2 x 2 cell
-// (rows 2 * oh and 2 * oh + 1, columns 2 * ow and 2 * ow + 1), as 2 x 2 windows at stride 2 give:
-// the cells are disjoint, so each input element takes its cell's gradient or 0, written once,
-// with no zero fill and no scatter. Returns false, having written part of gx, at the first index
-// outside its cell; the caller then runs the general scatter. Needs 2 * OH <= H, 2 * OW <= W.
-bool max_pool2d_plane_backward_2x2_avx512(const Pool2dParams& p, const float* gy,
+// max_pool2d_backward of one plane of 2 x 2 windows at stride 2, unpadded and undilated: the
+// windows are disjoint cells (rows 2 * oh and 2 * oh + 1, columns 2 * ow and 2 * ow + 1), so each
+// input element takes its cell's gradient, where the cell's index is that element, or 0: written
+// once, with no zero fill and no scatter. An index outside its cell passes nothing, as in the
+// scatter (PoolTaps). Needs 2 * OH <= H, 2 * OW <= W.
+void max_pool2d_plane_backward_2x2_avx512(const Pool2dParams& p, const float* gy,
                                           const int64_t* ind, float* gx) {
   const __m512i steps = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
   const __m512i one = _mm512_set1_epi64(1), row = _mm512_set1_epi64(p.W);
@@ -108,7 +108,6 @@ bool max_pool2d_plane_backward_2x2_avx512(const Pool2dParams& p, const float* gy
       };
       const __mmask16 m00 = at(_mm512_setzero_si512()), m01 = at(one);
       const __mmask16 m10 = at(row), m11 = at(_mm512_add_epi64(row, one));
-      if ((m & ~(m00 | m01 | m10 | m11)) != 0) return false;
       const __m512 e0 = _mm512_maskz_mov_ps(m00, g), o0 = _mm512_maskz_mov_ps(m01, g);
       const __m512 e1 = _mm512_maskz_mov_ps(m10, g), o1 = _mm512_maskz_mov_ps(m11, g);
       _mm512_mask_storeu_ps(r0 + 2 * ow0, lo, _mm512_permutex2var_ps(e0, mix_lo, o0));
@@ -119,7 +118,6 @@ bool max_pool2d_plane_backward_2x2_avx512(const Pool2dParams& p, const float* gy
     for (int64_t w = 2 * p.OW; w < p.W; ++w) r0[w] = r1[w] = 0.0f;  // an odd last column
   }
   std::fill(gx + 2 * p.OH * p.W, gx + p.H * p.W, 0.0f);  // an odd last row
-  return true;
 }
 
 }  // namespace fastlayers::cpu

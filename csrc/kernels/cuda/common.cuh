@@ -1,6 +1,6 @@
 // Device-side helpers shared by every CUDA kernel file: the accumulation type of each element
-// type, conversions, ceil_div, the block sizes with the reason for each, and grid-stride loop
-// bounds, and the one launch helper. Included by the .cu files only (never by the torch layer).
+// type, conversions, ceil_div, 32-bit division by invariant divisors, the block sizes with the
+// reason for each, grid-stride loop bounds, and the one launch helper. Included by the .cu files only (never by the torch layer).
 // Tested through every op's CUDA tests and the C++ tests' CPU emulation.
 #pragma once
 
@@ -89,6 +89,35 @@ struct FastDivmod {
     remainder = n - quotient * divisor;
   }
 };
+
+constexpr int64_t kNarrowLimit = int64_t{1} << 31;
+
+// A divisor with its 32-bit fast form (FastDivmod), which is built only for 1 <= d < 2^31 and
+// used only where `fits` (an empty conv or pool has sizes of 0, which nothing then divides by).
+struct Divisor {
+  int64_t value = 1;
+  bool fits = true;
+  FastDivmod fast;
+  Divisor() = default;
+  explicit Divisor(int64_t d)
+      : value(d), fits(d >= 1 && d < kNarrowLimit), fast(static_cast<uint32_t>(fits ? d : 1)) {}
+};
+
+// quotient = n / d and remainder = n % d (n >= 0): three instructions when kNarrow, which the
+// launchers choose only where every numerator is below 2^31; 64-bit division otherwise.
+template <bool kNarrow>
+__device__ __forceinline__ void divmod(int64_t n, const Divisor& d, int64_t& quotient,
+                                       int64_t& remainder) {
+  if constexpr (kNarrow) {
+    uint32_t q, r;
+    d.fast(static_cast<uint32_t>(n), q, r);
+    quotient = q;
+    remainder = r;
+  } else {
+    quotient = n / d.value;
+    remainder = n - quotient * d.value;
+  }
+}
 
 // Elementwise and per-output kernels: 256 threads is 8 warps, enough to hide one load's latency
 // per thread at full occupancy on sm_80/sm_90 (2048 threads per SM = 8 blocks) while keeping

@@ -35,35 +35,6 @@
 namespace fastlayers::cuda {
 namespace {
 
-constexpr int64_t kNarrowLimit = int64_t{1} << 31;
-
-// A divisor with its 32-bit fast form (FastDivmod), which is built only for 1 <= d < 2^31 and
-// used only where `fits` (an empty conv has sizes of 0, which no operand then divides by).
-struct Divisor {
-  int64_t value = 1;
-  bool fits = true;
-  FastDivmod fast;
-  Divisor() = default;
-  explicit Divisor(int64_t d)
-      : value(d), fits(d >= 1 && d < kNarrowLimit), fast(static_cast<uint32_t>(fits ? d : 1)) {}
-};
-
-// quotient = n / d and remainder = n % d (n >= 0): three instructions when kNarrow, which the
-// launchers choose only where every numerator is below 2^31; 64-bit division otherwise.
-template <bool kNarrow>
-__device__ __forceinline__ void divmod(int64_t n, const Divisor& d, int64_t& quotient,
-                                       int64_t& remainder) {
-  if constexpr (kNarrow) {
-    uint32_t q, r;
-    d.fast(static_cast<uint32_t>(n), q, r);
-    quotient = q;
-    remainder = r;
-  } else {
-    quotient = n / d.value;
-    remainder = n - quotient * d.value;
-  }
-}
-
 // A conv's sizes with the per-group ones derived once on the host, and its divisors.
 struct ConvGeometry {
   Conv2dParams p;

@@ -2,9 +2,10 @@
 // (csrc/kernels/cpu/max_pool2d.cpp) and ATen's, so ties, -inf-only windows and NaNs pick the
 // same index as torch:
 //   h0 = oh * stride_h - pad_h, h1 = min(h0 + (kernel_h - 1) * dilation_h + 1, H), then h0 is
-//   moved past the padding in dilation steps (likewise w0, w1); the running maximum starts at
+//   moved past the padding in whole dilation steps (likewise w0, w1); the running maximum starts at
 //   -inf with index h0 * W + w0, and a value takes over when it is strictly greater or NaN.
 // Values are compared in the accumulation type (float for half types), as ATen's CUDA kernel.
+#include <algorithm>
 #include <cuda/std/limits>
 
 #include "common.cuh"
@@ -22,17 +23,12 @@ __global__ void __launch_bounds__(kElementwiseBlock)
   for (int64_t o = global_thread_index(); o < total; o += grid_thread_count()) {
     const int64_t plane = o / OHW, r = o - plane * OHW;
     const int64_t oh = r / p.OW, ow = r - oh * p.OW;
-    int64_t h0 = oh * p.stride_h - p.pad_h;
-    const int64_t h1 = min(h0 + (p.kernel_h - 1) * p.dilation_h + 1, p.H);
-    while (h0 < 0) h0 += p.dilation_h;
-    int64_t w0 = ow * p.stride_w - p.pad_w;
-    const int64_t w1 = min(w0 + (p.kernel_w - 1) * p.dilation_w + 1, p.W);
-    while (w0 < 0) w0 += p.dilation_w;
+    const PoolWindow win(p, oh, ow);
     const T* in = x + plane * p.H * p.W;
-    int64_t best_index = h0 * p.W + w0;
+    int64_t best_index = win.h0 * p.W + win.w0;
     A best = -::cuda::std::numeric_limits<A>::infinity();
-    for (int64_t h = h0; h < h1; h += p.dilation_h) {
-      for (int64_t w = w0; w < w1; w += p.dilation_w) {
+    for (int64_t h = win.h0; h < win.h1; h += p.dilation_h) {
+      for (int64_t w = win.w0; w < win.w1; w += p.dilation_w) {
         const A v = to_acc(in[h * p.W + w]);
         if (v > best || v != v) {
           best = v;
@@ -45,68 +41,86 @@ __global__ void __launch_bounds__(kElementwiseBlock)
   }
 }
 
-constexpr int kWarp = 32;
+// The divisors of the backward's index arithmetic (see divmod in common.cuh).
+struct PoolDivisors {
+  Divisor W, H, stride_h, stride_w, dilation_h, dilation_w;
+  // Every divisor fits FastDivmod and every numerator (an element's offset in the tensor, its
+  // row, and a position plus its padding) is below 2^31.
+  bool narrow;
 
-// Deterministic backward: one warp per plane (__match_any_sync: sm_70 and newer). The warp
-// zeroes the plane, then takes its outputs 32 at a time, in order. Lanes whose indices are equal
-// form a group (__match_any_sync); the lowest lane of each group adds the group's gradients to gx
-// in lane order. Groups of one chunk write distinct elements, and chunks follow each other
-// (__syncwarp orders the memory), so each gx element receives its gradients in increasing output
-// order with no race.
-template <typename T>
-__global__ void __launch_bounds__(kElementwiseBlock)
-    max_pool2d_backward_ordered_kernel(Pool2dParams p, const T* gy, const int64_t* indices,
-                                       T* gx) {
-  using A = acc_t<T>;
-  constexpr int kWarpsPerBlock = kElementwiseBlock / kWarp;
-  __shared__ A grads[kWarpsPerBlock][kWarp];
-  const int lane = static_cast<int>(threadIdx.x) % kWarp;
-  const int warp = static_cast<int>(threadIdx.x) / kWarp;
-  const int64_t HW = p.H * p.W, OHW = p.OH * p.OW;
-  const int64_t first_plane = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + warp;
-  const int64_t plane_stride = static_cast<int64_t>(gridDim.x) * kWarpsPerBlock;
-  // All 32 lanes of a warp run the same planes and chunks: the full-mask warp intrinsics below
-  // always have every lane present.
-  for (int64_t plane = first_plane; plane < p.planes; plane += plane_stride) {
-    T* out = gx + plane * HW;
-    const T* g = gy + plane * OHW;
-    const int64_t* ind = indices + plane * OHW;
-    for (int64_t i = lane; i < HW; i += kWarp) out[i] = from_acc<T>(A(0));
-    __syncwarp();
-    for (int64_t base = 0; base < OHW; base += kWarp) {
-      const int64_t o = base + lane;
-      const bool active = o < OHW;
-      const int64_t index = active ? ind[o] : -1;
-      const bool valid = active && index >= 0 && index < HW;
-      grads[warp][lane] = valid ? to_acc(g[o]) : A(0);
-      // Invalid lanes all carry key -1 and are never added.
-      const unsigned peers = __match_any_sync(0xffffffffu, static_cast<unsigned long long>(
-                                                               valid ? index : int64_t{-1}));
-      __syncwarp();  // grads[warp][*] written
-      if (valid && lane == __ffs(peers) - 1) {
-        A sum = to_acc(out[index]);
-        for (unsigned rest = peers; rest != 0; rest &= rest - 1) {
-          sum += grads[warp][__ffs(rest) - 1];
-        }
-        out[index] = from_acc<T>(sum);
-      }
-      __syncwarp();  // gx and grads[warp][*] settled before the next chunk
-    }
+  explicit PoolDivisors(const Pool2dParams& p)
+      : W(p.W), H(p.H), stride_h(p.stride_h), stride_w(p.stride_w), dilation_h(p.dilation_h),
+        dilation_w(p.dilation_w) {
+    const int64_t largest = std::max({p.planes * p.H * p.W, p.H + p.pad_h, p.W + p.pad_w});
+    narrow = W.fits && H.fits && stride_h.fits && stride_w.fits && dilation_h.fits &&
+             dilation_w.fits && largest < kNarrowLimit;
+  }
+};
+
+// The outputs along one axis whose window may hold position x: [first, last], the windows that
+// start at or before x and whose last tap (span past the start) is at or past it. A window of
+// the range holds x where x's distance from its start is a multiple of the dilation.
+template <bool kNarrow>
+__device__ __forceinline__ void windows_over(int64_t x, int64_t pad, int64_t span,
+                                             int64_t outputs, const Divisor& stride,
+                                             int64_t& first, int64_t& last) {
+  const int64_t from_first = x + pad;  // x's distance from the first window's start
+  int64_t q, r;
+  divmod<kNarrow>(from_first, stride, q, r);
+  last = min(q, outputs - 1);
+  first = 0;
+  if (from_first > span) {  // the windows before ceil((from_first - span) / stride) end before x
+    divmod<kNarrow>(from_first - span, stride, q, r);
+    first = q + (r != 0);
   }
 }
 
-// Non-deterministic backward: one thread per output, atomicAdd into gx (zeroed beforehand).
-// atomicAdd on __half is native from sm_70; on __nv_bfloat16 from sm_80 (a compare-and-swap loop
-// in cuda_bf16.hpp before that).
-template <typename T>
-__global__ void __launch_bounds__(kElementwiseBlock)
-    max_pool2d_backward_atomic_kernel(Pool2dParams p, const T* gy, const int64_t* indices,
-                                      T* gx) {
-  const int64_t HW = p.H * p.W, OHW = p.OH * p.OW, total = p.planes * OHW;
-  for (int64_t o = global_thread_index(); o < total; o += grid_thread_count()) {
-    const int64_t index = indices[o];
-    if (index < 0 || index >= HW) continue;
-    atomicAdd(gx + (o / OHW) * HW + index, gy[o]);
+template <bool kNarrow>
+__device__ __forceinline__ bool on_dilated_grid(int64_t distance, const Divisor& dilation) {
+  if (dilation.value == 1) return true;
+  int64_t q, r;
+  divmod<kNarrow>(distance, dilation, q, r);
+  return r == 0;
+}
+
+// One thread per input element (plane, h, w): the windows holding it, in output order. At least
+// 4 blocks per SM (at most 64 registers): left to itself, ptxas squeezes some instances into 32
+// registers with a spill.
+template <typename T, bool kNarrow>
+__global__ void __launch_bounds__(kElementwiseBlock, 4)
+    max_pool2d_backward_kernel(Pool2dParams p, PoolDivisors d, const T* __restrict__ gy,
+                               const int64_t* __restrict__ indices, const T* __restrict__ mask,
+                               T* __restrict__ gx) {
+  using A = acc_t<T>;
+  const int64_t total = p.planes * p.H * p.W;
+  const int64_t span_h = (p.kernel_h - 1) * p.dilation_h, span_w = (p.kernel_w - 1) * p.dilation_w;
+  // In registers: the functions below take references, which would otherwise keep the
+  // parameter struct addressed in local memory.
+  const Divisor width = d.W, height = d.H, stride_h = d.stride_h, stride_w = d.stride_w;
+  const Divisor dilation_h = d.dilation_h, dilation_w = d.dilation_w;
+  for (int64_t e = global_thread_index(); e < total; e += grid_thread_count()) {
+    int64_t row, w, plane, h;
+    divmod<kNarrow>(e, width, row, w);
+    divmod<kNarrow>(row, height, plane, h);
+    int64_t oh0, oh1, ow0, ow1;
+    windows_over<kNarrow>(h, p.pad_h, span_h, p.OH, stride_h, oh0, oh1);
+    windows_over<kNarrow>(w, p.pad_w, span_w, p.OW, stride_w, ow0, ow1);
+    const int64_t q = h * p.W + w;
+    A sum = A(0);
+    // A few windows at most per axis (one for windows that do not overlap): no unrolling.
+#pragma unroll 1
+    for (int64_t oh = oh0; oh <= oh1; ++oh) {
+      if (!on_dilated_grid<kNarrow>(h + p.pad_h - oh * p.stride_h, dilation_h)) continue;
+      const int64_t row_start = (plane * p.OH + oh) * p.OW;
+#pragma unroll 1
+      for (int64_t ow = ow0; ow <= ow1; ++ow) {
+        if (!on_dilated_grid<kNarrow>(w + p.pad_w - ow * p.stride_w, dilation_w)) continue;
+        const int64_t o = row_start + ow;
+        if (indices[o] != q) continue;
+        if (mask == nullptr || !(to_acc(mask[o]) <= A(0))) sum += to_acc(gy[o]);
+      }
+    }
+    gx[e] = from_acc<T>(sum);
   }
 }
 
@@ -123,27 +137,24 @@ cudaError_t max_pool2d_forward(cudaStream_t stream, const Pool2dParams& p, const
 
 template <typename T>
 cudaError_t max_pool2d_backward(cudaStream_t stream, const Pool2dParams& p, const T* gy,
-                                const int64_t* indices, T* gx, bool deterministic) {
-  const int64_t HW = p.H * p.W, total = p.planes * p.OH * p.OW;
-  if (p.planes * HW == 0) return cudaSuccess;
-  if (deterministic) {
-    // Also the path for total == 0 (an output with OH or OW of 0): it still zeroes gx.
-    return launch(max_pool2d_backward_ordered_kernel<T>,
-                  grid_size(p.planes, kElementwiseBlock / kWarp), kElementwiseBlock, stream, p, gy,
-                  indices, gx);
+                                const int64_t* indices, const T* mask, T* gx) {
+  const int64_t total = p.planes * p.H * p.W;
+  if (total == 0) return cudaSuccess;
+  const PoolDivisors d(p);
+  const unsigned grid = grid_size(total, kElementwiseBlock);
+  if (d.narrow) {
+    return launch(max_pool2d_backward_kernel<T, true>, grid, kElementwiseBlock, stream, p, d, gy,
+                  indices, mask, gx);
   }
-  // All-zero bits are 0.0 in every floating type.
-  cudaError_t err = cudaMemsetAsync(gx, 0, static_cast<size_t>(p.planes * HW) * sizeof(T), stream);
-  if (err != cudaSuccess || total == 0) return err;
-  return launch(max_pool2d_backward_atomic_kernel<T>, grid_size(total, kElementwiseBlock),
-                kElementwiseBlock, stream, p, gy, indices, gx);
+  return launch(max_pool2d_backward_kernel<T, false>, grid, kElementwiseBlock, stream, p, d, gy,
+                indices, mask, gx);
 }
 
 #define FASTLAYERS_INSTANTIATE(T)                                                               \
   template cudaError_t max_pool2d_forward<T>(cudaStream_t, const Pool2dParams&, const T*, T*,    \
                                              int64_t*);                                           \
   template cudaError_t max_pool2d_backward<T>(cudaStream_t, const Pool2dParams&, const T*,       \
-                                              const int64_t*, T*, bool);
+                                              const int64_t*, const T*, T*);
 FASTLAYERS_INSTANTIATE(float)
 FASTLAYERS_INSTANTIATE(double)
 FASTLAYERS_INSTANTIATE(__half)

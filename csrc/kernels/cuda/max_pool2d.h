@@ -19,16 +19,16 @@ template <typename T>
 cudaError_t max_pool2d_forward(cudaStream_t stream, const Pool2dParams& p, const T* x, T* y,
                                int64_t* indices);
 
-// gx = 0, then gx[plane][indices[o]] += gy[o] for every output o of the plane. Only p.planes,
-// H, W, OH and OW are read (the op's schema carries no window geometry: the indices say where
-// each gradient goes). An index outside its H*W plane, which only hand-made indices can hold,
-// is skipped: reporting it would need a device-to-host synchronisation.
-//   deterministic: one warp per plane adds the gradients in output order, so every gx element
-//                  is summed in the same order as on the CPU (bitwise equal for float/double).
-//   otherwise:     one thread per output, atomicAdd into gx (order-dependent rounding where
-//                  windows overlap; exact where they don't, as in 2x2/2 pooling).
+// gx[plane][q] = the sum, in output order, of gy[o] over the plane's outputs o whose window has
+// q as a tap (in the plane, on the dilated grid) and whose index indices[o] is q; where mask is
+// non-null, gy[o] counts as 0 wherever mask[o] <= 0 (a NaN passes, as torch's threshold_backward:
+// the fused conv->ReLU->pool's gradient, mask being its pooled output). An index that is not one
+// of its own window's taps passes nothing: a window wholly in the padding gives such an index,
+// and its output depends on no input. A gather, one thread per input element: every gx element is
+// written once, with no zero fill and no atomics, so it is deterministic and sums in the same
+// order as the CPU (bitwise equal for float and double).
 template <typename T>
 cudaError_t max_pool2d_backward(cudaStream_t stream, const Pool2dParams& p, const T* gy,
-                                const int64_t* indices, T* gx, bool deterministic);
+                                const int64_t* indices, const T* mask, T* gx);
 
 }  // namespace fastlayers::cuda
