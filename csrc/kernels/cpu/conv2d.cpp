@@ -161,6 +161,18 @@ struct PooledGrad {
   int64_t pooled() const { return pool.OH * pool.OW; }
 };
 
+// v where keep holds, else +0, by masking its bits: gcc branches on a plain select of a scalar
+// float here, and a ReLU mask's bits are random (half the branches mispredicted).
+template <typename T>
+T zero_unless(bool keep, T v) {
+  using Bits = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+  Bits bits;
+  std::memcpy(&bits, &v, sizeof bits);
+  bits &= Bits(0) - Bits(keep);
+  std::memcpy(&v, &bits, sizeof bits);
+  return v;
+}
+
 // Pooled plane `plane` of src (masked) added into out at its indices: pixel q at out[q], or at
 // out[pos[q]] where pos is given.
 template <typename T>
@@ -168,13 +180,20 @@ void unpool_plane(const PooledGrad<T>& src, int64_t plane, const int64_t* pos, T
   const int64_t* ind = src.indices + plane * src.pooled();
   const T* grad = src.grad + plane * src.pooled();
   const T* mask = src.relu_output ? src.relu_output + plane * src.pooled() : nullptr;
+  // A NaN mask passes the gradient, as torch's threshold_backward.
+  auto add = [&](int64_t e) {
+    const int64_t q = ind[e];
+    out[pos ? pos[q] : q] += zero_unless(!(mask && mask[e] <= T(0)), grad[e]);
+  };
+  // Every index tested at once where the CPU can (PoolTaps::all), else one by one.
   const PoolTaps taps = src.taps;  // a local: out's stores cannot alias it
+  if (taps.all(ind)) {
+    for (int64_t e = 0; e < src.pooled(); ++e) add(e);
+    return;
+  }
   for (int64_t oh = 0, e = 0; oh < src.pool.OH; ++oh) {
     for (int64_t ow = 0; ow < src.pool.OW; ++ow, ++e) {
-      const int64_t q = ind[e];
-      if (!taps(oh, ow, q)) continue;
-      // A NaN mask passes the gradient, as torch's threshold_backward.
-      out[pos ? pos[q] : q] += mask && mask[e] <= T(0) ? T(0) : grad[e];
+      if (taps(oh, ow, ind[e])) add(e);
     }
   }
 }
@@ -573,8 +592,8 @@ template <typename T>
 void conv2d_grad_input_pooled(const Context& ctx, const Conv2dParams& p, const Pool2dParams& pool,
                               const T* gy, const int64_t* indices, const T* relu_output,
                               const T* w, T* gx) {
-  std::vector<int32_t> table;
-  const PooledGrad<T> src{pool, gy, indices, relu_output, PoolTaps::make(pool, table)};
+  PoolTaps::Tables tables;
+  const PooledGrad<T> src{pool, gy, indices, relu_output, PoolTaps::make(ctx, pool, tables)};
   grad_input_impl(ctx, p, static_cast<const T*>(nullptr), w, static_cast<const T*>(nullptr), &src,
                   gx);
 }
@@ -754,8 +773,8 @@ template <typename T>
 void conv2d_grad_weight_pooled(const Context& ctx, const Conv2dParams& p, const Pool2dParams& pool,
                                const T* gy, const int64_t* indices, const T* relu_output,
                                const T* x, T* gw) {
-  std::vector<int32_t> table;
-  const PooledGrad<T> src{pool, gy, indices, relu_output, PoolTaps::make(pool, table)};
+  PoolTaps::Tables tables;
+  const PooledGrad<T> src{pool, gy, indices, relu_output, PoolTaps::make(ctx, pool, tables)};
   if (!gather_pays(p)) {  // the dense kernels, fed a group of images' unpooled gradient at a time
     grad_weight_impl(ctx, p, static_cast<const T*>(nullptr), x, static_cast<const T*>(nullptr),
                      &src, gw);
@@ -814,17 +833,26 @@ void conv2d_grad_weight_pooled(const Context& ctx, const Conv2dParams& p, const 
         const int64_t o = (n * p.OC + g * d.OCg) * pooled;  // the group's first gradient row
         const T* mask = relu_output ? relu_output + o : nullptr;
         // An index that is not one of its window's taps passes nothing (column 0, weight 0).
+        // Every index tested at once where the CPU can (PoolTaps::all), else one by one.
         const PoolTaps taps = src.taps;
-        for (int64_t oc = 0, t = 0; oc < d.OCg; ++oc) {
-          for (int64_t ph = 0; ph < pool.OH; ++ph) {
-            for (int64_t pw_ = 0; pw_ < pool.OW; ++pw_, ++t) {
-              const int64_t q = indices[o + t];
-              const bool tap = taps(ph, pw_, q);
-              // A NaN mask passes, as in torch.
-              grad[t] = !tap || (mask && mask[t] <= T(0)) ? T(0) : gy[o + t];
-              cols[t] = position[static_cast<size_t>(tap ? q : 0)];
+        auto terms = [&](auto test_each) {
+          for (int64_t oc = 0, t = 0; oc < d.OCg; ++oc) {
+            for (int64_t ph = 0; ph < pool.OH; ++ph) {
+              for (int64_t pw_ = 0; pw_ < pool.OW; ++pw_, ++t) {
+                const int64_t q = indices[o + t];
+                const bool tap = !test_each || taps(ph, pw_, q);
+                const T g = gy[o + t];  // loaded first, as in unpool_plane
+                // A NaN mask passes, as in torch.
+                grad[t] = !tap || (mask && mask[t] <= T(0)) ? T(0) : g;
+                cols[t] = position[static_cast<size_t>(tap ? q : 0)];
+              }
             }
           }
+        };
+        if (taps.all(indices + o, d.OCg)) {
+          terms(std::false_type{});
+        } else {
+          terms(std::true_type{});
         }
         T* part_g = part + g * d.OCg * ldp;
         if (all_finite(xg, d.Cg * d.HW)) {

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <optional>
 #include <type_traits>
 
 namespace fastlayers::cpu {
@@ -115,6 +116,27 @@ PlaneFn<T> plane_kernel(const Context& ctx, const Pool2dParams& p) {
 
 }  // namespace
 
+WindowSpans::WindowSpans(const Pool2dParams& p) : outputs(p.OH * p.OW) {
+  // A window's rows in the plane are at most kernel_h, and at most ceil(H / dilation_h).
+  const int64_t steps = p.H > 0 ? std::min(p.kernel_h - 1, (p.H - 1) / p.dilation_h) : 0;
+  row_steps = static_cast<int32_t>(steps);
+  row_step = static_cast<int32_t>(steps > 0 ? p.dilation_h * p.W : 0);
+  first.resize(static_cast<size_t>(outputs));
+  extent.resize(static_cast<size_t>(outputs));
+  width.resize(static_cast<size_t>(outputs));
+  for (int64_t oh = 0, o = 0; oh < p.OH; ++oh) {
+    for (int64_t ow = 0; ow < p.OW; ++ow, ++o) {
+      const PoolWindow win(p, oh, ow);
+      const bool empty = win.h0 >= win.h1 || win.w0 >= win.w1;
+      const int64_t rows = empty ? 0 : (win.h1 - win.h0 - 1) / p.dilation_h + 1;
+      first[static_cast<size_t>(o)] = static_cast<int32_t>(empty ? 0 : win.h0 * p.W + win.w0);
+      extent[static_cast<size_t>(o)] =
+          static_cast<int32_t>(empty ? 0 : (rows - 1) * p.dilation_h * p.W + p.W);
+      width[static_cast<size_t>(o)] = static_cast<int32_t>(empty ? 0 : win.w1 - win.w0);
+    }
+  }
+}
+
 template <typename T>
 void max_pool2d_forward(const Context& ctx, const Pool2dParams& p, const T* x, T* y,
                         int64_t* indices) {
@@ -148,8 +170,9 @@ void max_pool2d_backward(const Context& ctx, const Pool2dParams& p, const T* gy,
             2 * p.OH <= p.H && 2 * p.OW <= p.W && p.OW >= 8 && runnable_isa(ctx.isa) == Isa::avx512;
   }
 #endif
-  std::vector<int32_t> table;
-  const PoolTaps taps = PoolTaps::make(p, table);
+  PoolTaps::Tables tables;  // the scatter's (the dense planes test their own indices)
+  std::optional<PoolTaps> taps;
+  if (!dense) taps = PoolTaps::make(ctx, p, tables);
   // Parallel over planes: each plane's scatter stays in one thread, so no atomics are needed.
   parallel_for(ctx, p.planes, ceil_div(65536, std::max<int64_t>(1, HW + OHW)),
                [&](int64_t begin, int64_t end) {
@@ -166,7 +189,11 @@ void max_pool2d_backward(const Context& ctx, const Pool2dParams& p, const T* gy,
                    }
 #endif
                    std::fill(out, out + HW, T(0));
-                   const PoolTaps is_tap = taps;  // a local copy: out's stores cannot alias it
+                   if (taps->all(ind)) {
+                     for (int64_t o = 0; o < OHW; ++o) out[ind[o]] += g[o];
+                     continue;
+                   }
+                   const PoolTaps is_tap = *taps;  // a local copy: out's stores cannot alias it
                    for (int64_t oh = 0, o = 0; oh < p.OH; ++oh) {
                      for (int64_t ow = 0; ow < p.OW; ++ow, ++o) {
                        if (is_tap(oh, ow, ind[o])) out[ind[o]] += g[o];

@@ -11,43 +11,99 @@
 
 namespace fastlayers::cpu {
 
+// Each output's window in a form that a vector pass can test whole planes of indices against
+// (PoolTaps::all), for undilated rows (dilation_w == 1) and planes of at most 2^30 elements: in
+// int32, per output of a plane, its first tap f = h0 * W + w0 (PoolWindow), `extent` and `width`.
+// An index q is one of the window's taps exactly where, with d = q - f,
+//   d < extent = (rows - 1) * row_step + W  (unsigned: d >= 0; rows is the window's rows in the
+//                                            plane, row_step = dilation_h * W), and
+//   d - i * row_step < width = w1 - w0,     i = how many of row_step, 2 * row_step, ...,
+//                                            row_steps * row_step d reaches;
+// an empty window has extent 0. (q = f + i * row_step + j with 0 <= j < width is tap row i's
+// column w0 + j; an index between the window's rows leaves j >= W >= width.)
+struct WindowSpans {
+  std::vector<int32_t> first, extent, width;
+  int32_t row_step = 0, row_steps = 0;
+  int64_t outputs = 0;  // per plane, OH * OW
+
+  static bool applies(const Pool2dParams& p) {
+    return p.dilation_w == 1 && p.H * p.W <= (int64_t{1} << 30);
+  }
+  WindowSpans() = default;
+  explicit WindowSpans(const Pool2dParams& p);
+};
+
+#if defined(__x86_64__)
+// max_pool2d_avx512.cpp: whether each of `planes` consecutive planes of indices holds only taps
+// of its outputs' windows (WindowSpans), 16 outputs per step.
+bool max_pool2d_all_taps_avx512(const WindowSpans& spans, int64_t planes, const int64_t* indices);
+#endif
+
 // Whether offset q of a plane is one of output (oh, ow)'s window taps, for the scatters of the
 // pool's gradient (max_pool2d_backward, and the pooled conv gradients): any q, one before or past
 // the plane being none. A value type, to copy into the scatter loop (a local cannot alias the
-// stores). Two forms:
+// stores). Two forms for one index:
 //   windows that cannot overlap (undilated, stride >= kernel) on a plane of up to kTableLimit
-//   elements: a table of the output whose window holds each element (the caller's `table`,
-//   filled by PoolTaps::make), one load and a compare;
+//   elements: a table of the output whose window holds each element (filled by PoolTaps::make),
+//   one load and a compare;
 //   otherwise: q's row from a multiply by 1 / W in double, exact after one correction for
 //   q < 2^52 (far past any plane in memory), then its offsets in the window. No division, and no
 //   branch on which tap q is (one on the row of a window's maximum, random, mispredicts every
 //   other window).
+// Either costs a few cycles per index, more than the scatter itself; where the CPU has AVX-512,
+// all() first tests whole planes in one vector pass, and the scatters test index by index only
+// planes that fail it. (Measured, one thread, 3 x 3 windows at stride 2: 1.1 ns an index one by
+// one, 0.16 ns in the vector pass, against 0.7 ns for the zero fill and scatter.)
 class PoolTaps {
  public:
   static constexpr int64_t kTableLimit = int64_t{1} << 16;
 
-  // The check for p's windows; `table` is resized and filled where the table form applies.
-  static PoolTaps make(const Pool2dParams& p, std::vector<int32_t>& table) {
+  // What a PoolTaps reads, owned by the op that makes it.
+  struct Tables {
+    std::vector<int32_t> owner;
+    WindowSpans spans;
+  };
+
+  static PoolTaps make(const Context& ctx, const Pool2dParams& p, Tables& tables) {
     PoolTaps t(p);
     const bool disjoint = p.dilation_h == 1 && p.dilation_w == 1 && p.stride_h >= p.kernel_h &&
                           p.stride_w >= p.kernel_w;
     if (disjoint && p.H * p.W <= kTableLimit) {
-      table.assign(static_cast<size_t>(p.H * p.W), -1);
+      tables.owner.assign(static_cast<size_t>(p.H * p.W), -1);
       for (int64_t oh = 0; oh < p.OH; ++oh)
         for (int64_t ow = 0; ow < p.OW; ++ow) {
           const PoolWindow win(p, oh, ow);
           for (int64_t h = win.h0; h < win.h1; ++h)
             for (int64_t w = win.w0; w < win.w1; ++w)
-              table[static_cast<size_t>(h * p.W + w)] = static_cast<int32_t>(oh * p.OW + ow);
+              tables.owner[static_cast<size_t>(h * p.W + w)] = static_cast<int32_t>(oh * p.OW + ow);
         }
-      t.table_ = table.data();
+      t.owner_ = tables.owner.data();
     }
+#if defined(__x86_64__)
+    if (runnable_isa(ctx.isa) == Isa::avx512 && WindowSpans::applies(p)) {
+      tables.spans = WindowSpans(p);
+      t.spans_ = &tables.spans;
+    }
+#else
+    (void)ctx;
+#endif
     return t;
+  }
+
+  // Whether every index of `planes` consecutive planes is one of its window's taps; false also
+  // where no vector pass applies. Where it is true, the scatter needs no test of its own.
+  bool all(const int64_t* indices, int64_t planes = 1) const {
+#if defined(__x86_64__)
+    return spans_ && max_pool2d_all_taps_avx512(*spans_, planes, indices);
+#else
+    (void)indices, (void)planes;
+    return false;
+#endif
   }
 
   bool operator()(int64_t oh, int64_t ow, int64_t q) const {
     if (uint64_t(q) >= uint64_t(p_.H * p_.W)) return false;
-    if (table_) return table_[q] == oh * p_.OW + ow;
+    if (owner_) return owner_[q] == oh * p_.OW + ow;
     int64_t h = int64_t(double(q) * inv_w_);
     int64_t w = q - h * p_.W;
     if (w < 0) {
@@ -70,7 +126,8 @@ class PoolTaps {
   Pool2dParams p_;
   double inv_w_;
   int64_t span_h_, span_w_;
-  const int32_t* table_ = nullptr;
+  const int32_t* owner_ = nullptr;
+  const WindowSpans* spans_ = nullptr;
 };
 
 template <typename T>

@@ -120,6 +120,39 @@ void max_pool2d_plane_backward_2x2_avx512(const Pool2dParams& p, const float* gy
   std::fill(gx + 2 * p.OH * p.W, gx + p.H * p.W, 0.0f);  // an odd last row
 }
 
+// The vector form of PoolTaps' test (see WindowSpans), 16 outputs a step: each index narrowed to
+// int32 with saturation (the plane has at most 2^30 elements, so an index outside it stays
+// outside, and d = q - first cannot wrap into range), then d's row found by row_steps compares.
+bool max_pool2d_all_taps_avx512(const WindowSpans& spans, int64_t planes, const int64_t* indices) {
+  const int64_t n = spans.outputs;
+  const __m512i step = _mm512_set1_epi32(spans.row_step);
+  for (int64_t plane = 0; plane < planes; ++plane) {
+    const int64_t* ind = indices + plane * n;
+    __mmask16 bad = 0;
+    for (int64_t o = 0; o < n; o += 16) {
+      const __mmask16 lanes = static_cast<__mmask16>((1u << std::min<int64_t>(16, n - o)) - 1);
+      // The zero-masked forms: gcc 12's plain ones draw a false "may be used uninitialized"
+      // warning (as in the forward above).
+      constexpr __mmask8 all = 0xFF;
+      const __m256i q_lo = _mm512_maskz_cvtsepi64_epi32(all, _mm512_maskz_loadu_epi64(static_cast<__mmask8>(lanes), ind + o));
+      const __m256i q_hi = _mm512_maskz_cvtsepi64_epi32(all, _mm512_maskz_loadu_epi64(static_cast<__mmask8>(lanes >> 8), ind + o + 8));
+      const __m512i q = _mm512_maskz_inserti64x4(
+          all, _mm512_maskz_inserti64x4(all, _mm512_setzero_si512(), q_lo, 0), q_hi, 1);
+      const __m512i d = _mm512_sub_epi32(q, _mm512_maskz_loadu_epi32(lanes, spans.first.data() + o));
+      __m512i j = d, reach = step;
+      for (int32_t i = 0; i < spans.row_steps; ++i) {
+        j = _mm512_mask_sub_epi32(j, _mm512_cmpge_epi32_mask(d, reach), j, step);
+        reach = _mm512_add_epi32(reach, step);
+      }
+      __mmask16 tap = _mm512_mask_cmplt_epu32_mask(lanes, d, _mm512_maskz_loadu_epi32(lanes, spans.extent.data() + o));
+      tap = _mm512_mask_cmplt_epu32_mask(tap, j, _mm512_maskz_loadu_epi32(lanes, spans.width.data() + o));
+      bad |= tap ^ lanes;
+    }
+    if (bad) return false;
+  }
+  return true;
+}
+
 }  // namespace fastlayers::cpu
 
 #ifdef __clang__
