@@ -23,7 +23,8 @@ if not cuda:
     sources = [s for s in sources if not s.startswith("csrc/cuda_")]
 else:
     sources += sorted(glob.glob("csrc/kernels/cuda/*.cu"))
-    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
+    # SASS for sm_80 and sm_90, and sm_90's PTX, which newer GPUs compile when they load it.
+    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX")
 
 # -O3 for the kernels; OpenMP is torch's own libgomp at run time (same soname, loaded first).
 # No -march=native: the wheel must run on any x86-64.

@@ -2,8 +2,9 @@
 CUDA build:
 
   1. every kernel file in csrc/kernels/cuda/ with nvcc for each architecture of
-     TORCH_CUDA_ARCH_LIST (default 8.0;9.0, as setup.py), with the flags the extension build gives
-     nvcc, and ptxas's report (-Xptxas -v) of registers, spills, stack and shared memory per kernel;
+     TORCH_CUDA_ARCH_LIST (default 8.0;9.0+PTX, as setup.py; machine code only, +PTX adds
+     nothing to check), with the flags the extension build gives nvcc, and ptxas's report
+     (-Xptxas -v) of registers, spills, stack and shared memory per kernel;
   2. csrc/cuda_ops.cpp, the torch glue, syntax-checked by the host compiler against the torch and
      CUDA headers (a CPU-only torch ships the c10/cuda headers too).
 
@@ -45,7 +46,7 @@ def find_nvcc() -> str | None:
 
 def arch_flags() -> tuple[list[str], list[str]]:
     """-gencode flags and sm names for TORCH_CUDA_ARCH_LIST (e.g. "8.0;9.0", "8.6+PTX")."""
-    archs = os.environ.get("TORCH_CUDA_ARCH_LIST", "8.0;9.0").replace(" ", ";").split(";")
+    archs = os.environ.get("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX").replace(" ", ";").split(";")
     flags, names = [], []
     for arch in filter(None, archs):
         number = arch.replace("+PTX", "").replace(".", "")

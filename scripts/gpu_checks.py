@@ -77,7 +77,7 @@ def load_status():
 
 def own_arch():
     """The first GPU's compute capability ("9.0"), for a build of that architecture alone, which
-    takes a fraction of the default 8.0;9.0 build; None without a GPU."""
+    takes a fraction of the default 8.0;9.0+PTX build; None without a GPU."""
     import torch
     return "%d.%d" % torch.cuda.get_device_capability(0) if torch.cuda.is_available() else None
 
