@@ -33,6 +33,8 @@ SHAPES = [
     # a last tile of one row
     ((2, 32), 1030, 1024),
     ((33,), 1100, 960),
+    # as large, but rows a multiple of 1 KB apart: the blocked form
+    ((40,), 1024, 1024),
 ]
 
 

@@ -23,8 +23,15 @@ constexpr int64_t kDotMaxFeatures = 16;
 // 64 x 1024 -> 1024 even. Below 32 rows the tile's batch vectors are mostly empty (8 rows:
 // 0.29 -> 0.32 ms); small weights fit in cache, where packing them costs little (100 x 784 ->
 // 128: 56 -> 77 us in the window form).
+// Not where the weight's row stride is a multiple of 1 KB: the tile's 14 rows are then read from
+// at most 4 of L1's sets (64 sets of 64-byte lines repeat every 4 KB; rows 4 KB apart all share
+// one), more lines than its ways hold. Measured on a Zen 4 (32 KB, 8-way L1), 2 threads, window
+// form against blocked: 1024 x 1024 -> 1024 14.5-17.6 against 11.0 ms, 2048^3 110-122 against
+// 89-92 ms, 64 x 1024 -> 1024 0.89 against 0.69 ms, 64 x 4096 -> 4096 13.2-13.6 against 12.9 ms;
+// with a row stride of 12.25 KB (16 sets), 64 x 3136 -> 1024 1.94-1.98 against 2.13-2.18 ms.
 constexpr int64_t kWindowMinBatch = 32;
 constexpr int64_t kWindowMinWeight = int64_t(1) << 20;
+constexpr int64_t kWindowAliasedStride = 1024;  // bytes
 
 template <typename T>
 void linear_forward(const Context& ctx, int64_t M, int64_t N, int64_t K, const T* x, const T* w,
@@ -38,7 +45,8 @@ void linear_forward(const Context& ctx, int64_t M, int64_t N, int64_t K, const T
     gemm_dot(ctx, M, N, K, x, K, w, rows.data(), y, N, ep);
     return;
   }
-  if (M >= kWindowMinBatch && N * K >= kWindowMinWeight) {
+  const bool aliased = (K * int64_t(sizeof(T))) % kWindowAliasedStride == 0;
+  if (M >= kWindowMinBatch && N * K >= kWindowMinWeight && !aliased) {
     WindowWeights<T> batch = window_weights<T>(ctx, M, K);
     pack_window_rows(batch, 0, K, x, K);
     std::vector<int64_t> columns(static_cast<size_t>(K));
