@@ -681,17 +681,26 @@ def parse_shard(text):
     return k, n
 
 
-def device_name(device):
+def device_name(device, cpuinfo="/proc/cpuinfo"):
+    """The GPU's name, or the CPU's with its family and model numbers where /proc/cpuinfo has them:
+    a virtual machine may name its CPU only "AMD EPYC", and the numbers tell its generations apart
+    (family 25 model 17 is a Zen 4, family 26 a Zen 5)."""
     if device == "cuda":
         return torch.cuda.get_device_name()
+    fields = {}
     try:
-        with open("/proc/cpuinfo") as f:
+        with open(cpuinfo) as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                if not line.strip():
+                    break  # the first processor's block is enough
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" in fields and "model" in fields:
+        name += f" (family {fields['cpu family']}, model {fields['model']})"
+    return name
 
 
 def git_commit():

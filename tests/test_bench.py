@@ -120,3 +120,14 @@ def test_argument_errors(capsys):
     if not torch.cuda.is_available():
         assert bench.main(["--device", "cuda"]) == 2
         assert "torch sees no CUDA device" in capsys.readouterr().err
+
+
+def test_cpu_name_carries_family_and_model(tmp_path):
+    two_cores = "".join(
+        f"processor\t: {i}\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
+        f"model name\t: AMD EPYC\nflags\t\t: fpu avx512f\n\n" for i in range(2))
+    (tmp_path / "zen4").write_text(two_cores)
+    assert bench.device_name("cpu", tmp_path / "zen4") == "AMD EPYC (family 25, model 17)"
+    # Without the numbers (other architectures' cpuinfo), the name alone.
+    (tmp_path / "arm").write_text("processor\t: 0\nmodel name\t: Neoverse-V2\n\n")
+    assert bench.device_name("cpu", tmp_path / "arm") == "Neoverse-V2"
