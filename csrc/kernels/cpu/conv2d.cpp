@@ -841,9 +841,8 @@ void conv2d_grad_weight_pooled(const Context& ctx, const Conv2dParams& p, const 
               for (int64_t pw_ = 0; pw_ < pool.OW; ++pw_, ++t) {
                 const int64_t q = indices[o + t];
                 const bool tap = !test_each || taps(ph, pw_, q);
-                const T g = gy[o + t];  // loaded first, as in unpool_plane
                 // A NaN mask passes, as in torch.
-                grad[t] = !tap || (mask && mask[t] <= T(0)) ? T(0) : g;
+                grad[t] = zero_unless(tap && !(mask && mask[t] <= T(0)), gy[o + t]);
                 cols[t] = position[static_cast<size_t>(tap ? q : 0)];
               }
             }
