@@ -47,8 +47,8 @@ bool max_pool2d_all_taps_avx512(const WindowSpans& spans, int64_t planes, const 
 // the plane being none. A value type, to copy into the scatter loop (a local cannot alias the
 // stores). Two forms for one index:
 //   windows that cannot overlap (undilated, stride >= kernel) on a plane of up to kTableLimit
-//   elements: a table of the output whose window holds each element (filled by PoolTaps::make),
-//   one load and a compare;
+//   elements, where no vector pass applies (see all()): a table of the output whose window holds
+//   each element (filled by PoolTaps::make), one load and a compare;
 //   otherwise: q's row from a multiply by 1 / W in double, exact after one correction for
 //   q < 2^52 (far past any plane in memory), then its offsets in the window. No division, and no
 //   branch on which tap q is (one on the row of a window's maximum, random, mispredicts every
@@ -69,6 +69,15 @@ class PoolTaps {
 
   static PoolTaps make(const Context& ctx, const Pool2dParams& p, Tables& tables) {
     PoolTaps t(p);
+#if defined(__x86_64__)
+    if (runnable_isa(ctx.isa) == Isa::avx512 && WindowSpans::applies(p)) {
+      tables.spans = WindowSpans(p);
+      t.spans_ = &tables.spans;
+      return t;  // only planes that fail all() are tested one by one: no owner table for them
+    }
+#else
+    (void)ctx;
+#endif
     const bool disjoint = p.dilation_h == 1 && p.dilation_w == 1 && p.stride_h >= p.kernel_h &&
                           p.stride_w >= p.kernel_w;
     if (disjoint && p.H * p.W <= kTableLimit) {
@@ -82,14 +91,6 @@ class PoolTaps {
         }
       t.owner_ = tables.owner.data();
     }
-#if defined(__x86_64__)
-    if (runnable_isa(ctx.isa) == Isa::avx512 && WindowSpans::applies(p)) {
-      tables.spans = WindowSpans(p);
-      t.spans_ = &tables.spans;
-    }
-#else
-    (void)ctx;
-#endif
     return t;
   }
 
