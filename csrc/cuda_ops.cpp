@@ -299,22 +299,8 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d(const at::Tensor& input, at::IntAr
   return max_pool2d_forward(call, p, input);
 }
 
-// gx of size input_size from the pooled gradient gy (masked where mask, of gy's size, is <= 0),
-// gathered through the pool's windows (kernels/cuda/max_pool2d.h).
-at::Tensor unpool(const CudaCall& call, const Pool2dParams& p, at::IntArrayRef input_size,
-                  const at::Tensor& grad_output, const at::Tensor& indices,
-                  const at::Tensor& mask) {
-  const at::Tensor gy = grad_output.contiguous(), ind = indices.contiguous();
-  at::Tensor gx = at::empty(input_size, grad_output.options());
-  FASTLAYERS_DISPATCH_CUDA(gy.scalar_type(), [&] {
-    using T = kernel_t<scalar_t>;
-    check_launch(cuda::max_pool2d_backward<T>(call.stream(), p, ptr<T>(gy),
-                                              ind.const_data_ptr<int64_t>(), ptr<T>(mask),
-                                              mutable_ptr<T>(gx)));
-  });
-  return gx;
-}
-
+// gx of size input_size from the pooled gradient, gathered through the pool's windows
+// (kernels/cuda/max_pool2d.h).
 at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& indices,
                                c10::SymIntArrayRef input_size, at::IntArrayRef kernel_size,
                                at::IntArrayRef stride, at::IntArrayRef padding,
@@ -324,7 +310,15 @@ at::Tensor max_pool2d_backward(const at::Tensor& grad_output, const at::Tensor& 
   const Pool2dParams p = max_pool2d_backward_args(
       kCuda, op, grad_output, indices, in_size, {kernel_size, stride, padding, dilation, ceil_mode});
   CudaCall call(grad_output);
-  return unpool(call, p, in_size, grad_output, indices, at::Tensor());
+  const at::Tensor gy = grad_output.contiguous(), ind = indices.contiguous();
+  at::Tensor gx = at::empty(in_size, grad_output.options());
+  FASTLAYERS_DISPATCH_CUDA(gy.scalar_type(), [&] {
+    using T = kernel_t<scalar_t>;
+    check_launch(cuda::max_pool2d_backward<T>(call.stream(), p, ptr<T>(gy),
+                                              ind.const_data_ptr<int64_t>(), nullptr,
+                                              mutable_ptr<T>(gx)));
+  });
+  return gx;
 }
 
 // --- conv2d_relu_max_pool2d -----------------------------------------------------------------
@@ -388,17 +382,8 @@ at::Tensor relu_backward(const at::Tensor& grad_output, const at::Tensor& output
 
 // --- conv2d_grad_weight_pooled, conv2d_grad_input_pooled -----------------------------------------
 
-// Composed: the pooled gradient, masked by the ReLU, gathered into the unpooled gradient
-// [N, OC, OH, OW] in one launch (caching allocator, freed on return), which the conv's gradient
-// op takes.
-at::Tensor unpooled_grad(const char* op, const at::Tensor& grad_output, const at::Tensor& indices,
-                         const std::optional<at::Tensor>& relu_output, const PooledConvParams& p) {
-  const at::Tensor mask = relu_mask(op, relu_output, grad_output);
-  CudaCall call(grad_output);
-  return unpool(call, p.pool, {p.conv.N, p.conv.OC, p.conv.OH, p.conv.OW}, grad_output, indices,
-                mask);
-}
-
+// Both read the pooled gradient through the pool's windows where they do not overlap, and
+// otherwise gather the unpooled gradient into scratch first (kernels/cuda/conv2d.h).
 at::Tensor conv2d_grad_weight_pooled(const at::Tensor& grad_output, const at::Tensor& indices,
                                      const at::Tensor& input, c10::SymIntArrayRef weight_size,
                                      at::IntArrayRef stride, at::IntArrayRef padding,
@@ -408,12 +393,22 @@ at::Tensor conv2d_grad_weight_pooled(const at::Tensor& grad_output, const at::Te
                                      at::IntArrayRef pool_dilation, bool pool_ceil_mode,
                                      const std::optional<at::Tensor>& relu_output) {
   const char* op = "conv2d_grad_weight_pooled";
+  const auto w_size = C10_AS_INTARRAYREF_SLOW(weight_size);
   const PooledConvParams p = conv2d_grad_weight_pooled_args(
-      kCuda, op, grad_output, indices, input, C10_AS_INTARRAYREF_SLOW(weight_size), stride,
-      padding, dilation, groups,
+      kCuda, op, grad_output, indices, input, w_size, stride, padding, dilation, groups,
       {pool_kernel_size, pool_stride, pool_padding, pool_dilation, pool_ceil_mode});
-  return conv2d_grad_weight(unpooled_grad(op, grad_output, indices, relu_output, p), input,
-                            weight_size, stride, padding, dilation, groups, std::nullopt);
+  const at::Tensor mask = relu_mask(op, relu_output, grad_output);
+  CudaCall call(grad_output);
+  const at::Tensor gy = grad_output.contiguous(), ind = indices.contiguous();
+  const at::Tensor x = input.contiguous();
+  at::Tensor gw = at::empty(w_size, grad_output.options());
+  FASTLAYERS_DISPATCH_CUDA(gy.scalar_type(), [&] {
+    using T = kernel_t<scalar_t>;
+    check_launch(cuda::conv2d_grad_weight_pooled<T>(
+        call.gemm(), p.conv, p.pool, ptr<T>(gy), ind.const_data_ptr<int64_t>(), ptr<T>(x),
+        ptr<T>(mask), mutable_ptr<T>(gw)));
+  });
+  return gw;
 }
 
 at::Tensor conv2d_grad_input_pooled(const at::Tensor& grad_output, const at::Tensor& indices,
@@ -425,12 +420,22 @@ at::Tensor conv2d_grad_input_pooled(const at::Tensor& grad_output, const at::Ten
                                     bool pool_ceil_mode,
                                     const std::optional<at::Tensor>& relu_output) {
   const char* op = "conv2d_grad_input_pooled";
+  const auto in_size = C10_AS_INTARRAYREF_SLOW(input_size);
   const PooledConvParams p = conv2d_grad_input_pooled_args(
-      kCuda, op, grad_output, indices, weight, C10_AS_INTARRAYREF_SLOW(input_size), stride,
-      padding, dilation, groups,
+      kCuda, op, grad_output, indices, weight, in_size, stride, padding, dilation, groups,
       {pool_kernel_size, pool_stride, pool_padding, pool_dilation, pool_ceil_mode});
-  return conv2d_grad_input(unpooled_grad(op, grad_output, indices, relu_output, p), weight,
-                           input_size, stride, padding, dilation, groups, std::nullopt);
+  const at::Tensor mask = relu_mask(op, relu_output, grad_output);
+  CudaCall call(grad_output);
+  const at::Tensor gy = grad_output.contiguous(), ind = indices.contiguous();
+  const at::Tensor w = weight.contiguous();
+  at::Tensor gx = at::empty(in_size, grad_output.options());
+  FASTLAYERS_DISPATCH_CUDA(gy.scalar_type(), [&] {
+    using T = kernel_t<scalar_t>;
+    check_launch(cuda::conv2d_grad_input_pooled<T>(
+        call.gemm(), p.conv, p.pool, ptr<T>(gy), ind.const_data_ptr<int64_t>(), ptr<T>(w),
+        ptr<T>(mask), mutable_ptr<T>(gx)));
+  });
+  return gx;
 }
 
 }  // namespace

@@ -2,9 +2,10 @@
 // checked against naive double-precision loops, with no GPU and no torch: linear's forward (bias,
 // ReLU) and both gradients (with the ReLU mask, and split-K for long reductions), conv2d's
 // forward and both gradients over strides, asymmetric padding, dilation, groups and split-K,
-// conv2d_relu_max_pool2d (pooled in the GEMM's epilogue, or composed) against its composition,
+// conv2d_relu_max_pool2d (pooled in the GEMM's epilogue, or composed) and its two pooled
+// gradients (read through the pool's windows, or composed) against their compositions,
 // max_pool2d forward (values and indices, padding, dilation, ceil_mode windows, -inf and NaN
-// inputs) and both backwards (in-order and atomic, with out-of-range indices skipped), ReLU
+// inputs) and backward (a gather, with indices that are not their window's taps skipped), ReLU
 // forward and backward (NaN, -0.0), and the bias gradient; in float, double, __half and
 // __nv_bfloat16. Outputs are poisoned with NaN before each launch, so an element never written
 // fails. Every case runs twice: as launched, and with grids of at most 3 blocks and threads
@@ -29,6 +30,7 @@
 
 using fastlayers::Conv2dParams;
 using fastlayers::Pool2dParams;
+using fastlayers::first_in_bounds;
 namespace fc = fastlayers::cuda;
 
 namespace {
@@ -418,22 +420,32 @@ void test_conv2d(const Conv2dParams& p, bool wide_index) {
 // ---------------------------------------------------------------------------------------------
 // max_pool2d
 
-Pool2dParams pool(int64_t planes, int64_t H, int64_t W, int64_t kernel, int64_t stride,
-                  int64_t pad, int64_t dilation, bool ceil_mode) {
+// kernel_h x kernel_w windows, strides stride_h and stride_w; the same padding and dilation on
+// both axes.
+Pool2dParams pool(int64_t planes, int64_t H, int64_t W, int64_t kernel_h, int64_t kernel_w,
+                  int64_t stride_h, int64_t stride_w, int64_t pad, int64_t dilation,
+                  bool ceil_mode) {
   Pool2dParams p{};
   p.planes = planes, p.H = H, p.W = W;
-  p.kernel_h = p.kernel_w = kernel, p.stride_h = p.stride_w = stride, p.pad_h = p.pad_w = pad;
+  p.kernel_h = kernel_h, p.kernel_w = kernel_w, p.stride_h = stride_h, p.stride_w = stride_w;
+  p.pad_h = p.pad_w = pad;
   p.dilation_h = p.dilation_w = dilation;
-  auto out = [&](int64_t size) {  // torch's pooling_output_shape
+  auto out = [&](int64_t size, int64_t kernel, int64_t stride) {  // pooling_output_shape
     const int64_t span =
         size + 2 * pad - dilation * (kernel - 1) - 1 + (ceil_mode ? stride - 1 : 0);
     int64_t o = span / stride + 1;
     if (ceil_mode && (o - 1) * stride >= size + pad) --o;
     return o;
   };
-  p.OH = out(H);
-  p.OW = out(W);
+  p.OH = out(H, kernel_h, stride_h);
+  p.OW = out(W, kernel_w, stride_w);
   return p;
+}
+
+// Square windows.
+Pool2dParams pool(int64_t planes, int64_t H, int64_t W, int64_t kernel, int64_t stride,
+                  int64_t pad, int64_t dilation, bool ceil_mode) {
+  return pool(planes, H, W, kernel, kernel, stride, stride, pad, dilation, ceil_mode);
 }
 
 template <typename T>
@@ -682,6 +694,132 @@ void test_conv2d_relu_max_pool2d(const Conv2dParams& p, int64_t kernel, int64_t 
 }
 
 // ---------------------------------------------------------------------------------------------
+// conv2d_grad_input_pooled and conv2d_grad_weight_pooled
+
+// The pooled gradients against their composition (max_pool2d_backward into the activation
+// gradient, then conv2d_grad_input and conv2d_grad_weight unmasked), bit for bit: both run the
+// same GEMMs on the same values. The indices are the pool's over a random activation, plus
+// hand-made ones that are not their window's taps (past the plane, before it, another window's,
+// just past the window), which pass nothing; the mask has values <= 0, which drop their
+// gradient, and a NaN, which passes it. Where the GEMMs read through the windows, no scratch is
+// taken but the GEMM's own; otherwise one block more, for the activation gradient.
+template <typename T>
+void test_pooled_grads(const Conv2dParams& p, const Pool2dParams& pl, bool apart) {
+  const bool reads_windows = apart && !std::is_same_v<T, double>;  // double composes
+  char text[128];
+  std::snprintf(text, sizeof(text), " pooled grads k=%lldx%lld s=%lld,%lld pad=%lld d=%lld",
+                (long long)pl.kernel_h, (long long)pl.kernel_w, (long long)pl.stride_h,
+                (long long)pl.stride_w, (long long)pl.pad_h, (long long)pl.dilation_h);
+  const std::string shape = describe(p) + text;
+  ++checks;
+  if (fc::pool_windows_apart(pl) != apart ||
+      fc::conv2d_pooled_grads_read_windows<T>(pl) != reads_windows) {
+    std::printf("FAIL %s %s: expected windows %s\n", shape.c_str(), type_name<T>(),
+                apart ? "apart" : "overlapping");
+    ++failures;
+  }
+  const int64_t Cg = p.C / p.groups;
+  const int64_t x_size = p.N * p.C * p.H * p.W, w_size = p.OC * Cg * p.KH * p.KW;
+  const int64_t y_size = p.N * p.OC * p.OH * p.OW, pooled_size = pl.planes * pl.OH * pl.OW;
+  const auto x = random_values<T>(x_size), w = random_values<T>(w_size);
+  const auto activation = random_values<T>(y_size);
+  auto pooled = poisoned<T>(pooled_size);
+  std::vector<int64_t> indices(pooled_size, -7);
+  expect_success(fc::max_pool2d_forward<T>(nullptr, pl, activation.data(), pooled.data(),
+                                           indices.data()),
+                 shape);
+  // Hand-made indices that are not their window's taps: past the plane, before it, another
+  // window's; in window 5's first tap row, just past its extent (a gap between windows spaced
+  // wider than they reach, or the next window); in window 6's, between its first two taps (off
+  // a dilated grid); in windows 7 and 8's first tap columns, the same along the rows; and two
+  // that a window past the last one would own: window (1, 0)'s index in the column after the
+  // last window (reading window (0, POW) there would find it), and plane 1's first window's
+  // index in the row after plane 0's last window row (likewise).
+  const int64_t windows = pl.OH * pl.OW;
+  auto set_index = [&](int64_t o, int64_t h, int64_t w) {
+    if (o < pooled_size && h >= 0 && h < pl.H && w >= 0 && w < pl.W) indices[o] = h * pl.W + w;
+  };
+  // Window o of plane 0: where it starts (in the padding, perhaps), and its first tap inside.
+  struct Window {
+    int64_t start_h, start_w, tap_h, tap_w;
+  };
+  auto window = [&](int64_t o) {
+    const int64_t start_h = o / pl.OW * pl.stride_h - pl.pad_h;
+    const int64_t start_w = o % pl.OW * pl.stride_w - pl.pad_w;
+    return Window{start_h, start_w, first_in_bounds(start_h, pl.dilation_h),
+                  first_in_bounds(start_w, pl.dilation_w)};
+  };
+  const int64_t span_h = (pl.kernel_h - 1) * pl.dilation_h;
+  const int64_t span_w = (pl.kernel_w - 1) * pl.dilation_w;
+  if (pl.planes > 0 && windows > 8) {
+    indices[1] = pl.H * pl.W;
+    indices[2] = -1;
+    indices[3] = indices[0];
+    set_index(5, window(5).tap_h, window(5).start_w + span_w + 1);
+    if (pl.dilation_w > 1) set_index(6, window(6).tap_h, window(6).start_w + 1);
+    set_index(7, window(7).start_h + span_h + 1, window(7).tap_w);
+    if (pl.dilation_h > 1) set_index(8, window(8).start_h + 1, window(8).tap_w);
+  }
+  const int64_t top = window(0).tap_h, left = window(0).tap_w;
+  if (pl.planes > 0 && pl.OH > 1) set_index(pl.OW, top, pl.OW * pl.stride_w - pl.pad_w);
+  if (pl.planes > 1) set_index(windows, pl.OH * pl.stride_h - pl.pad_h, left);
+  const auto gy = random_values<T>(pooled_size), mask = random_mask<T>(pooled_size);
+
+  HostWorkspace ws;
+  for (int variant = 0; variant < 4; ++variant) {
+    const bool with_mask = variant % 2 == 1, wide_index = variant >= 2;
+    const T* m = with_mask ? mask.data() : nullptr;
+    const std::string what = shape + " mask=" + std::to_string(with_mask) +
+                             (wide_index ? " 64-bit index" : "");
+    auto activation_grad = poisoned<T>(y_size);
+    expect_success(fc::max_pool2d_backward<T>(nullptr, pl, gy.data(), indices.data(), m,
+                                              activation_grad.data()),
+                   what);
+
+    auto check = [&](const char* pass, auto pooled_pass, auto plain_pass, int64_t size) {
+      std::vector<T> got = poisoned<T>(size), want = poisoned<T>(size);
+      size_t before = ws.blocks();
+      expect_success(plain_pass(want.data()), what);
+      const size_t plain_blocks = ws.blocks() - before;
+      before = ws.blocks();
+      expect_success(pooled_pass(got.data()), what);
+      const size_t pooled_blocks = ws.blocks() - before;
+      std::vector<double> ref(size);
+      for (int64_t i = 0; i < size; ++i) ref[i] = to_double(want[i]);
+      expect_equal(got, ref, what + " " + pass);
+      ++checks;
+      if (y_size > 0 && pooled_blocks != plain_blocks + (reads_windows ? 0 : 1)) {
+        std::printf("FAIL %s %s %s: %zu scratch blocks, the plain pass %zu\n", what.c_str(),
+                    type_name<T>(), pass, pooled_blocks, plain_blocks);
+        ++failures;
+      }
+    };
+    check(
+        "grad_input",
+        [&](T* gx) {
+          return fc::conv2d_grad_input_pooled<T>(context(ws, wide_index), p, pl, gy.data(),
+                                                 indices.data(), w.data(), m, gx);
+        },
+        [&](T* gx) {
+          return fc::conv2d_grad_input<T>(context(ws, wide_index), p, activation_grad.data(),
+                                          w.data(), nullptr, gx);
+        },
+        x_size);
+    check(
+        "grad_weight",
+        [&](T* gw) {
+          return fc::conv2d_grad_weight_pooled<T>(context(ws, wide_index), p, pl, gy.data(),
+                                                  indices.data(), x.data(), m, gw);
+        },
+        [&](T* gw) {
+          return fc::conv2d_grad_weight<T>(context(ws, wide_index), p, activation_grad.data(),
+                                           x.data(), nullptr, gw);
+        },
+        w_size);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // ReLU and the bias gradient
 
 // The inputs start `offset` elements into their buffers, the outputs `out_offset`: both 0 takes
@@ -897,6 +1035,48 @@ void test_all() {
   fused_layer(conv(2, 3, 9, 9, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), 2, 1, 0, 1, false,
               Path::composed);
   fused_layer(conv(0, 3, 9, 9, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), 2, 2, 0, 1, false, Path::fused);
+
+  // The pooled gradients, read through the windows where they are apart: the fused layer's
+  // cases above, windows with gaps between them, 3 x 3 and 1 x 4 windows, a strided conv, grad_input in the
+  // large tile (130 channels, 12 x 12), grad_weight in the large tile (130 filters of 15 x 3 x 3)
+  // and with split-K (K = 4 * 24 * 24 over one tile); composed where windows overlap.
+  auto pooled_grads = [](const Conv2dParams& p, int64_t kernel_h, int64_t kernel_w,
+                         int64_t stride_h, int64_t stride_w, int64_t pad, int64_t dilation,
+                         bool ceil_mode, bool apart) {
+    test_pooled_grads<T>(p, pool(p.N * p.OC, p.OH, p.OW, kernel_h, kernel_w, stride_h, stride_w,
+                                 pad, dilation, ceil_mode),
+                         apart);
+  };
+  pooled_grads(conv(2, 3, 12, 12, 6, 5, 5, 1, 1, 0, 0, 0, 0, 1, 1, 1), 2, 2, 2, 2, 0, 1, false,
+               true);
+  pooled_grads(conv(2, 1, 10, 10, 8, 5, 5, 1, 1, 2, 2, 2, 2, 1, 1, 1), 2, 2, 2, 2, 0, 1, false,
+               true);
+  pooled_grads(conv(1, 2, 9, 11, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), 2, 2, 2, 2, 0, 1, false,
+               true);
+  pooled_grads(conv(1, 2, 9, 11, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), 2, 2, 2, 2, 0, 1, true, true);
+  pooled_grads(conv(2, 2, 8, 9, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), 2, 2, 2, 2, 1, 1, true, true);
+  pooled_grads(conv(1, 2, 11, 11, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), 2, 2, 3, 3, 1, 2, false,
+               true);
+  pooled_grads(conv(2, 2, 11, 12, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), 2, 2, 3, 3, 0, 1, false,
+               true);
+  pooled_grads(conv(1, 2, 3, 3, 4, 3, 3, 1, 1, 0, 0, 0, 0, 1, 1, 1), 2, 2, 3, 3, 1, 2, false, true);
+  pooled_grads(conv(2, 4, 8, 8, 6, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 2), 2, 2, 2, 2, 0, 1, false, true);
+  pooled_grads(conv(2, 3, 9, 9, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), 3, 3, 3, 3, 1, 1, true, true);
+  pooled_grads(conv(2, 3, 7, 13, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), 1, 4, 1, 4, 0, 1, false,
+               true);
+  pooled_grads(conv(2, 3, 13, 13, 4, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1), 2, 2, 2, 2, 0, 1, false,
+               true);
+  pooled_grads(conv(1, 130, 12, 12, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), 2, 2, 2, 2, 0, 1, false,
+               true);
+  pooled_grads(conv(2, 15, 6, 6, 130, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), 2, 2, 2, 2, 0, 1, false,
+               true);
+  pooled_grads(conv(4, 2, 24, 24, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), 2, 2, 2, 2, 0, 1, false,
+               true);
+  pooled_grads(conv(0, 3, 9, 9, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), 2, 2, 2, 2, 0, 1, false, true);
+  pooled_grads(conv(2, 3, 9, 9, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), 3, 3, 2, 2, 1, 1, true,
+               false);
+  pooled_grads(conv(2, 3, 9, 9, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), 2, 2, 1, 1, 0, 1, false,
+               false);
 
   // Packs of 16 bytes with a tail of every length, and unaligned buffers.
   for (int64_t n : {1, 7, 8, 9, 15, 1000, 4099}) {

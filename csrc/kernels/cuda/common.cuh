@@ -119,6 +119,16 @@ __device__ __forceinline__ void divmod(int64_t n, const Divisor& d, int64_t& quo
   }
 }
 
+// Whether n (>= 0) is a multiple of d: a position's distance from a pooling window's start lies
+// on the window's dilated grid. No division where d is 1, the usual dilation.
+template <bool kNarrow>
+__device__ __forceinline__ bool is_multiple(int64_t n, const Divisor& d) {
+  if (d.value == 1) return true;
+  int64_t q, r;
+  divmod<kNarrow>(n, d, q, r);
+  return r == 0;
+}
+
 // Elementwise and per-output kernels: 256 threads is 8 warps, enough to hide one load's latency
 // per thread at full occupancy on sm_80/sm_90 (2048 threads per SM = 8 blocks) while keeping
 // blocks small enough that the last wave is not mostly idle.

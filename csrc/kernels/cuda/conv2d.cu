@@ -20,6 +20,10 @@
 //   OH and OW).
 // The same formulas as csrc/kernels/cpu/gemm.h (Im2col) and conv2d.cpp (col2im).
 //
+// The backward passes read gy through a gradient source: gy itself, masked by a fused ReLU's
+// output, or for conv2d_relu_max_pool2d's gradients the pooled gradient through the pool's
+// windows (PooledGradient), so that the activation gradient is never written.
+//
 // The operands split k, q and i into their parts on every load. Where every numerator is below
 // 2^31 (CKK, OCg * KH * KW, N * OH * OW, H * W, H + pad_top and W + pad_left) and every divisor
 // is too, they divide with FastDivmod (common.cuh), a multiply-high and a shift; else with 64-bit
@@ -93,6 +97,89 @@ __device__ acc_t<T> masked(const T* data, const T* mask, int64_t offset) {
   return v;
 }
 
+// --- the output gradient, as the backward passes read it ------------------------------------
+//
+// A gradient source: a copyable struct with
+//   Source from_plane(int64_t plane) const  // the same gradient from plane `plane` on
+//   acc_t<T> operator()(int64_t plane, int64_t oh, int64_t ow) const
+//   acc_t<T> operator()(int64_t plane, int64_t q) const  // q = oh * OW + ow
+// giving element (oh, ow) of the conv's output gradient in plane n * OC + oc.
+
+// gy itself, [N, OC, OH, OW], read as 0 wherever mask (a fused ReLU's output, or null) is <= 0.
+template <typename T>
+struct DenseGradient {
+  const T* gy;
+  const T* mask;
+  int64_t OW, OHW;
+  __device__ DenseGradient from_plane(int64_t plane) const {
+    const int64_t offset = plane * OHW;
+    return {gy + offset, mask != nullptr ? mask + offset : nullptr, OW, OHW};
+  }
+  __device__ acc_t<T> operator()(int64_t plane, int64_t q) const {
+    return masked(gy, mask, plane * OHW + q);
+  }
+  __device__ acc_t<T> operator()(int64_t plane, int64_t oh, int64_t ow) const {
+    return (*this)(plane, oh * OW + ow);
+  }
+};
+
+// The activation gradient of conv2d_relu_max_pool2d, read from its pooled gradient gy through the
+// pool's windows, so that it is never written: what max_pool2d_backward (max_pool2d.h) would
+// store from gy, the indices and the mask (the pooled output, or null), for a pool whose windows
+// are apart (pool_windows_apart, conv2d.h). Activation element (h, w) then lies in at most one window: ph = (h + pad_h) /
+// stride_h, and only where ph < POH and the remainder, its offset in the window, is a tap
+// (at most (kernel_h - 1) * dilation_h, and a multiple of dilation_h); likewise pw. Its gradient
+// is that window's masked gy where the window's index is (h, w), else 0.
+template <typename T, bool kNarrow>
+struct PooledGradient {
+  const T* gy;
+  const int64_t* indices;
+  const T* mask;
+  int64_t pooled_h, pooled_w, width;      // POH, POW, and the activation's width, OW
+  int64_t pad_h, pad_w, span_h, span_w;   // span: a window's last tap, (kernel - 1) * dilation
+  Divisor stride_h, stride_w, dilation_h, dilation_w, width_divisor;
+  bool numerators_fit;
+
+  PooledGradient(const T* gy_, const int64_t* indices_, const T* mask_, const Pool2dParams& p)
+      : gy(gy_), indices(indices_), mask(mask_), pooled_h(p.OH), pooled_w(p.OW), width(p.W),
+        pad_h(p.pad_h), pad_w(p.pad_w), span_h((p.kernel_h - 1) * p.dilation_h),
+        span_w((p.kernel_w - 1) * p.dilation_w), stride_h(p.stride_h), stride_w(p.stride_w),
+        dilation_h(p.dilation_h), dilation_w(p.dilation_w), width_divisor(p.W),
+        numerators_fit(std::max({p.H + p.pad_h, p.W + p.pad_w, p.H * p.W}) < kNarrowLimit) {}
+
+  // The divisors fit FastDivmod and every numerator (h + pad_h, w + pad_w, q) is below 2^31.
+  bool narrow() const {
+    return stride_h.fits && stride_w.fits && dilation_h.fits && dilation_w.fits &&
+           width_divisor.fits && numerators_fit;
+  }
+
+  __device__ PooledGradient from_plane(int64_t plane) const {
+    PooledGradient shifted = *this;
+    const int64_t offset = plane * pooled_h * pooled_w;
+    shifted.gy += offset;
+    shifted.indices += offset;
+    if (mask != nullptr) shifted.mask += offset;
+    return shifted;
+  }
+  __device__ acc_t<T> operator()(int64_t plane, int64_t h, int64_t w) const {
+    int64_t ph, rh, pw, rw;
+    divmod<kNarrow>(h + pad_h, stride_h, ph, rh);
+    divmod<kNarrow>(w + pad_w, stride_w, pw, rw);
+    if (ph >= pooled_h || pw >= pooled_w || rh > span_h || rw > span_w ||
+        !is_multiple<kNarrow>(rh, dilation_h) || !is_multiple<kNarrow>(rw, dilation_w)) {
+      return acc_t<T>(0);
+    }
+    const int64_t o = (plane * pooled_h + ph) * pooled_w + pw;
+    if (indices[o] != h * width + w) return acc_t<T>(0);
+    return masked(gy, mask, o);
+  }
+  __device__ acc_t<T> operator()(int64_t plane, int64_t q) const {
+    int64_t h, w;
+    divmod<kNarrow>(q, width_divisor, h, w);
+    return (*this)(plane, h, w);
+  }
+};
+
 // forward B: cols[k, q] of batch entry z = n * groups + g.
 template <typename T, bool kNarrow>
 struct Im2colOperand {
@@ -113,27 +200,23 @@ struct Im2colOperand {
   }
 };
 
-// grad_weight A: (oc, k) with k = n * OH*OW + q reads gy[n, g*OCg + oc, q] (masked); z = g.
-template <typename T, bool kNarrow>
+// grad_weight A: (oc, k) with k = n * OH*OW + q reads the output gradient (n, g*OCg + oc, q);
+// z = g.
+template <typename T, bool kNarrow, typename Gradient>
 struct GradOutputRowsOperand {
   static constexpr bool kContiguousK = true;  // k runs along an image's pixels
-  const T* gy;
-  const T* mask;
+  Gradient gy;
   ConvGeometry g;
   struct View {
-    const T* gy;  // group g's first channel of image 0
-    const T* mask;
+    Gradient gy;  // from group g's first channel of image 0
     ConvGeometry g;
     __device__ acc_t<T> operator()(int64_t oc, int64_t k) const {
       int64_t n, q;
       divmod<kNarrow>(k, g.ohw, n, q);
-      return masked(gy, mask, (n * g.p.OC + oc) * g.OHW + q);
+      return gy(n * g.p.OC + oc, q);
     }
   };
-  __device__ View at(int64_t z) const {
-    const int64_t offset = z * g.OCg * g.OHW;
-    return {gy + offset, mask != nullptr ? mask + offset : nullptr, g};
-  }
+  __device__ View at(int64_t z) const { return {gy.from_plane(z * g.OCg), g}; }
 };
 
 // grad_weight B: (k, j) with k = n * OH*OW + q is cols_n[j, q] (the transposed im2col of image
@@ -175,18 +258,16 @@ struct TransposedWeightOperand {
   __device__ View at(int64_t z) const { return {w + (z % g.p.groups) * g.OCg * g.CKK, g}; }
 };
 
-// grad_input B: (k, i) with k = oc * KH*KW + kh * KW + kw and i = h * W + w reads
-// gy[n, g*OCg + oc, oh, ow] (masked) for the output pixel whose window puts tap (kh, kw) on
-// input pixel (h, w), or 0 where there is none; z = n * groups + g.
-template <typename T, bool kNarrow>
+// grad_input B: (k, i) with k = oc * KH*KW + kh * KW + kw and i = h * W + w reads the output
+// gradient (n, g*OCg + oc, oh, ow) for the output pixel whose window puts tap (kh, kw) on input
+// pixel (h, w), or 0 where there is none; z = n * groups + g.
+template <typename T, bool kNarrow, typename Gradient>
 struct GradOutputGatherOperand {
   static constexpr bool kContiguousK = false;  // neighbouring i are neighbouring pixels
-  const T* gy;
-  const T* mask;
+  Gradient gy;
   ConvGeometry g;
   struct View {
-    const T* gy;  // image n, group g's first channel
-    const T* mask;
+    Gradient gy;  // from image n, group g's first channel
     ConvGeometry g;
     __device__ acc_t<T> operator()(int64_t k, int64_t i) const {
       const Conv2dParams& p = g.p;
@@ -202,13 +283,12 @@ struct GradOutputGatherOperand {
       divmod<kNarrow>(th, g.stride_h, oh, rest_h);
       divmod<kNarrow>(tw, g.stride_w, ow, rest_w);
       if (rest_h != 0 || rest_w != 0 || oh >= p.OH || ow >= p.OW) return acc_t<T>(0);
-      return masked(gy, mask, (oc * p.OH + oh) * p.OW + ow);
+      return gy(oc, oh, ow);
     }
   };
   __device__ View at(int64_t z) const {
-    const BatchOffset batch{g.p.groups, g.p.OC * g.OHW, g.OCg * g.OHW};
-    const int64_t offset = batch(z);
-    return {gy + offset, mask != nullptr ? mask + offset : nullptr, g};
+    const BatchOffset first_plane{g.p.groups, g.p.OC, g.OCg};
+    return {gy.from_plane(first_plane(z)), g};
   }
 };
 
@@ -354,41 +434,113 @@ cudaError_t conv2d_forward(const GemmContext& ctx, const Conv2dParams& p, const 
   return gemm<T>(ctx, p.N * p.groups, g.OCg, g.OHW, g.CKK, a, Im2colOperand<T, false>{x, g}, ep);
 }
 
+namespace {
+
+// gx = the input gradient of output gradient gy (a gradient source), as an implicit GEMM.
+template <typename T, bool kNarrow, typename Gradient>
+cudaError_t grad_input_gemm(const GemmContext& ctx, const ConvGeometry& g, const Gradient& gy,
+                            const T* w, T* gx) {
+  const Conv2dParams& p = g.p;
+  const Epilogue<T> ep{gx, BatchOffset{p.groups, p.C * g.HW, g.Cg * g.HW}, g.HW};
+  return gemm<T>(ctx, p.N * p.groups, g.Cg, g.HW, g.OCg * g.KHKW,
+                 TransposedWeightOperand<T, kNarrow>{w, g},
+                 GradOutputGatherOperand<T, kNarrow, Gradient>{gy, g}, ep);
+}
+
+// gw = the weight gradient of output gradient gy (a gradient source), as an implicit GEMM.
+template <typename T, bool kNarrow, typename Gradient>
+cudaError_t grad_weight_gemm(const GemmContext& ctx, const ConvGeometry& g, const Gradient& gy,
+                             const T* x, T* gw) {
+  const Conv2dParams& p = g.p;
+  // Entry z = g writes group g's filters, gw[g*OCg : (g+1)*OCg] viewed as [OCg, CKK].
+  const Epilogue<T> ep{gw, BatchOffset{1, g.OCg * g.CKK, 0}, g.CKK};
+  // K = N * OH * OW may be 0 (an empty batch): the GEMM then stores zeros.
+  return gemm<T>(ctx, p.groups, g.OCg, g.CKK, p.N * g.OHW,
+                 GradOutputRowsOperand<T, kNarrow, Gradient>{gy, g},
+                 Im2colTransposedOperand<T, kNarrow>{x, g}, ep);
+}
+
+// The composed form of the pooled gradients, for pools whose windows overlap: the activation
+// gradient, written by max_pool2d_backward to workspace scratch.
+template <typename T>
+cudaError_t unpooled_gradient(const GemmContext& ctx, const Conv2dParams& p,
+                              const Pool2dParams& pool, const T* gy, const int64_t* indices,
+                              const T* mask, T** activation_grad) {
+  *activation_grad = static_cast<T*>(ctx.workspace->allocate(
+      static_cast<size_t>(p.N * p.OC * p.OH * p.OW) * sizeof(T)));
+  return max_pool2d_backward(ctx.stream, pool, gy, indices, mask, *activation_grad);
+}
+
+}  // namespace
+
+bool pool_windows_apart(const Pool2dParams& pool) {
+  return (pool.kernel_h - 1) * pool.dilation_h < pool.stride_h &&
+         (pool.kernel_w - 1) * pool.dilation_w < pool.stride_w;
+}
+
+template <typename T>
+bool conv2d_pooled_grads_read_windows(const Pool2dParams& pool) {
+  return pool_windows_apart(pool) && sizeof(acc_t<T>) == 4;
+}
+
 template <typename T>
 cudaError_t conv2d_grad_input(const GemmContext& ctx, const Conv2dParams& p, const T* gy,
                               const T* w, const T* relu_output, T* gx) {
   const ConvGeometry g(p, ctx.wide_index);
-  const Epilogue<T> ep{gx, BatchOffset{p.groups, p.C * g.HW, g.Cg * g.HW}, g.HW};
-  const int64_t batches = p.N * p.groups, K = g.OCg * g.KHKW;
-  if (g.narrow) {
-    return gemm<T>(ctx, batches, g.Cg, g.HW, K, TransposedWeightOperand<T, true>{w, g},
-                   GradOutputGatherOperand<T, true>{gy, relu_output, g}, ep);
-  }
-  return gemm<T>(ctx, batches, g.Cg, g.HW, K, TransposedWeightOperand<T, false>{w, g},
-                 GradOutputGatherOperand<T, false>{gy, relu_output, g}, ep);
+  const DenseGradient<T> source{gy, relu_output, p.OW, g.OHW};
+  return g.narrow ? grad_input_gemm<T, true>(ctx, g, source, w, gx)
+                  : grad_input_gemm<T, false>(ctx, g, source, w, gx);
 }
 
 template <typename T>
 cudaError_t conv2d_grad_weight(const GemmContext& ctx, const Conv2dParams& p, const T* gy,
                                const T* x, const T* relu_output, T* gw) {
   const ConvGeometry g(p, ctx.wide_index);
-  // Entry z = g writes group g's filters, gw[g*OCg : (g+1)*OCg] viewed as [OCg, CKK].
-  const Epilogue<T> ep{gw, BatchOffset{1, g.OCg * g.CKK, 0}, g.CKK};
-  // K = N * OH * OW may be 0 (an empty batch): the GEMM then stores zeros.
-  if (g.narrow) {
-    return gemm<T>(ctx, p.groups, g.OCg, g.CKK, p.N * g.OHW,
-                   GradOutputRowsOperand<T, true>{gy, relu_output, g},
-                   Im2colTransposedOperand<T, true>{x, g}, ep);
+  const DenseGradient<T> source{gy, relu_output, p.OW, g.OHW};
+  return g.narrow ? grad_weight_gemm<T, true>(ctx, g, source, x, gw)
+                  : grad_weight_gemm<T, false>(ctx, g, source, x, gw);
+}
+
+template <typename T>
+cudaError_t conv2d_grad_input_pooled(const GemmContext& ctx, const Conv2dParams& p,
+                                     const Pool2dParams& pool, const T* gy,
+                                     const int64_t* indices, const T* w, const T* mask, T* gx) {
+  if constexpr (sizeof(acc_t<T>) == 4) {  // not even instantiated for double (conv2d.h)
+    if (conv2d_pooled_grads_read_windows<T>(pool)) {
+      const ConvGeometry g(p, ctx.wide_index);
+      const PooledGradient<T, true> narrow(gy, indices, mask, pool);
+      if (g.narrow && narrow.narrow()) return grad_input_gemm<T, true>(ctx, g, narrow, w, gx);
+      const PooledGradient<T, false> wide(gy, indices, mask, pool);
+      return grad_input_gemm<T, false>(ctx, g, wide, w, gx);
+    }
   }
-  return gemm<T>(ctx, p.groups, g.OCg, g.CKK, p.N * g.OHW,
-                 GradOutputRowsOperand<T, false>{gy, relu_output, g},
-                 Im2colTransposedOperand<T, false>{x, g}, ep);
+  T* activation_grad;
+  const cudaError_t err = unpooled_gradient(ctx, p, pool, gy, indices, mask, &activation_grad);
+  if (err != cudaSuccess) return err;
+  return conv2d_grad_input<T>(ctx, p, activation_grad, w, nullptr, gx);
+}
+
+template <typename T>
+cudaError_t conv2d_grad_weight_pooled(const GemmContext& ctx, const Conv2dParams& p,
+                                      const Pool2dParams& pool, const T* gy,
+                                      const int64_t* indices, const T* x, const T* mask, T* gw) {
+  if constexpr (sizeof(acc_t<T>) == 4) {  // not even instantiated for double (conv2d.h)
+    if (conv2d_pooled_grads_read_windows<T>(pool)) {
+      const ConvGeometry g(p, ctx.wide_index);
+      const PooledGradient<T, true> narrow(gy, indices, mask, pool);
+      if (g.narrow && narrow.narrow()) return grad_weight_gemm<T, true>(ctx, g, narrow, x, gw);
+      const PooledGradient<T, false> wide(gy, indices, mask, pool);
+      return grad_weight_gemm<T, false>(ctx, g, wide, x, gw);
+    }
+  }
+  T* activation_grad;
+  const cudaError_t err = unpooled_gradient(ctx, p, pool, gy, indices, mask, &activation_grad);
+  if (err != cudaSuccess) return err;
+  return conv2d_grad_weight<T>(ctx, p, activation_grad, x, nullptr, gw);
 }
 
 bool conv2d_relu_max_pool2d_fuses(const Pool2dParams& pool) {
-  const bool apart = (pool.kernel_h - 1) * pool.dilation_h < pool.stride_h &&
-                     (pool.kernel_w - 1) * pool.dilation_w < pool.stride_w;
-  return pool.kernel_h * pool.kernel_w == 4 && apart;
+  return pool.kernel_h * pool.kernel_w == 4 && pool_windows_apart(pool);
 }
 
 template <typename T>
@@ -426,6 +578,13 @@ cudaError_t conv2d_relu_max_pool2d(const GemmContext& ctx, const Conv2dParams& p
                                             const T*, const T*, T*);                             \
   template cudaError_t conv2d_grad_weight<T>(const GemmContext&, const Conv2dParams&, const T*, \
                                              const T*, const T*, T*);                            \
+  template bool conv2d_pooled_grads_read_windows<T>(const Pool2dParams&);                      \
+  template cudaError_t conv2d_grad_input_pooled<T>(const GemmContext&, const Conv2dParams&,     \
+                                                   const Pool2dParams&, const T*,                \
+                                                   const int64_t*, const T*, const T*, T*);      \
+  template cudaError_t conv2d_grad_weight_pooled<T>(const GemmContext&, const Conv2dParams&,    \
+                                                    const Pool2dParams&, const T*,               \
+                                                    const int64_t*, const T*, const T*, T*);     \
   template cudaError_t conv2d_relu_max_pool2d<T>(const GemmContext&, const Conv2dParams&,       \
                                                  const Pool2dParams&, const T*, const T*,        \
                                                  const T*, T*, int64_t*);

@@ -1,6 +1,8 @@
 // conv2d on CUDA, NCHW, as implicit GEMMs on the GEMM engine (gemm.cuh): forward (with bias and
 // ReLU in the epilogue, and for conv2d_relu_max_pool2d the max-pool too), grad_input and
-// grad_weight (with the ReLU mask of a fused conv2d_relu applied to grad_output as it is loaded). No im2col buffer is written. Launchers take raw
+// grad_weight (with the ReLU mask of a fused conv2d_relu applied to grad_output as it is loaded,
+// or for conv2d_relu_max_pool2d the pooled gradient read through the pool's windows). No im2col
+// buffer is written. Launchers take raw
 // pointers to contiguous tensors and enqueue on ctx.stream; they return the first launch error.
 // T is float, double, __half or __nv_bfloat16. Tested by tests/test_conv2d.py and
 // tests/test_conv2d_relu_max_pool2d.py with device="cuda".
@@ -33,8 +35,35 @@ template <typename T>
 cudaError_t conv2d_grad_weight(const GemmContext& ctx, const Conv2dParams& p, const T* gy,
                                const T* x, const T* relu_output, T* gw);
 
+// Whether a pool's windows do not overlap: each window's extent, (kernel - 1) * dilation + 1, is
+// at most its stride, on both axes, so that each activation element lies in one window at most.
+bool pool_windows_apart(const Pool2dParams& pool);
+
+// Whether conv2d_grad_input_pooled and conv2d_grad_weight_pooled read the pooled gradient through
+// the pool's windows: where pool_windows_apart, in float, __half and __nv_bfloat16. double's GEMM
+// tile holds 16 double sums a thread and is at its 128-register bound already: the window
+// arithmetic would spill there, so double composes.
+template <typename T>
+bool conv2d_pooled_grads_read_windows(const Pool2dParams& pool);
+
+// conv2d_grad_input and conv2d_grad_weight (no mask) of the activation gradient that
+// max_pool2d_backward (max_pool2d.h) gives from the pooled gradient gy [N, OC, POH, POW], its
+// indices and mask (the pooled output, or null): the input and weight gradients of
+// conv2d_relu_max_pool2d, pool being its pool (planes = N * OC, over the OH x OW activation).
+// Where conv2d_pooled_grads_read_windows, the GEMMs read gy through the windows and the activation
+// gradient is never written; otherwise it is, to workspace scratch, and the plain pass reads it. Either way
+// the result is bit for bit the composition's.
+template <typename T>
+cudaError_t conv2d_grad_input_pooled(const GemmContext& ctx, const Conv2dParams& p,
+                                     const Pool2dParams& pool, const T* gy,
+                                     const int64_t* indices, const T* w, const T* mask, T* gx);
+template <typename T>
+cudaError_t conv2d_grad_weight_pooled(const GemmContext& ctx, const Conv2dParams& p,
+                                      const Pool2dParams& pool, const T* gy,
+                                      const int64_t* indices, const T* x, const T* mask, T* gw);
+
 // Whether conv2d_relu_max_pool2d pools in the forward GEMM's epilogue: windows of 4 taps (2 x 2,
-// 1 x 4, 4 x 1) that do not overlap. Other pools run composed: conv2d_forward into workspace
+// 1 x 4, 4 x 1) that do not overlap (pool_windows_apart). Other pools run composed: conv2d_forward into workspace
 // scratch, then max_pool2d_forward.
 bool conv2d_relu_max_pool2d_fuses(const Pool2dParams& pool);
 

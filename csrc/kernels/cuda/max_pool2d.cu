@@ -75,14 +75,6 @@ __device__ __forceinline__ void windows_over(int64_t x, int64_t pad, int64_t spa
   }
 }
 
-template <bool kNarrow>
-__device__ __forceinline__ bool on_dilated_grid(int64_t distance, const Divisor& dilation) {
-  if (dilation.value == 1) return true;
-  int64_t q, r;
-  divmod<kNarrow>(distance, dilation, q, r);
-  return r == 0;
-}
-
 // One thread per input element (plane, h, w): the windows holding it, in output order. At least
 // 4 blocks per SM (at most 64 registers): left to itself, ptxas squeezes some instances into 32
 // registers with a spill.
@@ -110,11 +102,11 @@ __global__ void __launch_bounds__(kElementwiseBlock, 4)
     // A few windows at most per axis (one for windows that do not overlap): no unrolling.
 #pragma unroll 1
     for (int64_t oh = oh0; oh <= oh1; ++oh) {
-      if (!on_dilated_grid<kNarrow>(h + p.pad_h - oh * p.stride_h, dilation_h)) continue;
+      if (!is_multiple<kNarrow>(h + p.pad_h - oh * p.stride_h, dilation_h)) continue;
       const int64_t row_start = (plane * p.OH + oh) * p.OW;
 #pragma unroll 1
       for (int64_t ow = ow0; ow <= ow1; ++ow) {
-        if (!on_dilated_grid<kNarrow>(w + p.pad_w - ow * p.stride_w, dilation_w)) continue;
+        if (!is_multiple<kNarrow>(w + p.pad_w - ow * p.stride_w, dilation_w)) continue;
         const int64_t o = row_start + ow;
         if (indices[o] != q) continue;
         if (mask == nullptr || !(to_acc(mask[o]) <= A(0))) sum += to_acc(gy[o]);
