@@ -147,10 +147,21 @@ void expect_success(cudaError_t err, const std::string& what) {
   }
 }
 
+// The largest error of rounding a tiny float sum to T: half the spacing of T's subnormals, where
+// the relative rounding above no longer holds (float16 has them from 2^-14 down, bfloat16 from
+// 2^-126; 0 where T is the accumulation type).
+template <typename T>
+double subnormal_rounding() {
+  if constexpr (std::is_same_v<T, __half>) return std::ldexp(1.0, -25);
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) return std::ldexp(1.0, -134);
+  return 0.0;
+}
+
 // Compares got[i] with ref[i]; scale[i] is the sum of the terms' magnitudes. The sum may be off by
 // the accumulation's rounding, accumulation_error * scale, and by one rounding to T of the
-// result, or, when rounded_per_term (half-type atomics and chunked adds store T after each
-// term), by a rounding of every partial sum, output_rounding * scale.
+// result (relative, or subnormal_rounding for tiny results), or, when rounded_per_term
+// (half-type atomics and chunked adds store T after each term), by a rounding of every partial
+// sum, output_rounding * scale.
 // term_error, where given, replaces accumulation_error (TF32 products).
 template <typename T>
 void expect_close(const std::vector<T>& got, const std::vector<double>& ref,
@@ -162,7 +173,7 @@ void expect_close(const std::vector<T>& got, const std::vector<double>& ref,
     const double g = to_double(got[i]);
     const bool both_nan = std::isnan(g) && std::isnan(ref[i]);
     const double magnitude = std::fabs(ref[i]) + (rounded_per_term ? scale[i] : 0.0);
-    const double allowed = output_rounding<T>() * magnitude +
+    const double allowed = output_rounding<T>() * magnitude + subnormal_rounding<T>() +
                            error * (scale[i] + std::fabs(ref[i]));
     if (!both_nan && !(std::fabs(g - ref[i]) <= allowed)) {
       std::printf("FAIL %s %s: element %zu is %.9g, expected %.9g (allowed error %.3g)\n",
