@@ -2,10 +2,11 @@
 // ReLU in the epilogue, and for conv2d_relu_max_pool2d the max-pool too), grad_input and
 // grad_weight (with the ReLU mask of a fused conv2d_relu applied to grad_output as it is loaded,
 // or for conv2d_relu_max_pool2d the pooled gradient read through the pool's windows). No im2col
-// buffer is written. Launchers take raw
-// pointers to contiguous tensors and enqueue on ctx.stream; they return the first launch error.
-// T is float, double, __half or __nv_bfloat16. Tested by tests/test_conv2d.py and
-// tests/test_conv2d_relu_max_pool2d.py with device="cuda".
+// buffer is written. Launchers take raw pointers to contiguous tensors and enqueue on
+// ctx.stream; they return the first launch error. T is float, double, __half or __nv_bfloat16.
+// Tested by tests/test_conv2d.py, tests/test_conv2d_relu_max_pool2d.py and
+// tests/test_conv2d_grad_{input,weight}_pooled.py with device="cuda", and on the CPU emulation
+// of tests/cpp/test_cuda_kernels.cpp.
 #pragma once
 
 #include <cuda_bf16.h>
