@@ -1048,9 +1048,10 @@ void test_all() {
   fused_layer(conv(0, 3, 9, 9, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), 2, 2, 0, 1, false, Path::fused);
 
   // The pooled gradients, read through the windows where they are apart: the fused layer's
-  // cases above, windows with gaps between them, 3 x 3 and 1 x 4 windows, a strided conv, grad_input in the
-  // large tile (130 channels, 12 x 12), grad_weight in the large tile (130 filters of 15 x 3 x 3)
-  // and with split-K (K = 4 * 24 * 24 over one tile); composed where windows overlap.
+  // cases above, windows with gaps between them, 3 x 3 and 1 x 4 windows, a strided conv,
+  // grad_input in the large tile (130 channels, 12 x 12), grad_weight in the large tile (130
+  // filters of 15 x 3 x 3) and with split-K (K = 4 * 24 * 24 over one tile); composed where
+  // windows overlap.
   auto pooled_grads = [](const Conv2dParams& p, int64_t kernel_h, int64_t kernel_w,
                          int64_t stride_h, int64_t stride_w, int64_t pad, int64_t dilation,
                          bool ceil_mode, bool apart) {

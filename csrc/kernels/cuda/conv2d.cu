@@ -126,31 +126,32 @@ struct DenseGradient {
 // The activation gradient of conv2d_relu_max_pool2d, read from its pooled gradient gy through the
 // pool's windows, so that it is never written: what max_pool2d_backward (max_pool2d.h) would
 // store from gy, the indices and the mask (the pooled output, or null), for a pool whose windows
-// are apart (pool_windows_apart, conv2d.h). Activation element (h, w) then lies in at most one window: ph = (h + pad_h) /
-// stride_h, and only where ph < POH and the remainder, its offset in the window, is a tap
-// (at most (kernel_h - 1) * dilation_h, and a multiple of dilation_h); likewise pw. Its gradient
-// is that window's masked gy where the window's index is (h, w), else 0.
+// are apart (pool_windows_apart, conv2d.h). Activation element (h, w) then lies in at most one
+// window: ph = (h + pad_h) / stride_h, and only where ph < POH and the remainder, its offset in
+// the window, is a tap (at most (kernel_h - 1) * dilation_h, and a multiple of dilation_h);
+// likewise pw. Its gradient is that window's masked gy where the window's index is (h, w), else 0.
 template <typename T, bool kNarrow>
 struct PooledGradient {
   const T* gy;
   const int64_t* indices;
   const T* mask;
-  int64_t pooled_h, pooled_w, width;      // POH, POW, and the activation's width, OW
+  int64_t pooled_h, pooled_w;            // POH x POW
   int64_t pad_h, pad_w, span_h, span_w;   // span: a window's last tap, (kernel - 1) * dilation
-  Divisor stride_h, stride_w, dilation_h, dilation_w, width_divisor;
+  Divisor stride_h, stride_w, dilation_h, dilation_w;
+  Divisor width;                          // the activation's, OW
   bool numerators_fit;
 
   PooledGradient(const T* gy_, const int64_t* indices_, const T* mask_, const Pool2dParams& p)
-      : gy(gy_), indices(indices_), mask(mask_), pooled_h(p.OH), pooled_w(p.OW), width(p.W),
-        pad_h(p.pad_h), pad_w(p.pad_w), span_h((p.kernel_h - 1) * p.dilation_h),
+      : gy(gy_), indices(indices_), mask(mask_), pooled_h(p.OH), pooled_w(p.OW), pad_h(p.pad_h),
+        pad_w(p.pad_w), span_h((p.kernel_h - 1) * p.dilation_h),
         span_w((p.kernel_w - 1) * p.dilation_w), stride_h(p.stride_h), stride_w(p.stride_w),
-        dilation_h(p.dilation_h), dilation_w(p.dilation_w), width_divisor(p.W),
+        dilation_h(p.dilation_h), dilation_w(p.dilation_w), width(p.W),
         numerators_fit(std::max({p.H + p.pad_h, p.W + p.pad_w, p.H * p.W}) < kNarrowLimit) {}
 
   // The divisors fit FastDivmod and every numerator (h + pad_h, w + pad_w, q) is below 2^31.
   bool narrow() const {
-    return stride_h.fits && stride_w.fits && dilation_h.fits && dilation_w.fits &&
-           width_divisor.fits && numerators_fit;
+    return stride_h.fits && stride_w.fits && dilation_h.fits && dilation_w.fits && width.fits &&
+           numerators_fit;
   }
 
   __device__ PooledGradient from_plane(int64_t plane) const {
@@ -170,12 +171,12 @@ struct PooledGradient {
       return acc_t<T>(0);
     }
     const int64_t o = (plane * pooled_h + ph) * pooled_w + pw;
-    if (indices[o] != h * width + w) return acc_t<T>(0);
+    if (indices[o] != h * width.value + w) return acc_t<T>(0);
     return masked(gy, mask, o);
   }
   __device__ acc_t<T> operator()(int64_t plane, int64_t q) const {
     int64_t h, w;
-    divmod<kNarrow>(q, width_divisor, h, w);
+    divmod<kNarrow>(q, width, h, w);
     return (*this)(plane, h, w);
   }
 };
@@ -460,8 +461,8 @@ cudaError_t grad_weight_gemm(const GemmContext& ctx, const ConvGeometry& g, cons
                  Im2colTransposedOperand<T, kNarrow>{x, g}, ep);
 }
 
-// The composed form of the pooled gradients, for pools whose windows overlap: the activation
-// gradient, written by max_pool2d_backward to workspace scratch.
+// The composed form of the pooled gradients, for pools whose windows overlap and in double: the
+// activation gradient, written by max_pool2d_backward to workspace scratch.
 template <typename T>
 cudaError_t unpooled_gradient(const GemmContext& ctx, const Conv2dParams& p,
                               const Pool2dParams& pool, const T* gy, const int64_t* indices,

@@ -51,9 +51,9 @@ bool conv2d_pooled_grads_read_windows(const Pool2dParams& pool);
 // max_pool2d_backward (max_pool2d.h) gives from the pooled gradient gy [N, OC, POH, POW], its
 // indices and mask (the pooled output, or null): the input and weight gradients of
 // conv2d_relu_max_pool2d, pool being its pool (planes = N * OC, over the OH x OW activation).
-// Where conv2d_pooled_grads_read_windows, the GEMMs read gy through the windows and the activation
-// gradient is never written; otherwise it is, to workspace scratch, and the plain pass reads it. Either way
-// the result is bit for bit the composition's.
+// Where conv2d_pooled_grads_read_windows, the GEMMs read gy through the windows and the
+// activation gradient is never written; otherwise it is, to workspace scratch, and the plain pass
+// reads it. Either way the result is bit for bit the composition's.
 template <typename T>
 cudaError_t conv2d_grad_input_pooled(const GemmContext& ctx, const Conv2dParams& p,
                                      const Pool2dParams& pool, const T* gy,
@@ -64,8 +64,8 @@ cudaError_t conv2d_grad_weight_pooled(const GemmContext& ctx, const Conv2dParams
                                       const int64_t* indices, const T* x, const T* mask, T* gw);
 
 // Whether conv2d_relu_max_pool2d pools in the forward GEMM's epilogue: windows of 4 taps (2 x 2,
-// 1 x 4, 4 x 1) that do not overlap (pool_windows_apart). Other pools run composed: conv2d_forward into workspace
-// scratch, then max_pool2d_forward.
+// 1 x 4, 4 x 1) that do not overlap (pool_windows_apart). Other pools run composed:
+// conv2d_forward into workspace scratch, then max_pool2d_forward.
 bool conv2d_relu_max_pool2d_fuses(const Pool2dParams& pool);
 
 // y, indices [N, OC, POH, POW] = max_pool2d(relu(conv(x, w) + bias)), pool being the pool's
