@@ -1,7 +1,8 @@
 // fastlayers' CUDA kernels (csrc/kernels/cuda/) run on the CPU emulation of cuda_emulation.h and
 // checked against naive double-precision loops, with no GPU and no torch: linear's forward (bias,
 // ReLU) and both gradients (with the ReLU mask, and split-K for long reductions), conv2d's
-// forward and both gradients over strides, asymmetric padding, dilation, groups and split-K,
+// forward and both gradients over strides, asymmetric padding, dilation, groups and split-K
+// (the forward of thin layers in its direct kernel too, bit for bit against the GEMM),
 // conv2d_relu_max_pool2d (pooled in the GEMM's epilogue, or composed) and its two pooled
 // gradients (read through the pool's windows, or composed) against their compositions,
 // max_pool2d forward (values and indices, padding, dilation, ceil_mode windows, -inf and NaN
@@ -15,6 +16,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <limits>
 #include <memory>
 #include <random>
@@ -200,6 +202,21 @@ void expect_equal(const std::vector<T>& got, const std::vector<double>& ref,
   }
 }
 
+// The same bits, element for element (the sign of zero, and NaN payloads, included).
+template <typename T>
+void expect_identical(const std::vector<T>& got, const std::vector<T>& want,
+                      const std::string& what) {
+  ++checks;
+  for (size_t i = 0; i < want.size(); ++i) {
+    if (std::memcmp(&got[i], &want[i], sizeof(T)) != 0) {
+      std::printf("FAIL %s %s: element %zu is %.9g, expected the bits of %.9g\n", what.c_str(),
+                  type_name<T>(), i, to_double(got[i]), to_double(want[i]));
+      ++failures;
+      return;
+    }
+  }
+}
+
 double relu(double v) { return v < 0 ? 0.0 : v; }
 
 // ---------------------------------------------------------------------------------------------
@@ -369,10 +386,25 @@ void test_conv2d(const Conv2dParams& p, bool wide_index) {
 
   for (bool with_bias : {false, true}) {
     for (bool with_relu : {false, true}) {
+      const std::string what = shape + " forward bias=" + std::to_string(with_bias) +
+                               " relu=" + std::to_string(with_relu);
       auto y = poisoned<T>(y_size);
       expect_success(fc::conv2d_forward<T>(context(ws, wide_index), p, x.data(), w.data(),
                                            with_bias ? b.data() : nullptr, y.data(), with_relu),
                      shape);
+      // A thin layer's direct kernel against the GEMM, which must agree bit for bit where the
+      // GEMM does not split K (it then sums in the same order; a split takes scratch).
+      if (fc::conv2d_runs_thin<T>(p, nullptr)) {
+        fc::GemmContext gemm_ctx = context(ws, wide_index);
+        gemm_ctx.thin_conv = false;
+        auto y_gemm = poisoned<T>(y_size);
+        const size_t blocks = ws.blocks();
+        expect_success(fc::conv2d_forward<T>(gemm_ctx, p, x.data(), w.data(),
+                                             with_bias ? b.data() : nullptr, y_gemm.data(),
+                                             with_relu),
+                       shape);
+        if (ws.blocks() == blocks) expect_identical(y, y_gemm, what + " thin against the GEMM");
+      }
       std::vector<double> ref(y_size, 0.0), scale(y_size, 0.0);
       for (int64_t n = 0; n < p.N; ++n)
         for (int64_t oc = 0; oc < p.OC; ++oc)
@@ -390,8 +422,7 @@ void test_conv2d(const Conv2dParams& p, bool wide_index) {
       if (with_relu) {
         for (auto& v : ref) v = relu(v);
       }
-      expect_close(y, ref, scale, shape + " forward bias=" + std::to_string(with_bias) +
-                                      " relu=" + std::to_string(with_relu));
+      expect_close(y, ref, scale, what);
     }
   }
 
@@ -618,6 +649,27 @@ void test_conv2d_relu_max_pool2d(const Conv2dParams& p, int64_t kernel, int64_t 
       std::printf("FAIL %s %s: %zu scratch blocks\n", what.c_str(), type_name<T>(),
                   ws.blocks() - blocks);
       ++failures;
+    }
+
+    // A thin layer's direct kernel against the fused GEMM, bit for bit where neither splits K.
+    if (fc::conv2d_runs_thin<T>(p, &pl)) {
+      fc::GemmContext gemm_ctx = context(ws, wide_index);
+      gemm_ctx.thin_conv = false;
+      auto y_gemm = poisoned<T>(pooled_size);
+      std::vector<int64_t> indices_gemm(pooled_size, -7);
+      const size_t before = ws.blocks();
+      expect_success(fc::conv2d_relu_max_pool2d<T>(gemm_ctx, p, pl, x.data(), w.data(), bias,
+                                                   y_gemm.data(), indices_gemm.data()),
+                     what);
+      if (ws.blocks() == before && blocks == before) {
+        expect_identical(y, y_gemm, what + " thin against the GEMM");
+        ++checks;
+        if (indices != indices_gemm) {
+          std::printf("FAIL %s %s: thin and GEMM indices differ\n", what.c_str(),
+                      type_name<T>());
+          ++failures;
+        }
+      }
     }
 
     // The composition.
@@ -956,8 +1008,49 @@ void test_tile_choice() {
   }
 }
 
+// Which layers the thin-layer kernel takes: the documents' first layers (LeNet-5's two, the MNIST
+// and CIFAR CNNs' first), with and without their 2 x 2 pools, and a depthwise conv; not the
+// second layers of the MNIST and CIFAR CNNs (32 input channels), nor a layer whose input rows
+// outgrow its shared memory (a 3 x 3 conv over rows of 5000), nor a pool that runs composed.
+template <typename T>
+void test_thin_choice() {
+  struct Case {
+    Conv2dParams p;
+    bool thin;
+  };
+  const Case cases[] = {
+      {conv(64, 3, 32, 32, 6, 5, 5, 1, 1, 0, 0, 0, 0, 1, 1, 1), true},
+      {conv(64, 6, 14, 14, 16, 5, 5, 1, 1, 0, 0, 0, 0, 1, 1, 1), true},
+      {conv(64, 1, 28, 28, 32, 5, 5, 1, 1, 2, 2, 2, 2, 1, 1, 1), true},
+      {conv(64, 3, 24, 24, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), true},
+      {conv(64, 32, 14, 14, 64, 5, 5, 1, 1, 2, 2, 2, 2, 1, 1, 1), false},
+      {conv(64, 32, 12, 12, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), false},
+      {conv(8, 32, 16, 16, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 32), true},
+      {conv(1, 3, 8, 5000, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), false},
+  };
+  for (const Case& c : cases) {
+    const Pool2dParams pooled = pool(c.p.N * c.p.OC, c.p.OH, c.p.OW, 2, 2, 0, 1, false);
+    const Pool2dParams overlapping = pool(c.p.N * c.p.OC, c.p.OH, c.p.OW, 2, 1, 0, 1, false);
+    const bool got[] = {fc::conv2d_runs_thin<T>(c.p, nullptr),
+                        fc::conv2d_runs_thin<T>(c.p, &pooled),
+                        fc::conv2d_runs_thin<T>(c.p, &overlapping)};
+    const bool want[] = {c.thin, c.thin, false};
+    for (int i = 0; i < 3; ++i) {
+      ++checks;
+      if (got[i] != want[i]) {
+        std::printf("FAIL %s %s%s: expected %s\n", describe(c.p).c_str(), type_name<T>(),
+                    i == 0 ? "" : i == 1 ? " with a 2x2 pool" : " with an overlapping pool",
+                    want[i] ? "the thin kernel" : "the GEMM");
+        ++failures;
+      }
+    }
+  }
+}
+
 template <typename T>
 void test_all() {
+  test_thin_choice<T>();
+
   // Tails on every side of the 64 x 64 x 16 tile, an empty reduction, and (M = 1100 with one
   // output tile) split-K for grad_weight.
   test_linear<T>(1, 1, 1);
@@ -998,12 +1091,23 @@ void test_all() {
     // Empty: no images; no channels and no width (sizes of 0 are divisors nowhere).
     test_conv2d<T>(conv(0, 3, 5, 4, 2, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), wide_index);
     test_conv2d<T>(conv(2, 0, 5, 0, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), wide_index);
-    // Each pass in the large tile once: forward (2 groups of 130 filters, 12 x 12 outputs),
+    // Each pass in the large tile once: forward (2 groups of 130 filters, 12 x 12 outputs; a thin
+    // layer, whose GEMM runs against the thin kernel),
     // grad_input (130 channels, 12 x 12 inputs), grad_weight (130 filters of 15 x 3 x 3).
     test_conv2d<T>(conv(1, 4, 12, 12, 260, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 2), wide_index);
     test_conv2d<T>(conv(1, 130, 12, 12, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), wide_index);
     test_conv2d<T>(conv(2, 15, 6, 6, 130, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), wide_index);
   }
+  // The thin-layer kernel's tiling (most cases above run in it too, in one tile): two tiles of
+  // 1024 pixels, the second partial; two channel tiles of 32 with 8 channels in the second; 13
+  // channels in 2 groups of 8, with strides, asymmetric padding and dilation; 8 input channels of
+  // 5 x 5, whose filters take fewer channel groups to fit; a depthwise conv with 2 filters a
+  // channel.
+  test_conv2d<T>(conv(1, 1, 40, 40, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), false);
+  test_conv2d<T>(conv(2, 2, 20, 18, 40, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), false);
+  test_conv2d<T>(conv(1, 3, 11, 13, 13, 5, 5, 2, 1, 2, 1, 0, 2, 1, 2, 1), false);
+  test_conv2d<T>(conv(1, 8, 9, 9, 32, 5, 5, 1, 1, 2, 2, 2, 2, 1, 1, 1), false);
+  test_conv2d<T>(conv(2, 4, 10, 10, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 4), false);
 
   test_max_pool2d<T>(pool(3, 8, 8, 2, 2, 0, 1, false));
   test_max_pool2d<T>(pool(2, 7, 9, 3, 2, 1, 1, true));
@@ -1046,6 +1150,12 @@ void test_all() {
   fused_layer(conv(2, 3, 9, 9, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), 2, 1, 0, 1, false,
               Path::composed);
   fused_layer(conv(0, 3, 9, 9, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), 2, 2, 0, 1, false, Path::fused);
+  // The thin-layer kernel over several tiles of windows: the MNIST CNN's first layer (4 tiles of
+  // 64 windows, 32 channels), and 420 windows in 2 tiles with pool padding and ceil mode.
+  fused_layer(conv(2, 1, 28, 28, 32, 5, 5, 1, 1, 2, 2, 2, 2, 1, 1, 1), 2, 2, 0, 1, false,
+              Path::fused);
+  fused_layer(conv(1, 3, 40, 37, 6, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), 2, 2, 1, 1, true,
+              Path::fused);
 
   // The pooled gradients, read through the windows where they are apart: the fused layer's
   // cases above, windows with gaps between them, 3 x 3 and 1 x 4 windows, a strided conv,

@@ -24,6 +24,10 @@
 // output, or for conv2d_relu_max_pool2d's gradients the pooled gradient through the pool's
 // windows (PooledGradient), so that the activation gradient is never written.
 //
+// A thin layer (at most 8 input channels per group, as the documents' first layers) runs its
+// forward in a direct convolution instead (conv2d_thin_kernel below), with the GEMM's sums in
+// the GEMM's order.
+//
 // The operands split k, q and i into their parts on every load. Where every numerator is below
 // 2^31 (CKK, OCg * KH * KW, N * OH * OW, H * W, H + pad_top and W + pad_left) and every divisor
 // is too, they divide with FastDivmod (common.cuh), a multiply-high and a shift; else with 64-bit
@@ -417,6 +421,244 @@ StridedOperand<T, true> filters_operand(const T* w, const ConvGeometry& g) {
   return {w, nullptr, BatchOffset{g.p.groups, 0, g.OCg * g.CKK}, g.CKK, 1};
 }
 
+// --- thin layers: direct convolution -----------------------------------------------------------
+//
+// A layer with few input channels per group (the documents' first layers have 1, 3 or 6) is a
+// GEMM of short K (CKK = 25 to 150) and few rows (OCg = 6 to 32): the GEMM's 64-row tile is
+// mostly padding, and its B operand splits k and q into their parts for each element it loads,
+// which then feeds only OCg products. The thin kernel instead stages in shared memory, once per
+// block, the input rows that its output pixels read (zero-padded, so the loop tests no bounds)
+// and the filters of up to 32 output channels. Each thread then sums kPixels = 4 output pixels
+// times kChannels = 8 channels in registers, stepping through the staged input by (c, kh, kw),
+// with no division in the loop: a tap's 4 input values and 8 weights (two 16-byte broadcasts)
+// feed 32 FMAs.
+//
+// The sums run over k = (c * KH + kh) * KW + kw in order with fma from 0, as the GEMM's do where
+// it does not split K: the results are the GEMM path's, bit for bit. The epilogues are the
+// GEMM's (Epilogue for conv2d_forward, PoolEpilogue for the fused layer), handed the same
+// columns of the GEMM's N: a thread's 4 pixels are 4 columns.
+
+struct ThinTile {
+  static constexpr int kPixels = 4;              // a thread's output pixels (GEMM columns)
+  static constexpr int kChannels = 8;            // a thread's output channels
+  static constexpr int kMaxChannelGroups = 4;    // so a block has at most 32 channels
+  static constexpr int kMaxThreads = 256;
+  static constexpr int kMaxChannelsIn = 8;       // C / groups of a thin layer
+  // Static shared memory, 44 KiB of the 48 a block may have without opting in.
+  static constexpr int kPatchBytes = 24 << 10, kFilterBytes = 20 << 10;
+};
+
+// conv2d_forward's columns: output pixel q = oh * OW + ow. The threads of a tile take its
+// columns in turn (thread t's pixel s is column first + s * threads + t), so that a warp's loads
+// from the staged input and its stores of y are consecutive.
+struct PixelColumns {
+  static constexpr int kGroup = 1;  // the epilogue group its 4 columns form
+  int64_t OH, OW;
+  __device__ int64_t column(int64_t first, int threads, int t, int s) const {
+    return first + s * threads + t;
+  }
+  // The output pixel of column n (every column has one).
+  __device__ bool pixel(int64_t n, int64_t& oh, int64_t& ow) const {
+    oh = n / OW;
+    ow = n - oh * OW;
+    return true;
+  }
+  // The first and last output rows of columns first .. last.
+  __device__ void rows(int64_t first, int64_t last, int64_t& r0, int64_t& r1) const {
+    r0 = first / OW;
+    r1 = last / OW;
+  }
+  // The most output rows that `count` consecutive columns touch.
+  int64_t max_rows(int64_t count) const { return std::min(OH, (count - 1) / OW + 2); }
+};
+
+// The fused layer's columns: tap t of pool window w is column w * 4 + t (PoolEpilogue's). Thread
+// t of a tile takes the tile's window t, its 4 taps its 4 pixels: one epilogue group.
+struct WindowColumns {
+  static constexpr int kGroup = 4;
+  PoolWindows windows;
+  __device__ int64_t column(int64_t first, int, int t, int s) const { return first + 4 * t + s; }
+  // The activation pixel of column n, and whether it lies in the activation (a tap in the pool's
+  // padding computes nothing that the epilogue reads).
+  __device__ bool pixel(int64_t n, int64_t& oh, int64_t& ow) const {
+    windows.origin<false>(n >> 2, oh, ow);
+    oh += windows.tap_h(static_cast<int>(n & 3));
+    ow += windows.tap_w(static_cast<int>(n & 3));
+    return windows.inside(oh, ow);
+  }
+  // The first and last activation rows that the windows of columns first .. last cover, clipped
+  // to the activation (r1 < r0 where they lie wholly in the padding).
+  __device__ void rows(int64_t first, int64_t last, int64_t& r0, int64_t& r1) const {
+    const Pool2dParams& p = windows.p;
+    r0 = max((first >> 2) / p.OW * p.stride_h - p.pad_h, int64_t{0});
+    r1 = min((last >> 2) / p.OW * p.stride_h - p.pad_h + (p.kernel_h - 1) * p.dilation_h,
+             p.H - 1);
+  }
+  int64_t max_rows(int64_t count) const {
+    const Pool2dParams& p = windows.p;
+    const int64_t pooled_rows = std::min(p.OH, (count / 4 - 1) / p.OW + 2);
+    return std::min(p.H, (pooled_rows - 1) * p.stride_h + (p.kernel_h - 1) * p.dilation_h + 1);
+  }
+};
+
+// A thin layer's launch: work item ((z * channel_tiles) + channel_tile) * column_tiles + tile
+// computes channels [channel_tile * 8 * channel_groups, + 8 * channel_groups) of batch entry
+// z = n * groups + group, at columns [tile * 4 * threads, + 4 * threads); with channel_groups
+// * threads threads, channel group j being threads j * threads .. (j + 1) * threads - 1.
+struct ThinShape {
+  ConvGeometry g;
+  int64_t batches, columns, column_tiles, channel_tiles;
+  int64_t patch_width;  // the staged input's row: every input column an output row reads
+  int threads, channel_groups;
+  bool fits;  // the plan's staged input and filters fit the kernel's shared memory
+  __host__ __device__ int64_t work() const { return batches * channel_tiles * column_tiles; }
+};
+
+// The thin kernel's plan for a conv of geometry g with `columns` columns read through cols, in
+// accumulation type A; fits is false where it does not apply: more than 8 input channels per
+// group, or filters or input rows too large for its shared memory.
+template <typename A, typename Columns>
+ThinShape plan_thin(const ConvGeometry& g, const Columns& cols, int64_t columns) {
+  using Tile = ThinTile;
+  const Conv2dParams& p = g.p;
+  ThinShape s{g, p.N * p.groups, columns, 0, 0, 0, 0, 0, false};
+  if (g.Cg > Tile::kMaxChannelsIn || columns == 0 || g.OCg == 0) return s;
+  const int64_t filter_capacity = Tile::kFilterBytes / sizeof(A);
+  const int64_t patch_capacity = Tile::kPatchBytes / sizeof(A);
+  int groups = g.OCg <= 8 ? 1 : g.OCg <= 16 ? 2 : Tile::kMaxChannelGroups;
+  while (groups > 1 && g.CKK * Tile::kChannels * groups > filter_capacity) groups /= 2;
+  if (g.CKK * Tile::kChannels * groups > filter_capacity) return s;
+  const int64_t per_thread = Tile::kPixels;
+  const int threads = static_cast<int>(
+      std::min<int64_t>(Tile::kMaxThreads / groups, ceil_div(ceil_div(columns, per_thread), 32) * 32));
+  s.patch_width = (p.OW - 1) * p.stride_w + (p.KW - 1) * p.dilation_w + 1;
+  const int64_t window_rows = (p.KH - 1) * p.dilation_h + 1;
+  if (s.patch_width > patch_capacity || window_rows > patch_capacity) return s;
+  const int64_t rows = (cols.max_rows(per_thread * threads) - 1) * p.stride_h + window_rows;
+  if (rows > patch_capacity || g.Cg * rows * s.patch_width > patch_capacity) return s;
+  s.threads = threads;
+  s.channel_groups = groups;
+  s.column_tiles = ceil_div(columns, per_thread * threads);
+  s.channel_tiles = ceil_div(g.OCg, Tile::kChannels * groups);
+  s.fits = true;
+  return s;
+}
+
+template <typename T, typename Columns, typename Ep>
+__global__ void __launch_bounds__(ThinTile::kMaxThreads)
+    conv2d_thin_kernel(ThinShape s, const T* x, const T* w, Columns cols, Ep ep) {
+  using A = acc_t<T>;
+  using Tile = ThinTile;
+  constexpr int kPixels = Tile::kPixels, kChannels = Tile::kChannels;
+  static_assert(Ep::kGroup == Columns::kGroup && kPixels % Columns::kGroup == 0,
+                "a thread's columns form whole epilogue groups");
+  __shared__ __align__(16) A patch[Tile::kPatchBytes / sizeof(A)];
+  __shared__ __align__(16) A filters[Tile::kFilterBytes / sizeof(A)];
+  const ConvGeometry& g = s.g;
+  const Conv2dParams& p = g.p;
+  const int tid = static_cast<int>(threadIdx.x);
+  const int channel_group = tid / s.threads, t = tid % s.threads;
+  const int block_channels = kChannels * s.channel_groups;
+  const int64_t tile_columns = int64_t{kPixels} * s.threads;
+  // Sizes in int: a plan that fits keeps every offset into the staged input and filters small.
+  const int Cg = static_cast<int>(g.Cg), KH = static_cast<int>(p.KH), KW = static_cast<int>(p.KW);
+  const int dilation_h = static_cast<int>(p.dilation_h), dilation_w = static_cast<int>(p.dilation_w);
+  const int width = static_cast<int>(s.patch_width);
+
+  for (int64_t item = blockIdx.x; item < s.work(); item += gridDim.x) {
+    const int64_t tile = item % s.column_tiles, rest = item / s.column_tiles;
+    const int64_t channel_tile = rest % s.channel_tiles, z = rest / s.channel_tiles;
+    const int64_t first = tile * tile_columns;
+    const int64_t last = min(first + tile_columns, s.columns) - 1;
+
+    // The input rows that the tile's output rows r0 .. r1 read, every column, zero-padded: row r
+    // of the staged plane is input row r0 * stride_h - pad_top + r, column c is input column
+    // c - pad_left.
+    int64_t r0, r1;
+    cols.rows(first, last, r0, r1);
+    const int plane = static_cast<int>((max(r1 - r0, int64_t{0}) * p.stride_h +
+                                        (KH - 1) * dilation_h + 1) * width);
+    const T* image = x + BatchOffset{p.groups, p.C * g.HW, g.Cg * g.HW}(z);
+    const int64_t top = r0 * p.stride_h - p.pad_top;
+    for (int e = tid; e < Cg * plane; e += blockDim.x) {
+      const int c = e / plane, rc = e - c * plane;
+      const int r = rc / width, col = rc - r * width;
+      const int64_t ih = top + r, iw = col - p.pad_left;
+      const bool inside = ih >= 0 && ih < p.H && iw >= 0 && iw < p.W;
+      patch[e] = inside ? to_acc(image[(c * p.H + ih) * p.W + iw]) : A(0);
+    }
+    // The block's filters, [CKK][block_channels]: a tap's channels side by side.
+    const int64_t oc0 = channel_tile * block_channels;
+    const T* group_filters = w + (z % p.groups) * g.OCg * g.CKK;
+    for (int e = tid; e < g.CKK * block_channels; e += blockDim.x) {
+      const int64_t k = e / block_channels, j = e - k * block_channels;
+      filters[e] = oc0 + j < g.OCg ? to_acc(group_filters[(oc0 + j) * g.CKK + k]) : A(0);
+    }
+    __syncthreads();
+
+    // Where this thread's pixels start in the staged plane (tap (0, 0) of channel 0).
+    int64_t column[kPixels];
+    int start[kPixels];
+#pragma unroll
+    for (int i = 0; i < kPixels; ++i) {
+      column[i] = cols.column(first, s.threads, t, i);
+      int64_t oh = 0, ow = 0;
+      const bool in = column[i] < s.columns && cols.pixel(column[i], oh, ow);
+      start[i] = in ? static_cast<int>((oh - r0) * p.stride_h * width + ow * p.stride_w) : 0;
+    }
+
+    A acc[kPixels][kChannels];
+#pragma unroll
+    for (int i = 0; i < kPixels; ++i)
+#pragma unroll
+      for (int j = 0; j < kChannels; ++j) acc[i][j] = A(0);
+    const A* tap_filters = filters + channel_group * kChannels;
+    for (int c = 0; c < Cg; ++c) {
+      for (int kh = 0; kh < KH; ++kh) {
+        const int row = c * plane + kh * dilation_h * width;
+        for (int kw = 0; kw < KW; ++kw, tap_filters += block_channels) {
+          const int tap = row + kw * dilation_w;
+          A v[kPixels], f[kChannels];
+#pragma unroll
+          for (int i = 0; i < kPixels; ++i) v[i] = patch[start[i] + tap];
+          load4(tap_filters, f);
+          load4(tap_filters + 4, f + 4);
+#pragma unroll
+          for (int i = 0; i < kPixels; ++i)
+#pragma unroll
+            for (int j = 0; j < kChannels; ++j) acc[i][j] = fma(f[j], v[i], acc[i][j]);
+        }
+      }
+    }
+
+    constexpr int kGroup = Ep::kGroup;
+    const auto out = ep.at(z);
+#pragma unroll
+    for (int j = 0; j < kChannels; ++j) {
+      const int64_t m = oc0 + channel_group * kChannels + j;
+      if (m >= g.OCg) continue;
+#pragma unroll
+      for (int i = 0; i < kPixels; i += kGroup) {
+        if (column[i] >= s.columns) continue;
+        A v[kGroup];
+#pragma unroll
+        for (int c = 0; c < kGroup; ++c) v[c] = acc[i + c][j];
+        out.store(m, column[i], v);
+      }
+    }
+    __syncthreads();  // the next item's staging overwrites what this one read
+  }
+}
+
+// Runs a planned thin layer (plan.fits) on ctx.stream.
+template <typename T, typename Columns, typename Ep>
+cudaError_t thin_conv(const GemmContext& ctx, const ThinShape& plan, const T* x, const T* w,
+                      const Columns& cols, const Ep& ep) {
+  if (plan.batches == 0) return cudaSuccess;
+  return launch(conv2d_thin_kernel<T, Columns, Ep>, grid_size(plan.work(), 1),
+                plan.channel_groups * plan.threads, ctx.stream, plan, x, w, cols, ep);
+}
+
 }  // namespace
 
 template <typename T>
@@ -429,6 +671,11 @@ cudaError_t conv2d_forward(const GemmContext& ctx, const Conv2dParams& p, const 
   ep.bias_kind = bias != nullptr ? BiasKind::per_row : BiasKind::none;
   ep.bias_group_stride = g.OCg;
   ep.relu = relu;
+  if (ctx.thin_conv) {
+    const PixelColumns columns{p.OH, p.OW};
+    const ThinShape plan = plan_thin<acc_t<T>>(g, columns, g.OHW);
+    if (plan.fits) return thin_conv(ctx, plan, x, w, columns, ep);
+  }
   if (g.narrow) {
     return gemm<T>(ctx, p.N * p.groups, g.OCg, g.OHW, g.CKK, a, Im2colOperand<T, true>{x, g}, ep);
   }
@@ -562,7 +809,20 @@ cudaError_t conv2d_relu_max_pool2d(const GemmContext& ctx, const Conv2dParams& p
   const PoolWindows windows{pool, Divisor(pool.OW), tap_shift};
   const StridedOperand<T, true> a = filters_operand(w, g);
   const BatchOffset batch{p.groups, p.OC * plane, g.OCg * plane};
-  if (g.narrow && windows.pooled_w.fits && 4 * plane < kNarrowLimit) {
+  const bool narrow = g.narrow && windows.pooled_w.fits && 4 * plane < kNarrowLimit;
+  if (ctx.thin_conv) {
+    const WindowColumns columns{windows};
+    const ThinShape thin = plan_thin<acc_t<T>>(g, columns, 4 * plane);
+    if (thin.fits && narrow) {
+      return thin_conv(ctx, thin, x, w, columns,
+                       PoolEpilogue<T, true>{y, indices, batch, bias, g.OCg, windows});
+    }
+    if (thin.fits) {
+      return thin_conv(ctx, thin, x, w, columns,
+                       PoolEpilogue<T, false>{y, indices, batch, bias, g.OCg, windows});
+    }
+  }
+  if (narrow) {
     return gemm<T>(ctx, p.N * p.groups, g.OCg, 4 * plane, g.CKK, a,
                    PooledIm2colOperand<T, true>{x, g, windows},
                    PoolEpilogue<T, true>{y, indices, batch, bias, g.OCg, windows});
@@ -570,6 +830,15 @@ cudaError_t conv2d_relu_max_pool2d(const GemmContext& ctx, const Conv2dParams& p
   return gemm<T>(ctx, p.N * p.groups, g.OCg, 4 * plane, g.CKK, a,
                  PooledIm2colOperand<T, false>{x, g, windows},
                  PoolEpilogue<T, false>{y, indices, batch, bias, g.OCg, windows});
+}
+
+template <typename T>
+bool conv2d_runs_thin(const Conv2dParams& p, const Pool2dParams* pool) {
+  const ConvGeometry g(p, false);
+  if (pool == nullptr) return plan_thin<acc_t<T>>(g, PixelColumns{p.OH, p.OW}, g.OHW).fits;
+  if (!conv2d_relu_max_pool2d_fuses(*pool)) return false;
+  const WindowColumns columns{PoolWindows{*pool, Divisor(pool->OW), 0}};
+  return plan_thin<acc_t<T>>(g, columns, 4 * pool->OH * pool->OW).fits;
 }
 
 #define FASTLAYERS_INSTANTIATE(T)                                                              \
@@ -588,7 +857,8 @@ cudaError_t conv2d_relu_max_pool2d(const GemmContext& ctx, const Conv2dParams& p
                                                     const int64_t*, const T*, const T*, T*);     \
   template cudaError_t conv2d_relu_max_pool2d<T>(const GemmContext&, const Conv2dParams&,       \
                                                  const Pool2dParams&, const T*, const T*,        \
-                                                 const T*, T*, int64_t*);
+                                                 const T*, T*, int64_t*);                \
+  template bool conv2d_runs_thin<T>(const Conv2dParams&, const Pool2dParams*);
 FASTLAYERS_INSTANTIATE(float)
 FASTLAYERS_INSTANTIATE(double)
 FASTLAYERS_INSTANTIATE(__half)

@@ -18,7 +18,8 @@
 
 namespace fastlayers::cuda {
 
-// y[N, OC, OH, OW] = conv(x, w) + bias, then ReLU if relu. bias may be null.
+// y[N, OC, OH, OW] = conv(x, w) + bias, then ReLU if relu. bias may be null. A thin layer (see
+// conv2d_runs_thin) runs a direct convolution instead of the GEMM, with the same results.
 template <typename T>
 cudaError_t conv2d_forward(const GemmContext& ctx, const Conv2dParams& p, const T* x, const T* w,
                            const T* bias, T* y, bool relu);
@@ -76,5 +77,13 @@ template <typename T>
 cudaError_t conv2d_relu_max_pool2d(const GemmContext& ctx, const Conv2dParams& p,
                                    const Pool2dParams& pool, const T* x, const T* w,
                                    const T* bias, T* y, int64_t* indices);
+
+// Whether conv2d_forward (pool null), or conv2d_relu_max_pool2d with pool where it fuses, runs
+// the thin-layer kernel (where ctx.thin_conv): a direct convolution for layers of at most 8
+// input channels per group, such as the documents' first layers, whose filters and input rows
+// fit its shared memory. It stages them once per block and sums 4 pixels x 8 channels a thread;
+// its sums are the GEMM's, in the same order, so the results are the GEMM path's bit for bit.
+template <typename T>
+bool conv2d_runs_thin(const Conv2dParams& p, const Pool2dParams* pool);
 
 }  // namespace fastlayers::cuda

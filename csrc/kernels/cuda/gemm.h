@@ -35,6 +35,9 @@ struct GemmContext {
   // float products may run on tensor cores in TF32 (torch.backends.cuda.matmul.allow_tf32, for
   // linear); otherwise they stay in IEEE float.
   bool tf32 = false;
+  // conv2d's forward on a layer of few input channels per group runs the thin-layer kernel
+  // (conv2d.cu) where it fits; false keeps it on the GEMM, which tests compare it with.
+  bool thin_conv = true;
 };
 
 // How the K dimension of a GEMM is split over thread blocks. Split-K is used only when the
