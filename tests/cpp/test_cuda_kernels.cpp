@@ -2,7 +2,8 @@
 // checked against naive double-precision loops, with no GPU and no torch: linear's forward (bias,
 // ReLU) and both gradients (with the ReLU mask, and split-K for long reductions), conv2d's
 // forward and both gradients over strides, asymmetric padding, dilation, groups and split-K
-// (the forward of thin layers in its direct kernel too, bit for bit against the GEMM),
+// (thin layers' forward and grad_weight in their direct kernels too, and the forward bit for bit
+// against the GEMM),
 // conv2d_relu_max_pool2d (pooled in the GEMM's epilogue, or composed) and its two pooled
 // gradients (read through the pool's windows, or composed) against their compositions,
 // max_pool2d forward (values and indices, padding, dilation, ceil_mode windows, -inf and NaN
@@ -443,10 +444,6 @@ void test_conv2d(const Conv2dParams& p, bool wide_index) {
     });
     expect_close(gx, ref, scale, shape + " grad_input mask=" + std::to_string(with_mask));
 
-    auto gw = poisoned<T>(w_size);
-    expect_success(fc::conv2d_grad_weight<T>(context(ws, wide_index), p, gy.data(), x.data(),
-                                             mask_ptr, gw.data()),
-                   shape);
     ref.assign(w_size, 0.0);
     scale.assign(w_size, 0.0);
     for_each_term(p, [&](int64_t n, int64_t oc, int64_t oh, int64_t ow, int64_t c, int64_t kh,
@@ -455,7 +452,18 @@ void test_conv2d(const Conv2dParams& p, bool wide_index) {
       ref[w_at(oc, c, kh, kw)] += t;
       scale[w_at(oc, c, kh, kw)] += std::fabs(t);
     });
-    expect_close(gw, ref, scale, shape + " grad_weight mask=" + std::to_string(with_mask));
+    // A thin layer's grad_weight runs its direct kernel, and the GEMM is checked too.
+    for (bool thin : {true, false}) {
+      if (!thin && !fc::conv2d_grad_weight_runs_thin<T>(p)) continue;
+      fc::GemmContext ctx = context(ws, wide_index);
+      ctx.thin_conv = thin;
+      auto gw = poisoned<T>(w_size);
+      expect_success(fc::conv2d_grad_weight<T>(ctx, p, gy.data(), x.data(), mask_ptr, gw.data()),
+                     shape);
+      expect_close(gw, ref, scale,
+                   shape + " grad_weight mask=" + std::to_string(with_mask) +
+                       (thin ? "" : " in the GEMM"));
+    }
   }
 }
 
@@ -1011,7 +1019,8 @@ void test_tile_choice() {
 // Which layers the thin-layer kernel takes: the documents' first layers (LeNet-5's two, the MNIST
 // and CIFAR CNNs' first), with and without their 2 x 2 pools, and a depthwise conv; not the
 // second layers of the MNIST and CIFAR CNNs (32 input channels), nor a layer whose input rows
-// outgrow its shared memory (a 3 x 3 conv over rows of 5000), nor a pool that runs composed.
+// outgrow its shared memory (a 3 x 3 conv over rows of 5000), nor one of 8 x 12 x 12 taps, nor a
+// pool that runs composed. grad_weight likewise.
 template <typename T>
 void test_thin_choice() {
   struct Case {
@@ -1027,20 +1036,22 @@ void test_thin_choice() {
       {conv(64, 32, 12, 12, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), false},
       {conv(8, 32, 16, 16, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 32), true},
       {conv(1, 3, 8, 5000, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), false},
+      {conv(1, 8, 14, 14, 4, 12, 12, 1, 1, 0, 0, 0, 0, 1, 1, 1), false},
   };
   for (const Case& c : cases) {
     const Pool2dParams pooled = pool(c.p.N * c.p.OC, c.p.OH, c.p.OW, 2, 2, 0, 1, false);
     const Pool2dParams overlapping = pool(c.p.N * c.p.OC, c.p.OH, c.p.OW, 2, 1, 0, 1, false);
     const bool got[] = {fc::conv2d_runs_thin<T>(c.p, nullptr),
                         fc::conv2d_runs_thin<T>(c.p, &pooled),
-                        fc::conv2d_runs_thin<T>(c.p, &overlapping)};
-    const bool want[] = {c.thin, c.thin, false};
-    for (int i = 0; i < 3; ++i) {
+                        fc::conv2d_runs_thin<T>(c.p, &overlapping),
+                        fc::conv2d_grad_weight_runs_thin<T>(c.p)};
+    const bool want[] = {c.thin, c.thin, false, c.thin};
+    const char* what[] = {"", " with a 2x2 pool", " with an overlapping pool", " grad_weight"};
+    for (int i = 0; i < 4; ++i) {
       ++checks;
       if (got[i] != want[i]) {
         std::printf("FAIL %s %s%s: expected %s\n", describe(c.p).c_str(), type_name<T>(),
-                    i == 0 ? "" : i == 1 ? " with a 2x2 pool" : " with an overlapping pool",
-                    want[i] ? "the thin kernel" : "the GEMM");
+                    what[i], want[i] ? "the thin kernel" : "the GEMM");
         ++failures;
       }
     }
@@ -1098,7 +1109,7 @@ void test_all() {
     test_conv2d<T>(conv(1, 130, 12, 12, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), wide_index);
     test_conv2d<T>(conv(2, 15, 6, 6, 130, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), wide_index);
   }
-  // The thin-layer kernel's tiling (most cases above run in it too, in one tile): two tiles of
+  // The thin-layer kernels' tiling (most cases above run in them too, in one tile): two tiles of
   // 1024 pixels, the second partial; two channel tiles of 32 with 8 channels in the second; 13
   // channels in 2 groups of 8, with strides, asymmetric padding and dilation; 8 input channels of
   // 5 x 5, whose filters take fewer channel groups to fit; a depthwise conv with 2 filters a
@@ -1108,6 +1119,9 @@ void test_all() {
   test_conv2d<T>(conv(1, 3, 11, 13, 13, 5, 5, 2, 1, 2, 1, 0, 2, 1, 2, 1), false);
   test_conv2d<T>(conv(1, 8, 9, 9, 32, 5, 5, 1, 1, 2, 2, 2, 2, 1, 1, 1), false);
   test_conv2d<T>(conv(2, 4, 10, 10, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 4), false);
+  // 3 x 11 x 11 taps: the thin grad_weight takes 2 of its 3 channel octets at a time (91 quads
+  // of taps each), the thin forward 1 channel group.
+  test_conv2d<T>(conv(1, 3, 14, 14, 20, 11, 11, 1, 1, 5, 5, 5, 5, 1, 1, 1), false);
 
   test_max_pool2d<T>(pool(3, 8, 8, 2, 2, 0, 1, false));
   test_max_pool2d<T>(pool(2, 7, 9, 3, 2, 1, 1, true));

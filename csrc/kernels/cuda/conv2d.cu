@@ -26,7 +26,8 @@
 //
 // A thin layer (at most 8 input channels per group, as the documents' first layers) runs its
 // forward in a direct convolution instead (conv2d_thin_kernel below), with the GEMM's sums in
-// the GEMM's order.
+// the GEMM's order, and its grad_weight in a direct kernel that splits the sum over pixels
+// finer than the GEMM's split-K (conv2d_thin_grad_weight_kernel).
 //
 // The operands split k, q and i into their parts on every load. Where every numerator is below
 // 2^31 (CKK, OCg * KH * KW, N * OH * OW, H * W, H + pad_top and W + pad_left) and every divisor
@@ -659,6 +660,233 @@ cudaError_t thin_conv(const GemmContext& ctx, const ThinShape& plan, const T* x,
                 plan.channel_groups * plan.threads, ctx.stream, plan, x, w, cols, ep);
 }
 
+// conv2d_grad_weight of a thin layer: gw[oc, k] = sum over images n and output pixels q of
+// gy(n, oc, q) * cols_n[k, q], where the GEMM has M = OCg and N = CKK both small and a long K =
+// N * OH * OW that it can only split 32 ways. A work item takes one group's channel tile (8 a
+// thread), every tap (4 a thread: a quad), and a split's run of chunks, each up to `chunk`
+// consecutive output pixels of one image. Per chunk it stages the input rows (as the forward
+// does), the gradient [pixel][channel] read through the gradient source, and each pixel's start
+// in the staged rows; each thread sums its 8 x 4 products over the chunk's pixels of its lane
+// (pixel i goes to lane i % lanes): 8 gradient values (two 16-byte loads) and 4 input values
+// feed 32 FMAs. At the item's end the lanes' sums are added in lane order, and the total goes
+// to gw, or with several splits to partial sums that split_k_reduce_kernel adds in split order.
+// The order depends on the shape and the SM count only: deterministic, as the GEMM's split-K.
+struct ThinGradTile {
+  static constexpr int kChannels = 8;     // a thread's channels
+  static constexpr int kTaps = 4;         // and taps
+  static constexpr int kMaxOctets = 4;    // channel groups of 8 in a work item
+  static constexpr int kMaxThreads = 256;
+  static constexpr int kMaxChunk = 128;   // pixels
+  // Static shared memory: 40 KiB and the lanes' exchange.
+  static constexpr int kPatchBytes = 24 << 10, kGradientBytes = 16 << 10;
+};
+
+struct ThinGradShape {
+  ConvGeometry g;
+  int64_t patch_width = 0, patch_plane = 0;  // a staged row, and a channel (the rows' bound)
+  int64_t chunk = 0, chunks_per_image = 0, chunks = 0;
+  int64_t channel_tiles = 0, splits = 1, chunks_per_split = 0;
+  int quads = 0, octets = 0, units = 0, lanes = 0;  // units = quads * octets threads per lane
+  int gradient_ld = 0;  // the staged gradient's row: 8 * octets, padded
+  bool fits = false;
+  __host__ __device__ int64_t work() const { return g.p.groups * channel_tiles * splits; }
+};
+
+// The thin grad_weight kernel's plan for geometry g on sm_count SMs, in accumulation type A;
+// fits is false where it does not apply: more than 8 input channels per group, more than 256
+// threads' worth of taps, input rows too large for its shared memory, or nothing to sum over
+// (no output pixels: the GEMM stores the zeros).
+template <typename A>
+ThinGradShape plan_thin_grad_weight(const ConvGeometry& g, int sm_count) {
+  using Tile = ThinGradTile;
+  const Conv2dParams& p = g.p;
+  ThinGradShape s{g};
+  if (g.Cg > ThinTile::kMaxChannelsIn || g.CKK == 0 || g.OCg == 0 || g.OHW == 0) return s;
+  const int64_t quads = ceil_div(g.CKK, Tile::kTaps);
+  int64_t octets = std::min<int64_t>(Tile::kMaxOctets, ceil_div(g.OCg, Tile::kChannels));
+  while (octets > 1 && quads * octets > Tile::kMaxThreads) --octets;
+  if (quads * octets > Tile::kMaxThreads) return s;
+  s.quads = static_cast<int>(quads);
+  s.octets = static_cast<int>(octets);
+  s.units = s.quads * s.octets;
+  s.lanes = Tile::kMaxThreads / s.units;
+  // 4 values of padding keep the rows 16-byte aligned and spread the staging's stores (which
+  // run along pixels, to read the gradient coalesced) over 8 banks.
+  s.gradient_ld = Tile::kChannels * s.octets + 4;
+  s.chunk = std::min<int64_t>(Tile::kMaxChunk,
+                              Tile::kGradientBytes / static_cast<int64_t>(sizeof(A)) /
+                                  s.gradient_ld);
+  const int64_t patch_capacity = ThinTile::kPatchBytes / sizeof(A);
+  s.patch_width = (p.OW - 1) * p.stride_w + (p.KW - 1) * p.dilation_w + 1;
+  const int64_t window_rows = (p.KH - 1) * p.dilation_h + 1;
+  if (s.patch_width > patch_capacity || window_rows > patch_capacity) return s;
+  const int64_t rows =
+      (PixelColumns{p.OH, p.OW}.max_rows(s.chunk) - 1) * p.stride_h + window_rows;
+  s.patch_plane = rows * s.patch_width;
+  if (rows > patch_capacity || g.Cg * s.patch_plane > patch_capacity) return s;
+  s.chunks_per_image = ceil_div(g.OHW, s.chunk);
+  s.chunks = p.N * s.chunks_per_image;
+  s.channel_tiles = ceil_div(ceil_div(g.OCg, Tile::kChannels), octets);
+  // Two blocks per SM, split over the chunks; no split left empty, and partial sums within the
+  // GEMM's scratch bound.
+  const int64_t items = p.groups * s.channel_tiles;
+  const int64_t partial_bytes = p.groups * g.OCg * g.CKK * static_cast<int64_t>(sizeof(A));
+  int64_t splits = std::min({ceil_div(2 * std::max(sm_count, 1), items), s.chunks,
+                             (int64_t{256} << 20) / partial_bytes});
+  splits = std::max<int64_t>(splits, 1);
+  s.chunks_per_split = ceil_div(s.chunks, splits);
+  s.splits = s.chunks == 0 ? 1 : ceil_div(s.chunks, s.chunks_per_split);
+  s.fits = true;
+  return s;
+}
+
+template <typename T, typename Gradient>
+__global__ void __launch_bounds__(ThinGradTile::kMaxThreads)
+    conv2d_thin_grad_weight_kernel(ThinGradShape s, Gradient gy, const T* x, Epilogue<T> ep,
+                                   acc_t<T>* partials) {
+  using A = acc_t<T>;
+  using Tile = ThinGradTile;
+  constexpr int kChannels = Tile::kChannels, kTaps = Tile::kTaps;
+  __shared__ __align__(16) A patch[ThinTile::kPatchBytes / sizeof(A)];
+  __shared__ __align__(16) A gradient[Tile::kGradientBytes / sizeof(A)];
+  __shared__ int starts[Tile::kMaxChunk];
+  __shared__ A exchange[Tile::kMaxThreads];
+  const ConvGeometry& g = s.g;
+  const Conv2dParams& p = g.p;
+  const int tid = static_cast<int>(threadIdx.x);
+  const int lane = tid / s.units, unit = tid % s.units;
+  const int octet = unit / s.quads, quad = unit % s.quads;
+  const int block_channels = kChannels * s.octets;
+  const int width = static_cast<int>(s.patch_width), plane = static_cast<int>(s.patch_plane);
+  const int Cg = static_cast<int>(g.Cg);
+
+  // Where this thread's taps lie in a staged channel, from the top-left of a pixel's window.
+  int tap[kTaps];
+#pragma unroll
+  for (int j = 0; j < kTaps; ++j) {
+    const int64_t k = int64_t{quad} * kTaps + j;
+    int64_t c = 0, kh = 0, kw = 0;
+    if (k < g.CKK) {
+      c = k / g.KHKW;
+      kh = k % g.KHKW / p.KW;
+      kw = k % p.KW;
+    }
+    tap[j] = static_cast<int>(c * plane + kh * p.dilation_h * width + kw * p.dilation_w);
+  }
+
+  for (int64_t item = blockIdx.x; item < s.work(); item += gridDim.x) {
+    const int64_t split = item % s.splits, rest = item / s.splits;
+    const int64_t channel_tile = rest % s.channel_tiles, group = rest / s.channel_tiles;
+    const int64_t oc0 = channel_tile * block_channels;
+    A acc[kChannels][kTaps];
+#pragma unroll
+    for (int o = 0; o < kChannels; ++o)
+#pragma unroll
+      for (int j = 0; j < kTaps; ++j) acc[o][j] = A(0);
+
+    const int64_t chunk_end = min((split + 1) * s.chunks_per_split, s.chunks);
+    for (int64_t chunk = split * s.chunks_per_split; chunk < chunk_end; ++chunk) {
+      const int64_t n = chunk / s.chunks_per_image;
+      const int64_t first = chunk % s.chunks_per_image * s.chunk;
+      const int count = static_cast<int>(min(s.chunk, g.OHW - first));
+      const int64_t r0 = first / p.OW, r1 = (first + count - 1) / p.OW;
+      // The input rows r0 * stride_h - pad_top on that these pixels read, as the forward stages
+      // them, each channel at a multiple of plane.
+      const int rows = static_cast<int>((r1 - r0) * p.stride_h + (p.KH - 1) * p.dilation_h + 1);
+      const T* image = x + n * p.C * g.HW + group * g.Cg * g.HW;
+      const int64_t top = r0 * p.stride_h - p.pad_top;
+      for (int e = tid; e < Cg * rows * width; e += blockDim.x) {
+        const int c = e / (rows * width), rc = e - c * rows * width;
+        const int r = rc / width, col = rc - r * width;
+        const int64_t ih = top + r, iw = col - p.pad_left;
+        const bool inside = ih >= 0 && ih < p.H && iw >= 0 && iw < p.W;
+        patch[c * plane + rc] = inside ? to_acc(image[(c * p.H + ih) * p.W + iw]) : A(0);
+      }
+      // The gradient of the tile's channels at these pixels, read along the pixels.
+      const int64_t first_plane = n * p.OC + group * g.OCg + oc0;
+      for (int e = tid; e < count * block_channels; e += blockDim.x) {
+        const int i = e % count, j = e / count;
+        gradient[i * s.gradient_ld + j] =
+            oc0 + j < g.OCg ? gy(first_plane + j, first + i) : A(0);
+      }
+      for (int i = tid; i < count; i += blockDim.x) {
+        const int64_t oh = (first + i) / p.OW, ow = (first + i) % p.OW;
+        starts[i] = static_cast<int>((oh - r0) * p.stride_h * width + ow * p.stride_w);
+      }
+      __syncthreads();
+
+      for (int i = lane; i < count; i += s.lanes) {
+        const int start = starts[i];
+        A v[kTaps], d[kChannels];
+#pragma unroll
+        for (int j = 0; j < kTaps; ++j) v[j] = patch[start + tap[j]];
+        load4(&gradient[i * s.gradient_ld + octet * kChannels], d);
+        load4(&gradient[i * s.gradient_ld + octet * kChannels + 4], d + 4);
+#pragma unroll
+        for (int o = 0; o < kChannels; ++o)
+#pragma unroll
+          for (int j = 0; j < kTaps; ++j) acc[o][j] = fma(d[o], v[j], acc[o][j]);
+      }
+      __syncthreads();  // the next chunk's staging overwrites what this one read
+    }
+
+    // Each sum of the lanes, in lane order, into lane 0's registers.
+#pragma unroll
+    for (int o = 0; o < kChannels; ++o) {
+#pragma unroll
+      for (int j = 0; j < kTaps; ++j) {
+        exchange[tid] = acc[o][j];
+        __syncthreads();
+        if (lane == 0) {
+          A sum = acc[o][j];
+          for (int l = 1; l < s.lanes; ++l) sum += exchange[l * s.units + unit];
+          acc[o][j] = sum;
+        }
+        __syncthreads();
+      }
+    }
+    if (lane == 0) {
+      const auto out = ep.at(group);
+#pragma unroll
+      for (int o = 0; o < kChannels; ++o) {
+        const int64_t m = oc0 + octet * kChannels + o;
+#pragma unroll
+        for (int j = 0; j < kTaps; ++j) {
+          const int64_t k = int64_t{quad} * kTaps + j;
+          if (m >= g.OCg || k >= g.CKK) continue;
+          if (s.splits == 1) {
+            out.store(m, k, &acc[o][j]);
+          } else {  // partials[split][group][m][k], split_k_reduce_kernel's layout
+            partials[((split * p.groups + group) * g.OCg + m) * g.CKK + k] = acc[o][j];
+          }
+        }
+      }
+    }
+  }
+}
+
+// Runs a planned thin grad_weight (plan.fits) on ctx.stream, reading the output gradient
+// through gy (a gradient source), into gw [OC, C / groups, KH, KW].
+template <typename T, typename Gradient>
+cudaError_t thin_grad_weight(const GemmContext& ctx, const ThinGradShape& plan, const Gradient& gy,
+                             const T* x, T* gw) {
+  const ConvGeometry& g = plan.g;
+  const Epilogue<T> ep{gw, BatchOffset{1, g.OCg * g.CKK, 0}, g.CKK};
+  acc_t<T>* partials = nullptr;
+  if (plan.splits > 1) {
+    partials = static_cast<acc_t<T>*>(ctx.workspace->allocate(
+        static_cast<size_t>(plan.splits * g.p.groups * g.OCg * g.CKK) * sizeof(acc_t<T>)));
+  }
+  const cudaError_t err =
+      launch(conv2d_thin_grad_weight_kernel<T, Gradient>, grid_size(plan.work(), 1),
+             plan.units * plan.lanes, ctx.stream, plan, gy, x, ep, partials);
+  if (err != cudaSuccess || plan.splits == 1) return err;
+  const int64_t outputs = g.p.groups * g.OCg * g.CKK;
+  return launch(split_k_reduce_kernel<T, Epilogue<T>>, grid_size(outputs, kElementwiseBlock),
+                kElementwiseBlock, ctx.stream, plan.splits, g.p.groups, g.OCg, g.CKK, partials,
+                ep);
+}
+
 }  // namespace
 
 template <typename T>
@@ -695,10 +923,15 @@ cudaError_t grad_input_gemm(const GemmContext& ctx, const ConvGeometry& g, const
                  GradOutputGatherOperand<T, kNarrow, Gradient>{gy, g}, ep);
 }
 
-// gw = the weight gradient of output gradient gy (a gradient source), as an implicit GEMM.
+// gw = the weight gradient of output gradient gy (a gradient source): in the thin kernel where
+// it applies, else as an implicit GEMM.
 template <typename T, bool kNarrow, typename Gradient>
 cudaError_t grad_weight_gemm(const GemmContext& ctx, const ConvGeometry& g, const Gradient& gy,
                              const T* x, T* gw) {
+  if (ctx.thin_conv) {
+    const ThinGradShape plan = plan_thin_grad_weight<acc_t<T>>(g, ctx.sm_count);
+    if (plan.fits) return thin_grad_weight(ctx, plan, gy, x, gw);
+  }
   const Conv2dParams& p = g.p;
   // Entry z = g writes group g's filters, gw[g*OCg : (g+1)*OCg] viewed as [OCg, CKK].
   const Epilogue<T> ep{gw, BatchOffset{1, g.OCg * g.CKK, 0}, g.CKK};
@@ -841,6 +1074,11 @@ bool conv2d_runs_thin(const Conv2dParams& p, const Pool2dParams* pool) {
   return plan_thin<acc_t<T>>(g, columns, 4 * pool->OH * pool->OW).fits;
 }
 
+template <typename T>
+bool conv2d_grad_weight_runs_thin(const Conv2dParams& p) {
+  return plan_thin_grad_weight<acc_t<T>>(ConvGeometry(p, false), 1).fits;
+}
+
 #define FASTLAYERS_INSTANTIATE(T)                                                              \
   template cudaError_t conv2d_forward<T>(const GemmContext&, const Conv2dParams&, const T*,     \
                                          const T*, const T*, T*, bool);                          \
@@ -858,7 +1096,8 @@ bool conv2d_runs_thin(const Conv2dParams& p, const Pool2dParams* pool) {
   template cudaError_t conv2d_relu_max_pool2d<T>(const GemmContext&, const Conv2dParams&,       \
                                                  const Pool2dParams&, const T*, const T*,        \
                                                  const T*, T*, int64_t*);                \
-  template bool conv2d_runs_thin<T>(const Conv2dParams&, const Pool2dParams*);
+  template bool conv2d_runs_thin<T>(const Conv2dParams&, const Pool2dParams*);                \
+  template bool conv2d_grad_weight_runs_thin<T>(const Conv2dParams&);
 FASTLAYERS_INSTANTIATE(float)
 FASTLAYERS_INSTANTIATE(double)
 FASTLAYERS_INSTANTIATE(__half)

@@ -32,7 +32,8 @@ cudaError_t conv2d_grad_input(const GemmContext& ctx, const Conv2dParams& p, con
 
 // gw[OC, C / groups, KH, KW] from gy and x, with the same optional ReLU mask. The sum over
 // images and output pixels is the GEMM's K: one block's k-loop, or split-K with a fixed-order
-// second pass. Deterministic.
+// second pass (for a thin layer, see conv2d_grad_weight_runs_thin, a direct kernel's chunks).
+// Deterministic.
 template <typename T>
 cudaError_t conv2d_grad_weight(const GemmContext& ctx, const Conv2dParams& p, const T* gy,
                                const T* x, const T* relu_output, T* gw);
@@ -85,5 +86,13 @@ cudaError_t conv2d_relu_max_pool2d(const GemmContext& ctx, const Conv2dParams& p
 // its sums are the GEMM's, in the same order, so the results are the GEMM path's bit for bit.
 template <typename T>
 bool conv2d_runs_thin(const Conv2dParams& p, const Pool2dParams* pool);
+
+// Whether conv2d_grad_weight and conv2d_grad_weight_pooled (where it reads the windows) run the
+// thin-layer grad_weight kernel (where ctx.thin_conv): at most 8 input channels per group, at
+// most 1024 taps (C / groups * KH * KW), and input rows that fit its shared memory. It splits
+// the sum over images and pixels into chunks, deterministically, where the GEMM's tile would be
+// mostly padding and its split-K too coarse; its sums are in a different order from the GEMM's.
+template <typename T>
+bool conv2d_grad_weight_runs_thin(const Conv2dParams& p);
 
 }  // namespace fastlayers::cuda
