@@ -1122,6 +1122,9 @@ void test_all() {
   // 3 x 11 x 11 taps: the thin grad_weight takes 2 of its 3 channel octets at a time (91 quads
   // of taps each), the thin forward 1 channel group.
   test_conv2d<T>(conv(1, 3, 14, 14, 20, 11, 11, 1, 1, 5, 5, 5, 5, 1, 1, 1), false);
+  // The thin grad_weight's sum over 9 images of 24 x 24 pixels in 45 chunks (4 of 128 pixels
+  // and one of 64 an image) and 8 splits of 6 chunks: splits that cross images.
+  test_conv2d<T>(conv(9, 1, 24, 24, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), false);
 
   test_max_pool2d<T>(pool(3, 8, 8, 2, 2, 0, 1, false));
   test_max_pool2d<T>(pool(2, 7, 9, 3, 2, 1, 1, true));

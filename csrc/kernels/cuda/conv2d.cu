@@ -435,7 +435,9 @@ StridedOperand<T, true> filters_operand(const T* w, const ConvGeometry& g) {
 // feed 32 FMAs.
 //
 // The sums run over k = (c * KH + kh) * KW + kw in order with fma from 0, as the GEMM's do where
-// it does not split K: the results are the GEMM path's, bit for bit. The epilogues are the
+// it does not split K: the results are the GEMM path's, bit for bit, but for the sign of a sum
+// of zero (the GEMM adds 0 * 0 for the k that pad its last step, which turns a -0.0 from
+// products that underflow into +0.0; here it stays -0.0). The epilogues are the
 // GEMM's (Epilogue for conv2d_forward, PoolEpilogue for the fused layer), handed the same
 // columns of the GEMM's N: a thread's 4 pixels are 4 columns.
 
@@ -531,7 +533,8 @@ ThinShape plan_thin(const ConvGeometry& g, const Columns& cols, int64_t columns)
   if (g.CKK * Tile::kChannels * groups > filter_capacity) return s;
   const int64_t per_thread = Tile::kPixels;
   const int threads = static_cast<int>(
-      std::min<int64_t>(Tile::kMaxThreads / groups, ceil_div(ceil_div(columns, per_thread), 32) * 32));
+      std::min<int64_t>(Tile::kMaxThreads / groups,
+                        ceil_div(ceil_div(columns, per_thread), 32) * 32));
   s.patch_width = (p.OW - 1) * p.stride_w + (p.KW - 1) * p.dilation_w + 1;
   const int64_t window_rows = (p.KH - 1) * p.dilation_h + 1;
   if (s.patch_width > patch_capacity || window_rows > patch_capacity) return s;
@@ -563,7 +566,8 @@ __global__ void __launch_bounds__(ThinTile::kMaxThreads)
   const int64_t tile_columns = int64_t{kPixels} * s.threads;
   // Sizes in int: a plan that fits keeps every offset into the staged input and filters small.
   const int Cg = static_cast<int>(g.Cg), KH = static_cast<int>(p.KH), KW = static_cast<int>(p.KW);
-  const int dilation_h = static_cast<int>(p.dilation_h), dilation_w = static_cast<int>(p.dilation_w);
+  const int dilation_h = static_cast<int>(p.dilation_h);
+  const int dilation_w = static_cast<int>(p.dilation_w);
   const int width = static_cast<int>(s.patch_width);
 
   for (int64_t item = blockIdx.x; item < s.work(); item += gridDim.x) {
@@ -668,7 +672,8 @@ cudaError_t thin_conv(const GemmContext& ctx, const ThinShape& plan, const T* x,
 // does), the gradient [pixel][channel] read through the gradient source, and each pixel's start
 // in the staged rows; each thread sums its 8 x 4 products over the chunk's pixels of its lane
 // (pixel i goes to lane i % lanes): 8 gradient values (two 16-byte loads) and 4 input values
-// feed 32 FMAs. At the item's end the lanes' sums are added in lane order, and the total goes
+// feed 32 FMAs. At the item's end the lanes' sums are added in lane order (8 at a time, through
+// the staged input's memory, which is free by then), and the total goes
 // to gw, or with several splits to partial sums that split_k_reduce_kernel adds in split order.
 // The order depends on the shape and the SM count only: deterministic, as the GEMM's split-K.
 struct ThinGradTile {
@@ -677,8 +682,13 @@ struct ThinGradTile {
   static constexpr int kMaxOctets = 4;    // channel groups of 8 in a work item
   static constexpr int kMaxThreads = 256;
   static constexpr int kMaxChunk = 128;   // pixels
-  // Static shared memory: 40 KiB and the lanes' exchange.
-  static constexpr int kPatchBytes = 24 << 10, kGradientBytes = 16 << 10;
+  // Static shared memory: the staged input of ThinTile::kPatchBytes, and the gradient.
+  static constexpr int kGradientBytes = 16 << 10;
+  // A split sums at least this many chunks, so that staging and the lanes' exchange stay small
+  // next to its products.
+  static constexpr int64_t kMinChunksPerSplit = 4;
+  // The lanes exchange this many of their 32 sums at a time, through the staged input's memory.
+  static constexpr int kExchanged = 8;
 };
 
 struct ThinGradShape {
@@ -727,11 +737,12 @@ ThinGradShape plan_thin_grad_weight(const ConvGeometry& g, int sm_count) {
   s.chunks_per_image = ceil_div(g.OHW, s.chunk);
   s.chunks = p.N * s.chunks_per_image;
   s.channel_tiles = ceil_div(ceil_div(g.OCg, Tile::kChannels), octets);
-  // Two blocks per SM, split over the chunks; no split left empty, and partial sums within the
-  // GEMM's scratch bound.
+  // Two blocks per SM, split over the chunks, at least kMinChunksPerSplit each; no split left
+  // empty, and partial sums within the GEMM's scratch bound.
   const int64_t items = p.groups * s.channel_tiles;
   const int64_t partial_bytes = p.groups * g.OCg * g.CKK * static_cast<int64_t>(sizeof(A));
-  int64_t splits = std::min({ceil_div(2 * std::max(sm_count, 1), items), s.chunks,
+  int64_t splits = std::min({ceil_div(2 * std::max(sm_count, 1), items),
+                             ceil_div(s.chunks, Tile::kMinChunksPerSplit),
                              (int64_t{256} << 20) / partial_bytes});
   splits = std::max<int64_t>(splits, 1);
   s.chunks_per_split = ceil_div(s.chunks, splits);
@@ -750,7 +761,8 @@ __global__ void __launch_bounds__(ThinGradTile::kMaxThreads)
   __shared__ __align__(16) A patch[ThinTile::kPatchBytes / sizeof(A)];
   __shared__ __align__(16) A gradient[Tile::kGradientBytes / sizeof(A)];
   __shared__ int starts[Tile::kMaxChunk];
-  __shared__ A exchange[Tile::kMaxThreads];
+  static_assert(Tile::kExchanged * Tile::kMaxThreads * sizeof(A) <= ThinTile::kPatchBytes,
+                "the lanes' exchange fits in the staged input's memory");
   const ConvGeometry& g = s.g;
   const Conv2dParams& p = g.p;
   const int tid = static_cast<int>(threadIdx.x);
@@ -830,20 +842,29 @@ __global__ void __launch_bounds__(ThinGradTile::kMaxThreads)
       __syncthreads();  // the next chunk's staging overwrites what this one read
     }
 
-    // Each sum of the lanes, in lane order, into lane 0's registers.
+    // Each sum of the lanes, in lane order, into lane 0's registers, kExchanged at a time
+    // through the staged input's memory (last read before the last chunk's closing barrier).
+    constexpr int kExchanged = Tile::kExchanged;
+    A* exchange = patch;
 #pragma unroll
-    for (int o = 0; o < kChannels; ++o) {
+    for (int round = 0; round < kChannels * kTaps / kExchanged; ++round) {
 #pragma unroll
-      for (int j = 0; j < kTaps; ++j) {
-        exchange[tid] = acc[o][j];
-        __syncthreads();
-        if (lane == 0) {
-          A sum = acc[o][j];
-          for (int l = 1; l < s.lanes; ++l) sum += exchange[l * s.units + unit];
-          acc[o][j] = sum;
-        }
-        __syncthreads();
+      for (int e = 0; e < kExchanged; ++e) {
+        const int v = round * kExchanged + e;
+        exchange[e * Tile::kMaxThreads + tid] = acc[v / kTaps][v % kTaps];
       }
+      __syncthreads();
+      if (lane == 0) {
+#pragma unroll
+        for (int e = 0; e < kExchanged; ++e) {
+          const int v = round * kExchanged + e;
+          A sum = acc[v / kTaps][v % kTaps];
+          const A* sums = exchange + e * Tile::kMaxThreads + unit;
+          for (int l = 1; l < s.lanes; ++l) sum += sums[l * s.units];
+          acc[v / kTaps][v % kTaps] = sum;
+        }
+      }
+      __syncthreads();  // read before the next round, or the next item's staging, overwrites it
     }
     if (lane == 0) {
       const auto out = ep.at(group);

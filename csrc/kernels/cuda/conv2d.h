@@ -83,7 +83,9 @@ cudaError_t conv2d_relu_max_pool2d(const GemmContext& ctx, const Conv2dParams& p
 // the thin-layer kernel (where ctx.thin_conv): a direct convolution for layers of at most 8
 // input channels per group, such as the documents' first layers, whose filters and input rows
 // fit its shared memory. It stages them once per block and sums 4 pixels x 8 channels a thread;
-// its sums are the GEMM's, in the same order, so the results are the GEMM path's bit for bit.
+// its sums are the GEMM's, in the same order, so where the GEMM does not split K the results
+// are the GEMM path's bit for bit (but for the sign of a sum of zero: the GEMM's padding terms
+// turn a -0.0 sum of underflowed products into +0.0).
 template <typename T>
 bool conv2d_runs_thin(const Conv2dParams& p, const Pool2dParams* pool);
 
