@@ -517,6 +517,39 @@ struct ThinShape {
   __host__ __device__ int64_t work() const { return batches * channel_tiles * column_tiles; }
 };
 
+// The input rows that a thin kernel stages for a tile of at most output_rows output rows: rows
+// of `width` values (every input column that output rows read, padding included), `rows` of
+// them a channel (the rows their windows cover); false where the Cg channels of them do not fit
+// ThinTile::kPatchBytes of A.
+template <typename A>
+bool fit_staged_input(const ConvGeometry& g, int64_t output_rows, int64_t& width,
+                      int64_t& rows) {
+  const Conv2dParams& p = g.p;
+  const int64_t capacity = ThinTile::kPatchBytes / sizeof(A);
+  width = (p.OW - 1) * p.stride_w + (p.KW - 1) * p.dilation_w + 1;
+  const int64_t window_rows = (p.KH - 1) * p.dilation_h + 1;
+  if (width > capacity || window_rows > capacity || output_rows > capacity) return false;
+  rows = (output_rows - 1) * p.stride_h + window_rows;
+  return rows <= capacity && g.Cg * rows * width <= capacity;
+}
+
+// Stages the Cg channels of input rows top .. top + rows - 1 of image (its group's first
+// channel), columns -pad_left .. width - 1 - pad_left, as accumulation values, 0 outside the
+// image: channel c's row r at patch[c * plane + r * width]. The block's threads share the work
+// along the rows, so that a warp's loads are consecutive.
+template <typename T>
+__device__ void stage_input(acc_t<T>* patch, int plane, const T* image, const Conv2dParams& p,
+                            int Cg, int64_t top, int rows, int width) {
+  const int size = rows * width;
+  for (int e = static_cast<int>(threadIdx.x); e < Cg * size; e += blockDim.x) {
+    const int c = e / size, rc = e - c * size;
+    const int r = rc / width, col = rc - r * width;
+    const int64_t ih = top + r, iw = col - p.pad_left;
+    const bool inside = ih >= 0 && ih < p.H && iw >= 0 && iw < p.W;
+    patch[c * plane + rc] = inside ? to_acc(image[(c * p.H + ih) * p.W + iw]) : acc_t<T>(0);
+  }
+}
+
 // The thin kernel's plan for a conv of geometry g with `columns` columns read through cols, in
 // accumulation type A; fits is false where it does not apply: more than 8 input channels per
 // group, or filters or input rows too large for its shared memory.
@@ -527,7 +560,6 @@ ThinShape plan_thin(const ConvGeometry& g, const Columns& cols, int64_t columns)
   ThinShape s{g, p.N * p.groups, columns, 0, 0, 0, 0, 0, false};
   if (g.Cg > Tile::kMaxChannelsIn || columns == 0 || g.OCg == 0) return s;
   const int64_t filter_capacity = Tile::kFilterBytes / sizeof(A);
-  const int64_t patch_capacity = Tile::kPatchBytes / sizeof(A);
   int groups = g.OCg <= 8 ? 1 : g.OCg <= 16 ? 2 : Tile::kMaxChannelGroups;
   while (groups > 1 && g.CKK * Tile::kChannels * groups > filter_capacity) groups /= 2;
   if (g.CKK * Tile::kChannels * groups > filter_capacity) return s;
@@ -535,11 +567,10 @@ ThinShape plan_thin(const ConvGeometry& g, const Columns& cols, int64_t columns)
   const int threads = static_cast<int>(
       std::min<int64_t>(Tile::kMaxThreads / groups,
                         ceil_div(ceil_div(columns, per_thread), 32) * 32));
-  s.patch_width = (p.OW - 1) * p.stride_w + (p.KW - 1) * p.dilation_w + 1;
-  const int64_t window_rows = (p.KH - 1) * p.dilation_h + 1;
-  if (s.patch_width > patch_capacity || window_rows > patch_capacity) return s;
-  const int64_t rows = (cols.max_rows(per_thread * threads) - 1) * p.stride_h + window_rows;
-  if (rows > patch_capacity || g.Cg * rows * s.patch_width > patch_capacity) return s;
+  int64_t rows;
+  if (!fit_staged_input<A>(g, cols.max_rows(per_thread * threads), s.patch_width, rows)) {
+    return s;
+  }
   s.threads = threads;
   s.channel_groups = groups;
   s.column_tiles = ceil_div(columns, per_thread * threads);
@@ -581,17 +612,11 @@ __global__ void __launch_bounds__(ThinTile::kMaxThreads)
     // c - pad_left.
     int64_t r0, r1;
     cols.rows(first, last, r0, r1);
-    const int plane = static_cast<int>((max(r1 - r0, int64_t{0}) * p.stride_h +
-                                        (KH - 1) * dilation_h + 1) * width);
+    const int rows =
+        static_cast<int>(max(r1 - r0, int64_t{0}) * p.stride_h + (KH - 1) * dilation_h + 1);
+    const int plane = rows * width;
     const T* image = x + BatchOffset{p.groups, p.C * g.HW, g.Cg * g.HW}(z);
-    const int64_t top = r0 * p.stride_h - p.pad_top;
-    for (int e = tid; e < Cg * plane; e += blockDim.x) {
-      const int c = e / plane, rc = e - c * plane;
-      const int r = rc / width, col = rc - r * width;
-      const int64_t ih = top + r, iw = col - p.pad_left;
-      const bool inside = ih >= 0 && ih < p.H && iw >= 0 && iw < p.W;
-      patch[e] = inside ? to_acc(image[(c * p.H + ih) * p.W + iw]) : A(0);
-    }
+    stage_input(patch, plane, image, p, Cg, r0 * p.stride_h - p.pad_top, rows, width);
     // The block's filters, [CKK][block_channels]: a tap's channels side by side.
     const int64_t oc0 = channel_tile * block_channels;
     const T* group_filters = w + (z % p.groups) * g.OCg * g.CKK;
@@ -726,14 +751,10 @@ ThinGradShape plan_thin_grad_weight(const ConvGeometry& g, int sm_count) {
   s.chunk = std::min<int64_t>(Tile::kMaxChunk,
                               Tile::kGradientBytes / static_cast<int64_t>(sizeof(A)) /
                                   s.gradient_ld);
-  const int64_t patch_capacity = ThinTile::kPatchBytes / sizeof(A);
-  s.patch_width = (p.OW - 1) * p.stride_w + (p.KW - 1) * p.dilation_w + 1;
-  const int64_t window_rows = (p.KH - 1) * p.dilation_h + 1;
-  if (s.patch_width > patch_capacity || window_rows > patch_capacity) return s;
-  const int64_t rows =
-      (PixelColumns{p.OH, p.OW}.max_rows(s.chunk) - 1) * p.stride_h + window_rows;
+  int64_t rows;
+  const int64_t output_rows = PixelColumns{p.OH, p.OW}.max_rows(s.chunk);
+  if (!fit_staged_input<A>(g, output_rows, s.patch_width, rows)) return s;
   s.patch_plane = rows * s.patch_width;
-  if (rows > patch_capacity || g.Cg * s.patch_plane > patch_capacity) return s;
   s.chunks_per_image = ceil_div(g.OHW, s.chunk);
   s.chunks = p.N * s.chunks_per_image;
   s.channel_tiles = ceil_div(ceil_div(g.OCg, Tile::kChannels), octets);
@@ -806,14 +827,7 @@ __global__ void __launch_bounds__(ThinGradTile::kMaxThreads)
       // them, each channel at a multiple of plane.
       const int rows = static_cast<int>((r1 - r0) * p.stride_h + (p.KH - 1) * p.dilation_h + 1);
       const T* image = x + n * p.C * g.HW + group * g.Cg * g.HW;
-      const int64_t top = r0 * p.stride_h - p.pad_top;
-      for (int e = tid; e < Cg * rows * width; e += blockDim.x) {
-        const int c = e / (rows * width), rc = e - c * rows * width;
-        const int r = rc / width, col = rc - r * width;
-        const int64_t ih = top + r, iw = col - p.pad_left;
-        const bool inside = ih >= 0 && ih < p.H && iw >= 0 && iw < p.W;
-        patch[c * plane + rc] = inside ? to_acc(image[(c * p.H + ih) * p.W + iw]) : A(0);
-      }
+      stage_input(patch, plane, image, p, Cg, r0 * p.stride_h - p.pad_top, rows, width);
       // The gradient of the tile's channels at these pixels, read along the pixels.
       const int64_t first_plane = n * p.OC + group * g.OCg + oc0;
       for (int e = tid; e < count * block_channels; e += blockDim.x) {
