@@ -394,8 +394,10 @@ void test_conv2d(const Conv2dParams& p, bool wide_index) {
                                            with_bias ? b.data() : nullptr, y.data(), with_relu),
                      shape);
       // A thin layer's direct kernel against the GEMM, which must agree bit for bit where the
-      // GEMM does not split K (it then sums in the same order; a split takes scratch).
-      if (fc::conv2d_runs_thin<T>(p, nullptr)) {
+      // kernel sums all input channels in one slice and the GEMM does not split K (they then sum
+      // in the same order; a split takes scratch).
+      const int slices = fc::conv2d_thin_slices<T>(p, nullptr, context(ws).sm_count);
+      if (slices > 0) {
         fc::GemmContext gemm_ctx = context(ws, wide_index);
         gemm_ctx.thin_conv = false;
         auto y_gemm = poisoned<T>(y_size);
@@ -404,7 +406,9 @@ void test_conv2d(const Conv2dParams& p, bool wide_index) {
                                              with_bias ? b.data() : nullptr, y_gemm.data(),
                                              with_relu),
                        shape);
-        if (ws.blocks() == blocks) expect_identical(y, y_gemm, what + " thin against the GEMM");
+        if (ws.blocks() == blocks && slices == 1) {
+          expect_identical(y, y_gemm, what + " thin against the GEMM");
+        }
       }
       std::vector<double> ref(y_size, 0.0), scale(y_size, 0.0);
       for (int64_t n = 0; n < p.N; ++n)
@@ -431,10 +435,6 @@ void test_conv2d(const Conv2dParams& p, bool wide_index) {
   for (bool with_mask : {false, true}) {
     const std::vector<T>* m_ = with_mask ? &mask : nullptr;
     const T* mask_ptr = with_mask ? mask.data() : nullptr;
-    auto gx = poisoned<T>(x_size);
-    expect_success(fc::conv2d_grad_input<T>(context(ws, wide_index), p, gy.data(), w.data(),
-                                            mask_ptr, gx.data()),
-                   shape);
     std::vector<double> ref(x_size, 0.0), scale(x_size, 0.0);
     for_each_term(p, [&](int64_t n, int64_t oc, int64_t oh, int64_t ow, int64_t c, int64_t kh,
                          int64_t kw, int64_t ih, int64_t iw) {
@@ -442,7 +442,18 @@ void test_conv2d(const Conv2dParams& p, bool wide_index) {
       ref[x_at(n, c, ih, iw)] += t;
       scale[x_at(n, c, ih, iw)] += std::fabs(t);
     });
-    expect_close(gx, ref, scale, shape + " grad_input mask=" + std::to_string(with_mask));
+    // A thin layer's grad_input runs the thin kernel, and the GEMM is checked too.
+    for (bool thin : {true, false}) {
+      if (!thin && fc::conv2d_grad_input_thin_slices<T>(p, context(ws).sm_count) == 0) continue;
+      fc::GemmContext ctx = context(ws, wide_index);
+      ctx.thin_conv = thin;
+      auto gx = poisoned<T>(x_size);
+      expect_success(fc::conv2d_grad_input<T>(ctx, p, gy.data(), w.data(), mask_ptr, gx.data()),
+                     shape);
+      expect_close(gx, ref, scale,
+                   shape + " grad_input mask=" + std::to_string(with_mask) +
+                       (thin ? "" : " in the GEMM"));
+    }
 
     ref.assign(w_size, 0.0);
     scale.assign(w_size, 0.0);
@@ -608,8 +619,9 @@ void test_max_pool2d(const Pool2dParams& p) {
 // conv2d_relu_max_pool2d
 
 // The fused layer against its composition (conv2d_forward with ReLU, then max_pool2d_forward),
-// which must agree bit for bit, values and indices, wherever both GEMMs split K alike (they then
-// sum in the same order); and against double precision: each value within the conv's rounding of
+// which must agree bit for bit, values and indices, wherever both split their sums alike (K in
+// the GEMMs, the input channels in the thin kernel: they then sum in the same order); and
+// against double precision: each value within the conv's rounding of
 // its window's maximum, and each index on a tap whose value is within that of the maximum. The
 // bias makes ties at 0 after the ReLU common, and a few NaN inputs NaN windows.
 enum class PoolPath {
@@ -659,8 +671,11 @@ void test_conv2d_relu_max_pool2d(const Conv2dParams& p, int64_t kernel, int64_t 
       ++failures;
     }
 
-    // A thin layer's direct kernel against the fused GEMM, bit for bit where neither splits K.
-    if (fc::conv2d_runs_thin<T>(p, &pl)) {
+    // A thin layer's direct kernel against the fused GEMM, bit for bit where neither splits K
+    // (the kernel's input channels in one slice).
+    const int sm_count = context(ws).sm_count;
+    const int slices = fc::conv2d_thin_slices<T>(p, &pl, sm_count);
+    if (slices > 0) {
       fc::GemmContext gemm_ctx = context(ws, wide_index);
       gemm_ctx.thin_conv = false;
       auto y_gemm = poisoned<T>(pooled_size);
@@ -669,7 +684,7 @@ void test_conv2d_relu_max_pool2d(const Conv2dParams& p, int64_t kernel, int64_t 
       expect_success(fc::conv2d_relu_max_pool2d<T>(gemm_ctx, p, pl, x.data(), w.data(), bias,
                                                    y_gemm.data(), indices_gemm.data()),
                      what);
-      if (ws.blocks() == before && blocks == before) {
+      if (ws.blocks() == before && blocks == before && slices == 1) {
         expect_identical(y, y_gemm, what + " thin against the GEMM");
         ++checks;
         if (indices != indices_gemm) {
@@ -691,7 +706,10 @@ void test_conv2d_relu_max_pool2d(const Conv2dParams& p, int64_t kernel, int64_t 
     expect_success(fc::max_pool2d_forward<T>(nullptr, pl, activation.data(), y_ref.data(),
                                              indices_ref.data()),
                    what);
-    if (path != PoolPath::fused_split) {
+    // The same sums where both split alike: the same slices, or K the same way.
+    const int composed_slices = fc::conv2d_thin_slices<T>(p, nullptr, sm_count);
+    if (path != PoolPath::fused_split && (slices == composed_slices ||
+                                          std::max(slices, composed_slices) == 1)) {
       ++checks;
       for (int64_t i = 0; i < pooled_size; ++i) {
         const double got = to_double(y[i]), want = to_double(y_ref[i]);
@@ -1016,44 +1034,79 @@ void test_tile_choice() {
   }
 }
 
-// Which layers the thin-layer kernel takes: the documents' first layers (LeNet-5's two, the MNIST
-// and CIFAR CNNs' first), with and without their 2 x 2 pools, and a depthwise conv; not the
-// second layers of the MNIST and CIFAR CNNs (32 input channels), nor a layer whose input rows
-// outgrow its shared memory (a 3 x 3 conv over rows of 5000), nor one of 8 x 12 x 12 taps, nor a
-// pool that runs composed. grad_weight likewise.
+// Which layers the thin-layer kernels take (on 132 SMs, an H100's): the documents' first layers
+// (LeNet-5's two, the MNIST and CIFAR CNNs' first), with and without their 2 x 2 pools, and a
+// depthwise conv; not the second layers of the MNIST and CIFAR CNNs (32 input channels), nor a
+// layer whose input rows outgrow its shared memory (a 3 x 3 conv over rows of 5000), nor one of
+// 8 x 12 x 12 taps, nor a pool that runs composed. grad_weight likewise. grad_input, as the
+// transposed conv, for stride 1 only, and where its input (OC / groups channels of gradient)
+// and flipped filters fit: not for the MNIST and CIFAR CNNs' first layers (32 channels of
+// gradient rows; their input needs no gradient anyway), but for the 8 x 12 x 12 taps (whose
+// transposed conv has 4 x 12 x 12); in double not for LeNet-5's second layer or the 12 x 12 taps
+// (8 filters of 400 and 576 values outgrow 20 KiB). 8 channels of 40 x 40 pixels stage their
+// rows in tiles of fewer than 256 threads. The plan's slices: 1 where the layer fills the GPU
+// as it is, or has one input channel; more for LeNet-5's layers at batch 64, forward and
+// grad_input.
 template <typename T>
 void test_thin_choice() {
+  constexpr int kSms = 132;
+  constexpr bool kDouble = std::is_same_v<T, double>;
   struct Case {
     Conv2dParams p;
-    bool thin;
+    bool thin, thin_grad_input;
   };
   const Case cases[] = {
-      {conv(64, 3, 32, 32, 6, 5, 5, 1, 1, 0, 0, 0, 0, 1, 1, 1), true},
-      {conv(64, 6, 14, 14, 16, 5, 5, 1, 1, 0, 0, 0, 0, 1, 1, 1), true},
-      {conv(64, 1, 28, 28, 32, 5, 5, 1, 1, 2, 2, 2, 2, 1, 1, 1), true},
-      {conv(64, 3, 24, 24, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), true},
-      {conv(64, 32, 14, 14, 64, 5, 5, 1, 1, 2, 2, 2, 2, 1, 1, 1), false},
-      {conv(64, 32, 12, 12, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), false},
-      {conv(8, 32, 16, 16, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 32), true},
-      {conv(1, 3, 8, 5000, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), false},
-      {conv(1, 8, 14, 14, 4, 12, 12, 1, 1, 0, 0, 0, 0, 1, 1, 1), false},
+      {conv(64, 3, 32, 32, 6, 5, 5, 1, 1, 0, 0, 0, 0, 1, 1, 1), true, true},
+      {conv(64, 6, 14, 14, 16, 5, 5, 1, 1, 0, 0, 0, 0, 1, 1, 1), true, !kDouble},
+      {conv(64, 1, 28, 28, 32, 5, 5, 1, 1, 2, 2, 2, 2, 1, 1, 1), true, false},
+      {conv(64, 3, 24, 24, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), true, false},
+      {conv(64, 32, 14, 14, 64, 5, 5, 1, 1, 2, 2, 2, 2, 1, 1, 1), false, false},
+      {conv(64, 32, 12, 12, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), false, false},
+      {conv(8, 32, 16, 16, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 32), true, true},
+      {conv(1, 3, 8, 5000, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), false, false},
+      {conv(1, 8, 14, 14, 4, 12, 12, 1, 1, 0, 0, 0, 0, 1, 1, 1), false, !kDouble},
+      {conv(8, 3, 32, 32, 16, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1), true, false},
+      {conv(1, 8, 40, 40, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), true, true},
   };
   for (const Case& c : cases) {
     const Pool2dParams pooled = pool(c.p.N * c.p.OC, c.p.OH, c.p.OW, 2, 2, 0, 1, false);
     const Pool2dParams overlapping = pool(c.p.N * c.p.OC, c.p.OH, c.p.OW, 2, 1, 0, 1, false);
-    const bool got[] = {fc::conv2d_runs_thin<T>(c.p, nullptr),
-                        fc::conv2d_runs_thin<T>(c.p, &pooled),
-                        fc::conv2d_runs_thin<T>(c.p, &overlapping),
-                        fc::conv2d_grad_weight_runs_thin<T>(c.p)};
-    const bool want[] = {c.thin, c.thin, false, c.thin};
-    const char* what[] = {"", " with a 2x2 pool", " with an overlapping pool", " grad_weight"};
-    for (int i = 0; i < 4; ++i) {
+    const bool got[] = {fc::conv2d_thin_slices<T>(c.p, nullptr, kSms) > 0,
+                        fc::conv2d_thin_slices<T>(c.p, &pooled, kSms) > 0,
+                        fc::conv2d_thin_slices<T>(c.p, &overlapping, kSms) > 0,
+                        fc::conv2d_grad_weight_runs_thin<T>(c.p),
+                        fc::conv2d_grad_input_thin_slices<T>(c.p, kSms) > 0};
+    const bool want[] = {c.thin, c.thin, false, c.thin, c.thin_grad_input};
+    const char* what[] = {"", " with a 2x2 pool", " with an overlapping pool", " grad_weight",
+                          " grad_input"};
+    for (int i = 0; i < 5; ++i) {
       ++checks;
       if (got[i] != want[i]) {
         std::printf("FAIL %s %s%s: expected %s\n", describe(c.p).c_str(), type_name<T>(),
                     what[i], want[i] ? "the thin kernel" : "the GEMM");
         ++failures;
       }
+    }
+  }
+  // In double, LeNet-5's grad_input runs in the GEMM (0 slices).
+  const Conv2dParams lenet1 = cases[0].p, lenet2 = cases[1].p, mnist1 = cases[2].p;
+  const Pool2dParams pooled = pool(lenet2.N * lenet2.OC, lenet2.OH, lenet2.OW, 2, 2, 0, 1, false);
+  struct Slices {
+    const char* what;
+    int got;
+    bool many;
+  };
+  const Slices slices[] = {
+      {"MNIST conv1", fc::conv2d_thin_slices<T>(mnist1, nullptr, kSms), false},
+      {"LeNet-5 conv1", fc::conv2d_thin_slices<T>(lenet1, nullptr, kSms), true},
+      {"LeNet-5 conv2 with its pool", fc::conv2d_thin_slices<T>(lenet2, &pooled, kSms), true},
+      {"LeNet-5 conv2 grad_input", fc::conv2d_grad_input_thin_slices<T>(lenet2, kSms), !kDouble},
+  };
+  for (const Slices& c : slices) {
+    ++checks;
+    if ((c.got > 1) != c.many) {
+      std::printf("FAIL %s %s: %d slices\n", c.what, type_name<T>(), c.got);
+      ++failures;
     }
   }
 }
@@ -1125,6 +1178,11 @@ void test_all() {
   // The thin grad_weight's sum over 9 images of 24 x 24 pixels in 45 chunks (4 of 128 pixels
   // and one of 64 an image) and 8 splits of 6 chunks: splits that cross images.
   test_conv2d<T>(conv(9, 1, 24, 24, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), false);
+  // Rows too wide for a tile of 256 threads (8 channels of 40 x 40 pixels), staged in smaller
+  // tiles; grad_input with a padding wider than the window (its transposed conv cuts the
+  // gradient's first rows and columns away), with dilation.
+  test_conv2d<T>(conv(1, 8, 40, 40, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), false);
+  test_conv2d<T>(conv(2, 3, 7, 9, 5, 3, 2, 1, 1, 5, 1, 4, 4, 2, 3, 1), false);
 
   test_max_pool2d<T>(pool(3, 8, 8, 2, 2, 0, 1, false));
   test_max_pool2d<T>(pool(2, 7, 9, 3, 2, 1, 1, true));

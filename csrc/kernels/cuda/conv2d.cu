@@ -434,12 +434,21 @@ StridedOperand<T, true> filters_operand(const T* w, const ConvGeometry& g) {
 // with no division in the loop: a tap's 4 input values and 8 weights (two 16-byte broadcasts)
 // feed 32 FMAs.
 //
-// The sums run over k = (c * KH + kh) * KW + kw in order with fma from 0, as the GEMM's do where
-// it does not split K: the results are the GEMM path's, bit for bit, but for the sign of a sum
-// of zero (the GEMM adds 0 * 0 for the k that pad its last step, which turns a -0.0 from
-// products that underflow into +0.0; here it stays -0.0). The epilogues are the
+// A small layer gives few blocks of few threads, each walking all Cg * KH * KW taps, which would
+// leave most of the GPU idle: the plan then takes smaller tiles of pixels, and splits the input
+// channels into slices, each summed by its own threads over the same staged input; the slices'
+// sums are added in slice order at the end (through shared memory, kExchanged at a time).
+//
+// With one slice the sums run over k = (c * KH + kh) * KW + kw in order with fma from 0, as the
+// GEMM's do where it does not split K: the results are the GEMM path's, bit for bit, but for
+// the sign of a sum of zero (the GEMM adds 0 * 0 for the k that pad its last step, which turns
+// a -0.0 from products that underflow into +0.0; here it stays -0.0). The epilogues are the
 // GEMM's (Epilogue for conv2d_forward, PoolEpilogue for the fused layer), handed the same
 // columns of the GEMM's N: a thread's 4 pixels are 4 columns.
+//
+// conv2d_grad_input of a thin layer with stride 1 runs the same kernel as the conv that it is:
+// the output gradient (read through a gradient source) convolved with the filters transposed
+// and flipped (transposed_conv below).
 
 struct ThinTile {
   static constexpr int kPixels = 4;              // a thread's output pixels (GEMM columns)
@@ -449,7 +458,15 @@ struct ThinTile {
   static constexpr int kMaxChannelsIn = 8;       // C / groups of a thin layer
   // Static shared memory, 44 KiB of the 48 a block may have without opting in.
   static constexpr int kPatchBytes = 24 << 10, kFilterBytes = 20 << 10;
+  // The plan splits a small layer's work until the launch has this many threads per SM (4 warps
+  // per scheduler), or tiles of one warp whose every slice is a single channel.
+  static constexpr int kTargetThreadsPerSm = 512;
+  // The slices exchange this many of their 32 sums at a time, through the staged input's memory.
+  static constexpr int kExchanged = 8;
 };
+
+// Whether a layer is thin: few enough input channels per group for the thin kernels.
+bool thin_layer(const ConvGeometry& g) { return g.Cg <= ThinTile::kMaxChannelsIn; }
 
 // conv2d_forward's columns: output pixel q = oh * OW + ow. The threads of a tile take its
 // columns in turn (thread t's pixel s is column first + s * threads + t), so that a warp's loads
@@ -504,17 +521,99 @@ struct WindowColumns {
   }
 };
 
+// What a thin kernel stages as its input, channel c's pixel (h, w) of an image's group, read only
+// inside the image: the conv's input itself,
+template <typename T>
+struct ImageRows {
+  const T* image;  // the group's first channel
+  int64_t H, W;
+  __device__ acc_t<T> operator()(int c, int64_t h, int64_t w) const {
+    return to_acc(image[(c * H + h) * W + w]);
+  }
+};
+// or an output gradient, through a gradient source.
+template <typename Gradient>
+struct GradientRows {
+  Gradient gy;
+  int64_t first_plane;  // the group's first channel: image * OC + group * OCg
+  __device__ auto operator()(int c, int64_t h, int64_t w) const {
+    return gy(first_plane + c, h, w);
+  }
+};
+
+// The thin kernel's input policy: rows(g, z) gives batch entry z's staged rows (above).
+template <typename T>
+struct ImageInput {  // conv2d's input x [N, C, H, W]
+  const T* x;
+  __device__ ImageRows<T> rows(const ConvGeometry& g, int64_t z) const {
+    const Conv2dParams& p = g.p;
+    return {x + BatchOffset{p.groups, p.C * g.HW, g.Cg * g.HW}(z), p.H, p.W};
+  }
+};
+template <typename Gradient>
+struct GradientInput {  // an output gradient, the input of a transposed_conv
+  Gradient gy;
+  __device__ GradientRows<Gradient> rows(const ConvGeometry& g, int64_t z) const {
+    const Conv2dParams& p = g.p;
+    return {gy, BatchOffset{p.groups, p.C, g.Cg}(z)};
+  }
+};
+
+// The thin kernel's filter policy: (g, group, oc, k) gives the weight of filter oc of the group
+// at k = (c * KH + kh) * KW + kw, for the conv of geometry g: the layer's own filters,
+template <typename T>
+struct LayerFilters {
+  const T* w;  // [OC, C / groups, KH, KW]
+  __device__ acc_t<T> operator()(const ConvGeometry& g, int64_t group, int64_t oc,
+                                 int64_t k) const {
+    return to_acc(w[(group * g.OCg + oc) * g.CKK + k]);
+  }
+};
+// or, for a transposed_conv g of a layer, that layer's filters w transposed and flipped: the
+// transposed conv's filter c at (oc, kh, kw) is the layer's filter oc at (c, KH-1-kh, KW-1-kw).
+template <typename T>
+struct FlippedFilters {
+  const T* w;  // the layer's, [C, OC / groups, KH, KW] in g's names
+  __device__ acc_t<T> operator()(const ConvGeometry& g, int64_t group, int64_t c,
+                                 int64_t k) const {
+    const int64_t oc = k / g.KHKW, r = k - oc * g.KHKW;
+    return to_acc(w[((group * g.Cg + oc) * g.OCg + c) * g.KHKW + (g.KHKW - 1 - r)]);
+  }
+};
+
+// The conv whose output is conv2d_grad_input, for a layer of stride 1: its input is the layer's
+// output gradient (C' = OC channels of OH x OW), its output the input gradient (OC' = C channels
+// of H x W), its filters the layer's transposed and flipped (FlippedFilters), and its padding
+// what makes input pixel h read output pixel h + pad_top - kh * dilation_h under tap kh (which
+// may be negative: a padding larger than the window cuts the gradient's first rows away).
+ConvGeometry transposed_conv(const ConvGeometry& g) {
+  Conv2dParams t = g.p;
+  t.C = g.p.OC, t.H = g.p.OH, t.W = g.p.OW;
+  t.OC = g.p.C, t.OH = g.p.H, t.OW = g.p.W;
+  t.pad_top = (g.p.KH - 1) * g.p.dilation_h - g.p.pad_top;
+  t.pad_left = (g.p.KW - 1) * g.p.dilation_w - g.p.pad_left;
+  return ConvGeometry(t, false);
+}
+
+// Whether conv2d_grad_input of a layer may run in the thin kernel: a thin layer of stride 1.
+bool thin_grad_input(const ConvGeometry& g) {
+  return thin_layer(g) && g.p.stride_h == 1 && g.p.stride_w == 1;
+}
+
 // A thin layer's launch: work item ((z * channel_tiles) + channel_tile) * column_tiles + tile
 // computes channels [channel_tile * 8 * channel_groups, + 8 * channel_groups) of batch entry
-// z = n * groups + group, at columns [tile * 4 * threads, + 4 * threads); with channel_groups
-// * threads threads, channel group j being threads j * threads .. (j + 1) * threads - 1.
+// z = n * groups + group, at columns [tile * 4 * threads, + 4 * threads); with slices *
+// channel_groups * threads threads: slice i sums input channels [i * slice_channels,
+// + slice_channels) of Cg, its channel group j being its threads j * threads .. (j + 1) *
+// threads - 1.
 struct ThinShape {
   ConvGeometry g;
   int64_t batches, columns, column_tiles, channel_tiles;
   int64_t patch_width;  // the staged input's row: every input column an output row reads
-  int threads, channel_groups;
+  int threads, channel_groups, slices, slice_channels;
   bool fits;  // the plan's staged input and filters fit the kernel's shared memory
   __host__ __device__ int64_t work() const { return batches * channel_tiles * column_tiles; }
+  int block() const { return slices * channel_groups * threads; }
 };
 
 // The input rows that a thin kernel stages for a tile of at most output_rows output rows: rows
@@ -533,73 +632,102 @@ bool fit_staged_input(const ConvGeometry& g, int64_t output_rows, int64_t& width
   return rows <= capacity && g.Cg * rows * width <= capacity;
 }
 
-// Stages the Cg channels of input rows top .. top + rows - 1 of image (its group's first
-// channel), columns -pad_left .. width - 1 - pad_left, as accumulation values, 0 outside the
-// image: channel c's row r at patch[c * plane + r * width]. The block's threads share the work
-// along the rows, so that a warp's loads are consecutive.
-template <typename T>
-__device__ void stage_input(acc_t<T>* patch, int plane, const T* image, const Conv2dParams& p,
-                            int Cg, int64_t top, int rows, int width) {
+// Stages the Cg channels of input rows top .. top + rows - 1 (of the conv's input, H x W),
+// columns -pad_left .. width - 1 - pad_left, read through `read` (ImageRows, GradientRows) as
+// accumulation values, 0 outside the input: channel c's row r at patch[c * plane + r * width].
+// The block's threads share the work along the rows, so that a warp's loads are consecutive.
+template <typename A, typename Read>
+__device__ void stage_input(A* patch, int plane, const Conv2dParams& p, int Cg, int64_t top,
+                            int rows, int width, const Read& read) {
   const int size = rows * width;
   for (int e = static_cast<int>(threadIdx.x); e < Cg * size; e += blockDim.x) {
     const int c = e / size, rc = e - c * size;
     const int r = rc / width, col = rc - r * width;
     const int64_t ih = top + r, iw = col - p.pad_left;
     const bool inside = ih >= 0 && ih < p.H && iw >= 0 && iw < p.W;
-    patch[c * plane + rc] = inside ? to_acc(image[(c * p.H + ih) * p.W + iw]) : acc_t<T>(0);
+    patch[c * plane + rc] = inside ? A(read(c, ih, iw)) : A(0);
   }
 }
 
 // The thin kernel's plan for a conv of geometry g with `columns` columns read through cols, in
-// accumulation type A; fits is false where it does not apply: more than 8 input channels per
-// group, or filters or input rows too large for its shared memory.
+// accumulation type A, on sm_count SMs; fits is false where its filters, or the input rows of a
+// tile of 32 threads, do not fit its shared memory. (Whether a layer is thin enough to be worth
+// it is the caller's: thin_layer.) Tiles of up to 256 threads' pixels; a small layer's tiles and
+// slices then spread it over kTargetThreadsPerSm threads an SM where its size allows.
 template <typename A, typename Columns>
-ThinShape plan_thin(const ConvGeometry& g, const Columns& cols, int64_t columns) {
+ThinShape plan_thin(const ConvGeometry& g, const Columns& cols, int64_t columns, int sm_count) {
   using Tile = ThinTile;
   const Conv2dParams& p = g.p;
-  ThinShape s{g, p.N * p.groups, columns, 0, 0, 0, 0, 0, false};
-  if (g.Cg > Tile::kMaxChannelsIn || columns == 0 || g.OCg == 0) return s;
+  ThinShape s{g, p.N * p.groups, columns, 0, 0, 0, 0, 0, 0, 0, false};
+  if (columns == 0 || g.OCg == 0 || g.Cg == 0) return s;
   const int64_t filter_capacity = Tile::kFilterBytes / sizeof(A);
   int groups = g.OCg <= 8 ? 1 : g.OCg <= 16 ? 2 : Tile::kMaxChannelGroups;
   while (groups > 1 && g.CKK * Tile::kChannels * groups > filter_capacity) groups /= 2;
   if (g.CKK * Tile::kChannels * groups > filter_capacity) return s;
   const int64_t per_thread = Tile::kPixels;
-  const int threads = static_cast<int>(
+  const int64_t channel_tiles = ceil_div(g.OCg, Tile::kChannels * groups);
+  // Halves a tile's threads, to multiples of 32; false at 32.
+  const auto halve = [](int& threads) {
+    if (threads <= 32) return false;
+    threads = std::max(32, (threads / 2 + 31) / 32 * 32);
+    return true;
+  };
+  int threads = static_cast<int>(
       std::min<int64_t>(Tile::kMaxThreads / groups,
                         ceil_div(ceil_div(columns, per_thread), 32) * 32));
+  // The largest tile whose input rows fit,
   int64_t rows;
-  if (!fit_staged_input<A>(g, cols.max_rows(per_thread * threads), s.patch_width, rows)) {
-    return s;
+  while (!fit_staged_input<A>(g, cols.max_rows(per_thread * threads), s.patch_width, rows)) {
+    if (!halve(threads)) return s;
   }
+  // then smaller tiles and more slices while the launch is short of the target: slices of
+  // whole channels, as many as the threads of a block allow, no slice empty.
+  const int64_t target = int64_t{Tile::kTargetThreadsPerSm} * std::max(sm_count, 1);
+  int slices;
+  for (;;) {
+    const int64_t tile_threads = std::max<int64_t>(
+        1, s.batches * channel_tiles * ceil_div(columns, per_thread * threads) * groups * threads);
+    const int64_t most = std::min<int64_t>(g.Cg, Tile::kMaxThreads / (groups * threads));
+    slices = static_cast<int>(std::min(most, std::max<int64_t>(1, ceil_div(target, tile_threads))));
+    if (tile_threads * slices >= target || !halve(threads)) break;
+  }
+  s.slice_channels = static_cast<int>(ceil_div(g.Cg, slices));
+  s.slices = static_cast<int>(ceil_div(g.Cg, s.slice_channels));
   s.threads = threads;
   s.channel_groups = groups;
   s.column_tiles = ceil_div(columns, per_thread * threads);
-  s.channel_tiles = ceil_div(g.OCg, Tile::kChannels * groups);
+  s.channel_tiles = channel_tiles;
   s.fits = true;
   return s;
 }
 
-template <typename T, typename Columns, typename Ep>
+template <typename T, typename Input, typename Filters, typename Columns, typename Ep>
 __global__ void __launch_bounds__(ThinTile::kMaxThreads)
-    conv2d_thin_kernel(ThinShape s, const T* x, const T* w, Columns cols, Ep ep) {
+    conv2d_thin_kernel(ThinShape s, Input input, Filters weights, Columns cols, Ep ep) {
   using A = acc_t<T>;
   using Tile = ThinTile;
   constexpr int kPixels = Tile::kPixels, kChannels = Tile::kChannels;
   static_assert(Ep::kGroup == Columns::kGroup && kPixels % Columns::kGroup == 0,
                 "a thread's columns form whole epilogue groups");
+  static_assert(Tile::kExchanged * Tile::kMaxThreads * sizeof(A) <= Tile::kPatchBytes,
+                "the slices' exchange fits in the staged input's memory");
   __shared__ __align__(16) A patch[Tile::kPatchBytes / sizeof(A)];
   __shared__ __align__(16) A filters[Tile::kFilterBytes / sizeof(A)];
   const ConvGeometry& g = s.g;
   const Conv2dParams& p = g.p;
   const int tid = static_cast<int>(threadIdx.x);
-  const int channel_group = tid / s.threads, t = tid % s.threads;
+  const int slice_threads = s.channel_groups * s.threads;
+  const int slice = tid / slice_threads, u = tid % slice_threads;
+  const int channel_group = u / s.threads, t = u % s.threads;
   const int block_channels = kChannels * s.channel_groups;
   const int64_t tile_columns = int64_t{kPixels} * s.threads;
   // Sizes in int: a plan that fits keeps every offset into the staged input and filters small.
   const int Cg = static_cast<int>(g.Cg), KH = static_cast<int>(p.KH), KW = static_cast<int>(p.KW);
+  const int CKK = static_cast<int>(g.CKK);
   const int dilation_h = static_cast<int>(p.dilation_h);
   const int dilation_w = static_cast<int>(p.dilation_w);
   const int width = static_cast<int>(s.patch_width);
+  const int c_begin = slice * s.slice_channels, c_end = min(Cg, c_begin + s.slice_channels);
 
   for (int64_t item = blockIdx.x; item < s.work(); item += gridDim.x) {
     const int64_t tile = item % s.column_tiles, rest = item / s.column_tiles;
@@ -615,25 +743,24 @@ __global__ void __launch_bounds__(ThinTile::kMaxThreads)
     const int rows =
         static_cast<int>(max(r1 - r0, int64_t{0}) * p.stride_h + (KH - 1) * dilation_h + 1);
     const int plane = rows * width;
-    const T* image = x + BatchOffset{p.groups, p.C * g.HW, g.Cg * g.HW}(z);
-    stage_input(patch, plane, image, p, Cg, r0 * p.stride_h - p.pad_top, rows, width);
-    // The block's filters, [CKK][block_channels]: a tap's channels side by side.
-    const int64_t oc0 = channel_tile * block_channels;
-    const T* group_filters = w + (z % p.groups) * g.OCg * g.CKK;
-    for (int e = tid; e < g.CKK * block_channels; e += blockDim.x) {
-      const int64_t k = e / block_channels, j = e - k * block_channels;
-      filters[e] = oc0 + j < g.OCg ? to_acc(group_filters[(oc0 + j) * g.CKK + k]) : A(0);
+    stage_input(patch, plane, p, Cg, r0 * p.stride_h - p.pad_top, rows, width,
+                input.rows(g, z));
+    // The block's filters, [CKK][block_channels]: a tap's channels side by side; read along the
+    // filters' taps.
+    const int64_t oc0 = channel_tile * block_channels, group = z % p.groups;
+    for (int e = tid; e < CKK * block_channels; e += blockDim.x) {
+      const int j = e / CKK, k = e - j * CKK;
+      filters[k * block_channels + j] = oc0 + j < g.OCg ? weights(g, group, oc0 + j, k) : A(0);
     }
     __syncthreads();
 
     // Where this thread's pixels start in the staged plane (tap (0, 0) of channel 0).
-    int64_t column[kPixels];
     int start[kPixels];
 #pragma unroll
     for (int i = 0; i < kPixels; ++i) {
-      column[i] = cols.column(first, s.threads, t, i);
+      const int64_t column = cols.column(first, s.threads, t, i);
       int64_t oh = 0, ow = 0;
-      const bool in = column[i] < s.columns && cols.pixel(column[i], oh, ow);
+      const bool in = column < s.columns && cols.pixel(column, oh, ow);
       start[i] = in ? static_cast<int>((oh - r0) * p.stride_h * width + ow * p.stride_w) : 0;
     }
 
@@ -642,8 +769,8 @@ __global__ void __launch_bounds__(ThinTile::kMaxThreads)
     for (int i = 0; i < kPixels; ++i)
 #pragma unroll
       for (int j = 0; j < kChannels; ++j) acc[i][j] = A(0);
-    const A* tap_filters = filters + channel_group * kChannels;
-    for (int c = 0; c < Cg; ++c) {
+    const A* tap_filters = filters + c_begin * KH * KW * block_channels + channel_group * kChannels;
+    for (int c = c_begin; c < c_end; ++c) {
       for (int kh = 0; kh < KH; ++kh) {
         const int row = c * plane + kh * dilation_h * width;
         for (int kw = 0; kw < KW; ++kw, tap_filters += block_channels) {
@@ -661,19 +788,52 @@ __global__ void __launch_bounds__(ThinTile::kMaxThreads)
       }
     }
 
-    constexpr int kGroup = Ep::kGroup;
-    const auto out = ep.at(z);
+    // Slice 0 adds the other slices' sums to its own, in slice order, kExchanged at a time
+    // through the staged input's memory.
+    if (s.slices > 1) {
+      constexpr int kExchanged = Tile::kExchanged;
+      A* exchange = patch;
+      __syncthreads();  // every slice has read the staged input
 #pragma unroll
-    for (int j = 0; j < kChannels; ++j) {
-      const int64_t m = oc0 + channel_group * kChannels + j;
-      if (m >= g.OCg) continue;
+      for (int round = 0; round < kPixels * kChannels / kExchanged; ++round) {
+        if (slice > 0) {
 #pragma unroll
-      for (int i = 0; i < kPixels; i += kGroup) {
-        if (column[i] >= s.columns) continue;
-        A v[kGroup];
+          for (int e = 0; e < kExchanged; ++e) {
+            const int v = round * kExchanged + e;
+            exchange[e * Tile::kMaxThreads + tid] = acc[v / kChannels][v % kChannels];
+          }
+        }
+        __syncthreads();
+        if (slice == 0) {
 #pragma unroll
-        for (int c = 0; c < kGroup; ++c) v[c] = acc[i + c][j];
-        out.store(m, column[i], v);
+          for (int e = 0; e < kExchanged; ++e) {
+            const int v = round * kExchanged + e;
+            A sum = acc[v / kChannels][v % kChannels];
+            const A* sums = exchange + e * Tile::kMaxThreads + u;
+            for (int l = 1; l < s.slices; ++l) sum += sums[l * slice_threads];
+            acc[v / kChannels][v % kChannels] = sum;
+          }
+        }
+        __syncthreads();  // read before the next round overwrites it
+      }
+    }
+
+    if (slice == 0) {
+      constexpr int kGroup = Ep::kGroup;
+      const auto out = ep.at(z);
+#pragma unroll
+      for (int j = 0; j < kChannels; ++j) {
+        const int64_t m = oc0 + channel_group * kChannels + j;
+        if (m >= g.OCg) continue;
+#pragma unroll
+        for (int i = 0; i < kPixels; i += kGroup) {
+          const int64_t column = cols.column(first, s.threads, t, i);
+          if (column >= s.columns) continue;
+          A v[kGroup];
+#pragma unroll
+          for (int c = 0; c < kGroup; ++c) v[c] = acc[i + c][j];
+          out.store(m, column, v);
+        }
       }
     }
     __syncthreads();  // the next item's staging overwrites what this one read
@@ -681,12 +841,12 @@ __global__ void __launch_bounds__(ThinTile::kMaxThreads)
 }
 
 // Runs a planned thin layer (plan.fits) on ctx.stream.
-template <typename T, typename Columns, typename Ep>
-cudaError_t thin_conv(const GemmContext& ctx, const ThinShape& plan, const T* x, const T* w,
-                      const Columns& cols, const Ep& ep) {
+template <typename T, typename Input, typename Filters, typename Columns, typename Ep>
+cudaError_t thin_conv(const GemmContext& ctx, const ThinShape& plan, const Input& input,
+                      const Filters& weights, const Columns& cols, const Ep& ep) {
   if (plan.batches == 0) return cudaSuccess;
-  return launch(conv2d_thin_kernel<T, Columns, Ep>, grid_size(plan.work(), 1),
-                plan.channel_groups * plan.threads, ctx.stream, plan, x, w, cols, ep);
+  return launch(conv2d_thin_kernel<T, Input, Filters, Columns, Ep>, grid_size(plan.work(), 1),
+                plan.block(), ctx.stream, plan, input, weights, cols, ep);
 }
 
 // conv2d_grad_weight of a thin layer: gw[oc, k] = sum over images n and output pixels q of
@@ -736,7 +896,7 @@ ThinGradShape plan_thin_grad_weight(const ConvGeometry& g, int sm_count) {
   using Tile = ThinGradTile;
   const Conv2dParams& p = g.p;
   ThinGradShape s{g};
-  if (g.Cg > ThinTile::kMaxChannelsIn || g.CKK == 0 || g.OCg == 0 || g.OHW == 0) return s;
+  if (!thin_layer(g) || g.CKK == 0 || g.OCg == 0 || g.OHW == 0) return s;
   const int64_t quads = ceil_div(g.CKK, Tile::kTaps);
   int64_t octets = std::min<int64_t>(Tile::kMaxOctets, ceil_div(g.OCg, Tile::kChannels));
   while (octets > 1 && quads * octets > Tile::kMaxThreads) --octets;
@@ -827,7 +987,8 @@ __global__ void __launch_bounds__(ThinGradTile::kMaxThreads)
       // them, each channel at a multiple of plane.
       const int rows = static_cast<int>((r1 - r0) * p.stride_h + (p.KH - 1) * p.dilation_h + 1);
       const T* image = x + n * p.C * g.HW + group * g.Cg * g.HW;
-      stage_input(patch, plane, image, p, Cg, r0 * p.stride_h - p.pad_top, rows, width);
+      stage_input(patch, plane, p, Cg, r0 * p.stride_h - p.pad_top, rows, width,
+                  ImageRows<T>{image, p.H, p.W});
       // The gradient of the tile's channels at these pixels, read along the pixels.
       const int64_t first_plane = n * p.OC + group * g.OCg + oc0;
       for (int e = tid; e < count * block_channels; e += blockDim.x) {
@@ -934,10 +1095,12 @@ cudaError_t conv2d_forward(const GemmContext& ctx, const Conv2dParams& p, const 
   ep.bias_kind = bias != nullptr ? BiasKind::per_row : BiasKind::none;
   ep.bias_group_stride = g.OCg;
   ep.relu = relu;
-  if (ctx.thin_conv) {
+  if (ctx.thin_conv && thin_layer(g)) {
     const PixelColumns columns{p.OH, p.OW};
-    const ThinShape plan = plan_thin<acc_t<T>>(g, columns, g.OHW);
-    if (plan.fits) return thin_conv(ctx, plan, x, w, columns, ep);
+    const ThinShape plan = plan_thin<acc_t<T>>(g, columns, g.OHW, ctx.sm_count);
+    if (plan.fits) {
+      return thin_conv<T>(ctx, plan, ImageInput<T>{x}, LayerFilters<T>{w}, columns, ep);
+    }
   }
   if (g.narrow) {
     return gemm<T>(ctx, p.N * p.groups, g.OCg, g.OHW, g.CKK, a, Im2colOperand<T, true>{x, g}, ep);
@@ -947,12 +1110,22 @@ cudaError_t conv2d_forward(const GemmContext& ctx, const Conv2dParams& p, const 
 
 namespace {
 
-// gx = the input gradient of output gradient gy (a gradient source), as an implicit GEMM.
+// gx = the input gradient of output gradient gy (a gradient source): in the thin kernel where
+// it applies (as the transposed conv), else as an implicit GEMM.
 template <typename T, bool kNarrow, typename Gradient>
 cudaError_t grad_input_gemm(const GemmContext& ctx, const ConvGeometry& g, const Gradient& gy,
                             const T* w, T* gx) {
   const Conv2dParams& p = g.p;
   const Epilogue<T> ep{gx, BatchOffset{p.groups, p.C * g.HW, g.Cg * g.HW}, g.HW};
+  if (ctx.thin_conv && thin_grad_input(g)) {
+    const ConvGeometry t = transposed_conv(g);
+    const PixelColumns columns{p.H, p.W};
+    const ThinShape plan = plan_thin<acc_t<T>>(t, columns, t.OHW, ctx.sm_count);
+    if (plan.fits) {
+      return thin_conv<T>(ctx, plan, GradientInput<Gradient>{gy}, FlippedFilters<T>{w}, columns,
+                          ep);
+    }
+  }
   return gemm<T>(ctx, p.N * p.groups, g.Cg, g.HW, g.OCg * g.KHKW,
                  TransposedWeightOperand<T, kNarrow>{w, g},
                  GradOutputGatherOperand<T, kNarrow, Gradient>{gy, g}, ep);
@@ -1078,16 +1251,18 @@ cudaError_t conv2d_relu_max_pool2d(const GemmContext& ctx, const Conv2dParams& p
   const StridedOperand<T, true> a = filters_operand(w, g);
   const BatchOffset batch{p.groups, p.OC * plane, g.OCg * plane};
   const bool narrow = g.narrow && windows.pooled_w.fits && 4 * plane < kNarrowLimit;
-  if (ctx.thin_conv) {
+  if (ctx.thin_conv && thin_layer(g)) {
     const WindowColumns columns{windows};
-    const ThinShape thin = plan_thin<acc_t<T>>(g, columns, 4 * plane);
+    const ThinShape thin = plan_thin<acc_t<T>>(g, columns, 4 * plane, ctx.sm_count);
+    const ImageInput<T> input{x};
+    const LayerFilters<T> filters{w};
     if (thin.fits && narrow) {
-      return thin_conv(ctx, thin, x, w, columns,
-                       PoolEpilogue<T, true>{y, indices, batch, bias, g.OCg, windows});
+      return thin_conv<T>(ctx, thin, input, filters, columns,
+                          PoolEpilogue<T, true>{y, indices, batch, bias, g.OCg, windows});
     }
     if (thin.fits) {
-      return thin_conv(ctx, thin, x, w, columns,
-                       PoolEpilogue<T, false>{y, indices, batch, bias, g.OCg, windows});
+      return thin_conv<T>(ctx, thin, input, filters, columns,
+                          PoolEpilogue<T, false>{y, indices, batch, bias, g.OCg, windows});
     }
   }
   if (narrow) {
@@ -1101,12 +1276,25 @@ cudaError_t conv2d_relu_max_pool2d(const GemmContext& ctx, const Conv2dParams& p
 }
 
 template <typename T>
-bool conv2d_runs_thin(const Conv2dParams& p, const Pool2dParams* pool) {
+int conv2d_thin_slices(const Conv2dParams& p, const Pool2dParams* pool, int sm_count) {
   const ConvGeometry g(p, false);
-  if (pool == nullptr) return plan_thin<acc_t<T>>(g, PixelColumns{p.OH, p.OW}, g.OHW).fits;
-  if (!conv2d_relu_max_pool2d_fuses(*pool)) return false;
+  const auto slices = [](const ThinShape& plan) { return plan.fits ? plan.slices : 0; };
+  if (!thin_layer(g)) return 0;
+  if (pool == nullptr) {
+    return slices(plan_thin<acc_t<T>>(g, PixelColumns{p.OH, p.OW}, g.OHW, sm_count));
+  }
+  if (!conv2d_relu_max_pool2d_fuses(*pool)) return 0;
   const WindowColumns columns{PoolWindows{*pool, Divisor(pool->OW), 0}};
-  return plan_thin<acc_t<T>>(g, columns, 4 * pool->OH * pool->OW).fits;
+  return slices(plan_thin<acc_t<T>>(g, columns, 4 * pool->OH * pool->OW, sm_count));
+}
+
+template <typename T>
+int conv2d_grad_input_thin_slices(const Conv2dParams& p, int sm_count) {
+  const ConvGeometry g(p, false);
+  if (!thin_grad_input(g)) return 0;
+  const ConvGeometry t = transposed_conv(g);
+  const ThinShape plan = plan_thin<acc_t<T>>(t, PixelColumns{p.H, p.W}, t.OHW, sm_count);
+  return plan.fits ? plan.slices : 0;
 }
 
 template <typename T>
@@ -1131,7 +1319,8 @@ bool conv2d_grad_weight_runs_thin(const Conv2dParams& p) {
   template cudaError_t conv2d_relu_max_pool2d<T>(const GemmContext&, const Conv2dParams&,       \
                                                  const Pool2dParams&, const T*, const T*,        \
                                                  const T*, T*, int64_t*);                \
-  template bool conv2d_runs_thin<T>(const Conv2dParams&, const Pool2dParams*);                \
+  template int conv2d_thin_slices<T>(const Conv2dParams&, const Pool2dParams*, int);           \
+  template int conv2d_grad_input_thin_slices<T>(const Conv2dParams&, int);                     \
   template bool conv2d_grad_weight_runs_thin<T>(const Conv2dParams&);
 FASTLAYERS_INSTANTIATE(float)
 FASTLAYERS_INSTANTIATE(double)

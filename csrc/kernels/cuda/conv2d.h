@@ -19,13 +19,15 @@
 namespace fastlayers::cuda {
 
 // y[N, OC, OH, OW] = conv(x, w) + bias, then ReLU if relu. bias may be null. A thin layer (see
-// conv2d_runs_thin) runs a direct convolution instead of the GEMM, with the same results.
+// conv2d_thin_slices) runs a direct convolution instead of the GEMM.
 template <typename T>
 cudaError_t conv2d_forward(const GemmContext& ctx, const Conv2dParams& p, const T* x, const T* w,
                            const T* bias, T* y, bool relu);
 
 // gx[N, C, H, W] from gy[N, OC, OH, OW]; gy reads as 0 wherever relu_output <= 0 when
-// relu_output is set. Each gx element is one thread's sum: deterministic.
+// relu_output is set. Each gx element is one thread's sum, or a thin layer's (see
+// conv2d_grad_input_thin_slices) a fixed number of threads' added in a fixed order:
+// deterministic.
 template <typename T>
 cudaError_t conv2d_grad_input(const GemmContext& ctx, const Conv2dParams& p, const T* gy,
                               const T* w, const T* relu_output, T* gx);
@@ -79,15 +81,25 @@ cudaError_t conv2d_relu_max_pool2d(const GemmContext& ctx, const Conv2dParams& p
                                    const Pool2dParams& pool, const T* x, const T* w,
                                    const T* bias, T* y, int64_t* indices);
 
-// Whether conv2d_forward (pool null), or conv2d_relu_max_pool2d with pool where it fuses, runs
-// the thin-layer kernel (where ctx.thin_conv): a direct convolution for layers of at most 8
-// input channels per group, such as the documents' first layers, whose filters and input rows
-// fit its shared memory. It stages them once per block and sums 4 pixels x 8 channels a thread;
-// its sums are the GEMM's, in the same order, so where the GEMM does not split K the results
-// are the GEMM path's bit for bit (but for the sign of a sum of zero: the GEMM's padding terms
-// turn a -0.0 sum of underflowed products into +0.0).
+// How conv2d_forward (pool null), or conv2d_relu_max_pool2d with pool where it fuses, runs a
+// layer on sm_count SMs (where ctx.thin_conv): 0 in the GEMM; else in the thin-layer kernel, a
+// direct convolution for layers of at most 8 input channels per group (such as the documents'
+// first layers) whose filters and input rows fit its shared memory, with the input channels
+// split into that many slices. It stages them once per block and sums 4 pixels x 8 channels a
+// thread. With 1 slice its sums are the GEMM's, in the same order, so where the GEMM does not
+// split K the results are the GEMM path's bit for bit (but for the sign of a sum of zero: the
+// GEMM's padding terms turn a -0.0 sum of underflowed products into +0.0); with more, the
+// slices' sums are added in slice order. Small layers take more slices, to fill the GPU.
 template <typename T>
-bool conv2d_runs_thin(const Conv2dParams& p, const Pool2dParams* pool);
+int conv2d_thin_slices(const Conv2dParams& p, const Pool2dParams* pool, int sm_count);
+
+// How conv2d_grad_input, and conv2d_grad_input_pooled (either way), run a layer on sm_count SMs
+// (where ctx.thin_conv): 0 in the GEMM; else, for a layer of at most 8 input channels per group
+// and stride 1 whose gradient rows and filters fit, in the thin-layer kernel as the transposed
+// conv (the output gradient convolved with the flipped filters), with that many slices; its
+// sums are in a different order from the GEMM's.
+template <typename T>
+int conv2d_grad_input_thin_slices(const Conv2dParams& p, int sm_count);
 
 // Whether conv2d_grad_weight and conv2d_grad_weight_pooled (where it reads the windows) run the
 // thin-layer grad_weight kernel (where ctx.thin_conv): at most 8 input channels per group, at
