@@ -787,7 +787,7 @@ void test_conv2d_relu_max_pool2d(const Conv2dParams& p, int64_t kernel, int64_t 
 
 // The pooled gradients against their composition (max_pool2d_backward into the activation
 // gradient, then conv2d_grad_input and conv2d_grad_weight unmasked), bit for bit: both run the
-// same GEMMs on the same values. The indices are the pool's over a random activation, plus
+// same GEMMs (or thin kernels, with the same plans) on the same values. The indices are the pool's over a random activation, plus
 // hand-made ones that are not their window's taps (past the plane, before it, another window's,
 // just past the window), which pass nothing; the mask has values <= 0, which drop their
 // gradient, and a NaN, which passes it. Where the GEMMs read through the windows, no scratch is
@@ -1088,7 +1088,7 @@ void test_thin_choice() {
       }
     }
   }
-  // In double, LeNet-5's grad_input runs in the GEMM (0 slices).
+  // In double, LeNet-5's conv2 grad_input runs in the GEMM (0 slices).
   const Conv2dParams lenet1 = cases[0].p, lenet2 = cases[1].p, mnist1 = cases[2].p;
   const Pool2dParams pooled = pool(lenet2.N * lenet2.OC, lenet2.OH, lenet2.OW, 2, 2, 0, 1, false);
   struct Slices {
@@ -1183,6 +1183,10 @@ void test_all() {
   // gradient's first rows and columns away), with dilation.
   test_conv2d<T>(conv(1, 8, 40, 40, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), false);
   test_conv2d<T>(conv(2, 3, 7, 9, 5, 3, 2, 1, 1, 5, 1, 4, 4, 2, 3, 1), false);
+  // grad_input whose transposed conv has 16 input channels (in slices), and 2 groups with a
+  // padding wider than the window.
+  test_conv2d<T>(conv(2, 2, 6, 6, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), false);
+  test_conv2d<T>(conv(1, 4, 6, 7, 6, 2, 3, 1, 1, 2, 1, 3, 2, 1, 1, 2), false);
 
   test_max_pool2d<T>(pool(3, 8, 8, 2, 2, 0, 1, false));
   test_max_pool2d<T>(pool(2, 7, 9, 3, 2, 1, 1, true));

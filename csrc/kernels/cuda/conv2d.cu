@@ -458,8 +458,8 @@ struct ThinTile {
   static constexpr int kMaxChannelsIn = 8;       // C / groups of a thin layer
   // Static shared memory, 44 KiB of the 48 a block may have without opting in.
   static constexpr int kPatchBytes = 24 << 10, kFilterBytes = 20 << 10;
-  // The plan splits a small layer's work until the launch has this many threads per SM (4 warps
-  // per scheduler), or tiles of one warp whose every slice is a single channel.
+  // The plan splits a small layer's work, where that adds threads, until the launch has this
+  // many threads per SM (4 warps per scheduler).
   static constexpr int kTargetThreadsPerSm = 512;
   // The slices exchange this many of their 32 sums at a time, through the staged input's memory.
   static constexpr int kExchanged = 8;
@@ -680,16 +680,23 @@ ThinShape plan_thin(const ConvGeometry& g, const Columns& cols, int64_t columns,
   while (!fit_staged_input<A>(g, cols.max_rows(per_thread * threads), s.patch_width, rows)) {
     if (!halve(threads)) return s;
   }
-  // then smaller tiles and more slices while the launch is short of the target: slices of
-  // whole channels, as many as the threads of a block allow, no slice empty.
+  // then as many slices (of whole channels) as help reach the target and the block's threads
+  // allow, and smaller tiles while the launch is short of the target and they add threads.
   const int64_t target = int64_t{Tile::kTargetThreadsPerSm} * std::max(sm_count, 1);
-  int slices;
-  for (;;) {
+  const auto spread = [&](int tile, int& slices) {  // the threads launched with tiles of `tile`
     const int64_t tile_threads = std::max<int64_t>(
-        1, s.batches * channel_tiles * ceil_div(columns, per_thread * threads) * groups * threads);
-    const int64_t most = std::min<int64_t>(g.Cg, Tile::kMaxThreads / (groups * threads));
+        1, s.batches * channel_tiles * ceil_div(columns, per_thread * tile) * groups * tile);
+    const int64_t most = std::min<int64_t>(g.Cg, Tile::kMaxThreads / (groups * tile));
     slices = static_cast<int>(std::min(most, std::max<int64_t>(1, ceil_div(target, tile_threads))));
-    if (tile_threads * slices >= target || !halve(threads)) break;
+    return tile_threads * slices;
+  };
+  int slices;
+  int64_t launched = spread(threads, slices);
+  for (int smaller = threads; launched < target && halve(smaller);) {
+    int more;
+    const int64_t more_threads = spread(smaller, more);
+    if (more_threads <= launched) break;
+    threads = smaller, slices = more, launched = more_threads;
   }
   s.slice_channels = static_cast<int>(ceil_div(g.Cg, slices));
   s.slices = static_cast<int>(ceil_div(g.Cg, s.slice_channels));

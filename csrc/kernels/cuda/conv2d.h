@@ -75,7 +75,7 @@ bool conv2d_relu_max_pool2d_fuses(const Pool2dParams& pool);
 // y, indices [N, OC, POH, POW] = max_pool2d(relu(conv(x, w) + bias)), pool being the pool's
 // geometry over the [N, OC, OH, OW] activation (planes = N * OC). The same values, ties, NaNs
 // and indices as conv2d_forward with relu followed by max_pool2d_forward (bit for bit where both
-// GEMMs split K alike: they sum in the same order).
+// split their sums alike: K in the GEMMs, the input channels in the thin kernel's slices).
 template <typename T>
 cudaError_t conv2d_relu_max_pool2d(const GemmContext& ctx, const Conv2dParams& p,
                                    const Pool2dParams& pool, const T* x, const T* w,
@@ -97,7 +97,9 @@ int conv2d_thin_slices(const Conv2dParams& p, const Pool2dParams* pool, int sm_c
 // (where ctx.thin_conv): 0 in the GEMM; else, for a layer of at most 8 input channels per group
 // and stride 1 whose gradient rows and filters fit, in the thin-layer kernel as the transposed
 // conv (the output gradient convolved with the flipped filters), with that many slices; its
-// sums are in a different order from the GEMM's.
+// sums are in a different order from the GEMM's. The slices depend on the SM count, so a small
+// thin layer's results (forward and grad_input) may differ in their last bits between GPUs of
+// different sizes; on one GPU they are deterministic, as split-K's are.
 template <typename T>
 int conv2d_grad_input_thin_slices(const Conv2dParams& p, int sm_count);
 
