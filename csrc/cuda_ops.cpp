@@ -11,12 +11,14 @@
 #include <ATen/Dispatch.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAMacros.h>
 #include <c10/cuda/CUDAStream.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime_api.h>
 #include <torch/library.h>
 
+#include <mutex>
 #include <vector>
 
 #include "kernels/cuda/conv2d.h"
@@ -76,6 +78,26 @@ class TorchWorkspace final : public cuda::Workspace {
   std::vector<at::Tensor> blocks_;
 };
 
+// What the kernels' plans need to know of a device, read from the driver once per device.
+struct DeviceInfo {
+  int sm_count = 0;
+  int major = 0;  // compute capability
+};
+
+const DeviceInfo& device_info(int device) {
+  static std::once_flag read[C10_COMPILE_TIME_MAX_GPUS];
+  static DeviceInfo info[C10_COMPILE_TIME_MAX_GPUS];
+  TORCH_CHECK(device >= 0 && device < C10_COMPILE_TIME_MAX_GPUS, "fastlayers: CUDA device index ",
+              device, " is out of range");
+  std::call_once(read[device], [device] {
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&info[device].sm_count,
+                                          cudaDevAttrMultiProcessorCount, device));
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&info[device].major,
+                                          cudaDevAttrComputeCapabilityMajor, device));
+  });
+  return info[device];
+}
+
 // The device guard, current stream and scratch memory of one op call on `t`'s device. Declared
 // first in each op, so allocations and launches go to that device and its current stream.
 class CudaCall {
@@ -88,12 +110,9 @@ class CudaCall {
 
   // tf32: float products may run in TF32 (see matmul_allows_tf32).
   cuda::GemmContext gemm(bool tf32 = false) {
-    const int device = guard_.current_device().index();
-    int sm_count = 0, major = 0;
-    C10_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device));
-    C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-    cuda::GemmContext ctx{stream_, sm_count, &workspace_};
-    ctx.tensor_cores = major >= 8;
+    const DeviceInfo& device = device_info(guard_.current_device().index());
+    cuda::GemmContext ctx{stream_, device.sm_count, &workspace_};
+    ctx.tensor_cores = device.major >= 8;
     ctx.tf32 = tf32;
     return ctx;
   }
