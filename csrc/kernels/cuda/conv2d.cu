@@ -465,6 +465,42 @@ struct ThinTile {
   static constexpr int kExchanged = 8;
 };
 
+// Adds the sums acc of the block's `groups` groups of `width` threads (thread group * width + u)
+// into the registers of group 0, in group order: kExchanged of acc's values a round, through
+// `exchange`, kExchanged * kMaxThreads values of shared memory whose contents are no longer
+// needed. Every thread of the block calls it; it begins and ends with a barrier (after it,
+// `exchange` may be written again). Nothing to do for one group.
+template <int kExchanged, int kMaxThreads, typename A, int R, int C>
+__device__ __forceinline__ void add_groups_in_order(A (&acc)[R][C], A* exchange, int groups,
+                                                    int width) {
+  static_assert(R * C % kExchanged == 0, "whole rounds");
+  if (groups <= 1) return;
+  const int tid = static_cast<int>(threadIdx.x), group = tid / width, u = tid - group * width;
+  __syncthreads();  // every thread is done with what `exchange` held
+#pragma unroll
+  for (int round = 0; round < R * C / kExchanged; ++round) {
+    if (group > 0) {
+#pragma unroll
+      for (int e = 0; e < kExchanged; ++e) {
+        const int v = round * kExchanged + e;
+        exchange[e * kMaxThreads + tid] = acc[v / C][v % C];
+      }
+    }
+    __syncthreads();
+    if (group == 0) {
+#pragma unroll
+      for (int e = 0; e < kExchanged; ++e) {
+        const int v = round * kExchanged + e;
+        A sum = acc[v / C][v % C];
+        const A* sums = exchange + e * kMaxThreads + u;
+        for (int l = 1; l < groups; ++l) sum += sums[l * width];
+        acc[v / C][v % C] = sum;
+      }
+    }
+    __syncthreads();  // read before the next round overwrites it
+  }
+}
+
 // Whether a layer is thin: few enough input channels per group for the thin kernels.
 bool thin_layer(const ConvGeometry& g) { return g.Cg <= ThinTile::kMaxChannelsIn; }
 
@@ -795,35 +831,9 @@ __global__ void __launch_bounds__(ThinTile::kMaxThreads)
       }
     }
 
-    // Slice 0 adds the other slices' sums to its own, in slice order, kExchanged at a time
-    // through the staged input's memory.
-    if (s.slices > 1) {
-      constexpr int kExchanged = Tile::kExchanged;
-      A* exchange = patch;
-      __syncthreads();  // every slice has read the staged input
-#pragma unroll
-      for (int round = 0; round < kPixels * kChannels / kExchanged; ++round) {
-        if (slice > 0) {
-#pragma unroll
-          for (int e = 0; e < kExchanged; ++e) {
-            const int v = round * kExchanged + e;
-            exchange[e * Tile::kMaxThreads + tid] = acc[v / kChannels][v % kChannels];
-          }
-        }
-        __syncthreads();
-        if (slice == 0) {
-#pragma unroll
-          for (int e = 0; e < kExchanged; ++e) {
-            const int v = round * kExchanged + e;
-            A sum = acc[v / kChannels][v % kChannels];
-            const A* sums = exchange + e * Tile::kMaxThreads + u;
-            for (int l = 1; l < s.slices; ++l) sum += sums[l * slice_threads];
-            acc[v / kChannels][v % kChannels] = sum;
-          }
-        }
-        __syncthreads();  // read before the next round overwrites it
-      }
-    }
+    // Slice 0 adds the other slices' sums to its own, in slice order, through the staged input's
+    // memory.
+    add_groups_in_order<Tile::kExchanged, Tile::kMaxThreads>(acc, patch, s.slices, slice_threads);
 
     if (slice == 0) {
       constexpr int kGroup = Ep::kGroup;
@@ -1024,30 +1034,9 @@ __global__ void __launch_bounds__(ThinGradTile::kMaxThreads)
       __syncthreads();  // the next chunk's staging overwrites what this one read
     }
 
-    // Each sum of the lanes, in lane order, into lane 0's registers, kExchanged at a time
-    // through the staged input's memory (last read before the last chunk's closing barrier).
-    constexpr int kExchanged = Tile::kExchanged;
-    A* exchange = patch;
-#pragma unroll
-    for (int round = 0; round < kChannels * kTaps / kExchanged; ++round) {
-#pragma unroll
-      for (int e = 0; e < kExchanged; ++e) {
-        const int v = round * kExchanged + e;
-        exchange[e * Tile::kMaxThreads + tid] = acc[v / kTaps][v % kTaps];
-      }
-      __syncthreads();
-      if (lane == 0) {
-#pragma unroll
-        for (int e = 0; e < kExchanged; ++e) {
-          const int v = round * kExchanged + e;
-          A sum = acc[v / kTaps][v % kTaps];
-          const A* sums = exchange + e * Tile::kMaxThreads + unit;
-          for (int l = 1; l < s.lanes; ++l) sum += sums[l * s.units];
-          acc[v / kTaps][v % kTaps] = sum;
-        }
-      }
-      __syncthreads();  // read before the next round, or the next item's staging, overwrites it
-    }
+    // Each sum of the lanes, in lane order, into lane 0's registers, through the staged input's
+    // memory.
+    add_groups_in_order<Tile::kExchanged, Tile::kMaxThreads>(acc, patch, s.lanes, s.units);
     if (lane == 0) {
       const auto out = ep.at(group);
 #pragma unroll
