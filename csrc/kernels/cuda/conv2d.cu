@@ -647,6 +647,7 @@ struct ThinShape {
   int64_t batches, columns, column_tiles, channel_tiles;
   int64_t patch_width;  // the staged input's row: every input column an output row reads
   int threads, channel_groups, slices, slice_channels;
+  int filter_ld;  // the staged filters' row: a tap's 8 * channel_groups channels, padded
   bool fits;  // the plan's staged input and filters fit the kernel's shared memory
   __host__ __device__ int64_t work() const { return batches * channel_tiles * column_tiles; }
   int block() const { return slices * channel_groups * threads; }
@@ -694,7 +695,7 @@ template <typename A, typename Columns>
 ThinShape plan_thin(const ConvGeometry& g, const Columns& cols, int64_t columns, int sm_count) {
   using Tile = ThinTile;
   const Conv2dParams& p = g.p;
-  ThinShape s{g, p.N * p.groups, columns, 0, 0, 0, 0, 0, 0, 0, false};
+  ThinShape s{g, p.N * p.groups, columns, 0, 0, 0, 0, 0, 0, 0, 0, false};
   if (columns == 0 || g.OCg == 0 || g.Cg == 0) return s;
   const int64_t filter_capacity = Tile::kFilterBytes / sizeof(A);
   int groups = g.OCg <= 8 ? 1 : g.OCg <= 16 ? 2 : Tile::kMaxChannelGroups;
@@ -738,6 +739,11 @@ ThinShape plan_thin(const ConvGeometry& g, const Columns& cols, int64_t columns,
   s.slices = static_cast<int>(ceil_div(g.Cg, s.slice_channels));
   s.threads = threads;
   s.channel_groups = groups;
+  // 16 bytes of padding, where they fit, put the 16-byte stores of the filters' staging (a
+  // warp's, to consecutive taps) in distinct banks.
+  const int block_channels = Tile::kChannels * groups;
+  const int padded = block_channels + Pack<A>::kSize;
+  s.filter_ld = g.CKK * padded <= filter_capacity ? padded : block_channels;
   s.column_tiles = ceil_div(columns, per_thread * threads);
   s.channel_tiles = channel_tiles;
   s.fits = true;
@@ -749,7 +755,8 @@ __global__ void __launch_bounds__(ThinTile::kMaxThreads)
     conv2d_thin_kernel(ThinShape s, Input input, Filters weights, Columns cols, Ep ep) {
   using A = acc_t<T>;
   using Tile = ThinTile;
-  constexpr int kPixels = Tile::kPixels, kChannels = Tile::kChannels;
+  constexpr int kPixels = Tile::kPixels, kChannels = Tile::kChannels, kPack = Pack<A>::kSize;
+  static_assert(kChannels % kPack == 0, "a thread's channels are whole 16-byte packs");
   static_assert(Ep::kGroup == Columns::kGroup && kPixels % Columns::kGroup == 0,
                 "a thread's columns form whole epilogue groups");
   static_assert(Tile::kExchanged * Tile::kMaxThreads * sizeof(A) <= Tile::kPatchBytes,
@@ -788,12 +795,18 @@ __global__ void __launch_bounds__(ThinTile::kMaxThreads)
     const int plane = rows * width;
     stage_input(patch, plane, p, Cg, r0 * p.stride_h - p.pad_top, rows, width,
                 input.rows(g, z));
-    // The block's filters, [CKK][block_channels]: a tap's channels side by side; read along the
-    // filters' taps.
+    // The block's filters, [CKK][filter_ld]: a tap's channels side by side. A thread stages one
+    // tap's 16 bytes of channels, so that a warp reads along the filters' taps and stores whole
+    // 16-byte rows.
     const int64_t oc0 = channel_tile * block_channels, group = z % p.groups;
-    for (int e = tid; e < CKK * block_channels; e += blockDim.x) {
-      const int j = e / CKK, k = e - j * CKK;
-      filters[k * block_channels + j] = oc0 + j < g.OCg ? weights(g, group, oc0 + j, k) : A(0);
+    for (int e = tid; e < CKK * (block_channels / kPack); e += blockDim.x) {
+      const int j = e / CKK * kPack, k = e % CKK;
+      Pack<A> f;
+#pragma unroll
+      for (int i = 0; i < kPack; ++i) {
+        f.v[i] = oc0 + j + i < g.OCg ? weights(g, group, oc0 + j + i, k) : A(0);
+      }
+      *reinterpret_cast<Pack<A>*>(&filters[k * s.filter_ld + j]) = f;
     }
     __syncthreads();
 
@@ -812,11 +825,11 @@ __global__ void __launch_bounds__(ThinTile::kMaxThreads)
     for (int i = 0; i < kPixels; ++i)
 #pragma unroll
       for (int j = 0; j < kChannels; ++j) acc[i][j] = A(0);
-    const A* tap_filters = filters + c_begin * KH * KW * block_channels + channel_group * kChannels;
+    const A* tap_filters = filters + c_begin * KH * KW * s.filter_ld + channel_group * kChannels;
     for (int c = c_begin; c < c_end; ++c) {
       for (int kh = 0; kh < KH; ++kh) {
         const int row = c * plane + kh * dilation_h * width;
-        for (int kw = 0; kw < KW; ++kw, tap_filters += block_channels) {
+        for (int kw = 0; kw < KW; ++kw, tap_filters += s.filter_ld) {
           const int tap = row + kw * dilation_w;
           A v[kPixels], f[kChannels];
 #pragma unroll
