@@ -935,9 +935,9 @@ ThinGradShape plan_thin_grad_weight(const ConvGeometry& g, int sm_count) {
   s.octets = static_cast<int>(octets);
   s.units = s.quads * s.octets;
   s.lanes = Tile::kMaxThreads / s.units;
-  // 4 values of padding keep the rows 16-byte aligned and spread the staging's stores (which
-  // run along pixels, to read the gradient coalesced) over 8 banks.
-  s.gradient_ld = Tile::kChannels * s.octets + 4;
+  // A 16-byte pack of padding keeps the rows 16-byte aligned and an odd number of packs long,
+  // so that the staging's 16-byte stores for consecutive pixels fall in distinct banks.
+  s.gradient_ld = Tile::kChannels * s.octets + Pack<A>::kSize;
   s.chunk = std::min<int64_t>(Tile::kMaxChunk,
                               Tile::kGradientBytes / static_cast<int64_t>(sizeof(A)) /
                                   s.gradient_ld);
@@ -968,7 +968,8 @@ __global__ void __launch_bounds__(ThinGradTile::kMaxThreads)
                                    acc_t<T>* partials) {
   using A = acc_t<T>;
   using Tile = ThinGradTile;
-  constexpr int kChannels = Tile::kChannels, kTaps = Tile::kTaps;
+  constexpr int kChannels = Tile::kChannels, kTaps = Tile::kTaps, kPack = Pack<A>::kSize;
+  static_assert(kChannels % kPack == 0, "a thread's channels are whole 16-byte packs");
   __shared__ __align__(16) A patch[ThinTile::kPatchBytes / sizeof(A)];
   __shared__ __align__(16) A gradient[Tile::kGradientBytes / sizeof(A)];
   __shared__ int starts[Tile::kMaxChunk];
@@ -1019,12 +1020,17 @@ __global__ void __launch_bounds__(ThinGradTile::kMaxThreads)
       const T* image = x + n * p.C * g.HW + group * g.Cg * g.HW;
       stage_input(patch, plane, p, Cg, r0 * p.stride_h - p.pad_top, rows, width,
                   ImageRows<T>{image, p.H, p.W});
-      // The gradient of the tile's channels at these pixels, read along the pixels.
+      // The gradient of the tile's channels at these pixels: a thread reads a pack of channels
+      // at one pixel (a warp's reads run along the pixels) and stores it in one 16-byte store.
       const int64_t first_plane = n * p.OC + group * g.OCg + oc0;
-      for (int e = tid; e < count * block_channels; e += blockDim.x) {
-        const int i = e % count, j = e / count;
-        gradient[i * s.gradient_ld + j] =
-            oc0 + j < g.OCg ? gy(first_plane + j, first + i) : A(0);
+      for (int e = tid; e < count * (block_channels / kPack); e += blockDim.x) {
+        const int i = e % count, j = e / count * kPack;
+        Pack<A> pack;
+#pragma unroll
+        for (int q = 0; q < kPack; ++q) {
+          pack.v[q] = oc0 + j + q < g.OCg ? gy(first_plane + j + q, first + i) : A(0);
+        }
+        *reinterpret_cast<Pack<A>*>(&gradient[i * s.gradient_ld + j]) = pack;
       }
       for (int i = tid; i < count; i += blockDim.x) {
         const int64_t oh = (first + i) / p.OW, ow = (first + i) % p.OW;
