@@ -435,6 +435,22 @@ void test_conv2d(const Conv2dParams& p, bool wide_index) {
   for (bool with_mask : {false, true}) {
     const std::vector<T>* m_ = with_mask ? &mask : nullptr;
     const T* mask_ptr = with_mask ? mask.data() : nullptr;
+    // A gradient of a thin layer runs its thin kernel, and then the GEMM is checked too; both
+    // against the reference.
+    const auto check_paths = [&](const std::string& name, int64_t size, bool runs_thin,
+                                 const std::vector<double>& ref, const std::vector<double>& scale,
+                                 auto run) {
+      for (bool thin : {true, false}) {
+        if (!thin && !runs_thin) continue;
+        fc::GemmContext ctx = context(ws, wide_index);
+        ctx.thin_conv = thin;
+        auto out = poisoned<T>(size);
+        expect_success(run(ctx, out.data()), shape);
+        expect_close(out, ref, scale,
+                     shape + " " + name + " mask=" + std::to_string(with_mask) +
+                         (thin ? "" : " in the GEMM"));
+      }
+    };
     std::vector<double> ref(x_size, 0.0), scale(x_size, 0.0);
     for_each_term(p, [&](int64_t n, int64_t oc, int64_t oh, int64_t ow, int64_t c, int64_t kh,
                          int64_t kw, int64_t ih, int64_t iw) {
@@ -442,18 +458,11 @@ void test_conv2d(const Conv2dParams& p, bool wide_index) {
       ref[x_at(n, c, ih, iw)] += t;
       scale[x_at(n, c, ih, iw)] += std::fabs(t);
     });
-    // A thin layer's grad_input runs the thin kernel, and the GEMM is checked too.
-    for (bool thin : {true, false}) {
-      if (!thin && fc::conv2d_grad_input_thin_slices<T>(p, context(ws).sm_count) == 0) continue;
-      fc::GemmContext ctx = context(ws, wide_index);
-      ctx.thin_conv = thin;
-      auto gx = poisoned<T>(x_size);
-      expect_success(fc::conv2d_grad_input<T>(ctx, p, gy.data(), w.data(), mask_ptr, gx.data()),
-                     shape);
-      expect_close(gx, ref, scale,
-                   shape + " grad_input mask=" + std::to_string(with_mask) +
-                       (thin ? "" : " in the GEMM"));
-    }
+    check_paths("grad_input", x_size,
+                fc::conv2d_grad_input_thin_slices<T>(p, context(ws).sm_count) > 0, ref, scale,
+                [&](const fc::GemmContext& ctx, T* gx) {
+                  return fc::conv2d_grad_input<T>(ctx, p, gy.data(), w.data(), mask_ptr, gx);
+                });
 
     ref.assign(w_size, 0.0);
     scale.assign(w_size, 0.0);
@@ -463,18 +472,10 @@ void test_conv2d(const Conv2dParams& p, bool wide_index) {
       ref[w_at(oc, c, kh, kw)] += t;
       scale[w_at(oc, c, kh, kw)] += std::fabs(t);
     });
-    // A thin layer's grad_weight runs its direct kernel, and the GEMM is checked too.
-    for (bool thin : {true, false}) {
-      if (!thin && !fc::conv2d_grad_weight_runs_thin<T>(p)) continue;
-      fc::GemmContext ctx = context(ws, wide_index);
-      ctx.thin_conv = thin;
-      auto gw = poisoned<T>(w_size);
-      expect_success(fc::conv2d_grad_weight<T>(ctx, p, gy.data(), x.data(), mask_ptr, gw.data()),
-                     shape);
-      expect_close(gw, ref, scale,
-                   shape + " grad_weight mask=" + std::to_string(with_mask) +
-                       (thin ? "" : " in the GEMM"));
-    }
+    check_paths("grad_weight", w_size, fc::conv2d_grad_weight_runs_thin<T>(p), ref, scale,
+                [&](const fc::GemmContext& ctx, T* gw) {
+                  return fc::conv2d_grad_weight<T>(ctx, p, gy.data(), x.data(), mask_ptr, gw);
+                });
   }
 }
 
