@@ -435,9 +435,10 @@ StridedOperand<T, true> filters_operand(const T* w, const ConvGeometry& g) {
 // feed 32 FMAs.
 //
 // A small layer gives few blocks of few threads, each walking all Cg * KH * KW taps, which would
-// leave most of the GPU idle: the plan then takes smaller tiles of pixels, and splits the input
-// channels into slices, each summed by its own threads over the same staged input; the slices'
-// sums are added in slice order at the end (through shared memory, kExchanged at a time).
+// leave most of the GPU idle: the plan then takes smaller tiles of pixels, splits the input
+// channels into slices, each summed by its own threads over the same staged input, and gives a
+// block fewer output channels; the slices' sums are added in slice order at the end (through
+// shared memory, kExchanged at a time).
 //
 // With one slice the sums run over k = (c * KH + kh) * KW + kw in order with fma from 0, as the
 // GEMM's do where it does not split K: the results are the GEMM path's, bit for bit, but for
@@ -702,7 +703,6 @@ ThinShape plan_thin(const ConvGeometry& g, const Columns& cols, int64_t columns,
   while (groups > 1 && g.CKK * Tile::kChannels * groups > filter_capacity) groups /= 2;
   if (g.CKK * Tile::kChannels * groups > filter_capacity) return s;
   const int64_t per_thread = Tile::kPixels;
-  const int64_t channel_tiles = ceil_div(g.OCg, Tile::kChannels * groups);
   // Halves a tile's threads, to multiples of 32; false at 32.
   const auto halve = [](int& threads) {
     if (threads <= 32) return false;
@@ -717,23 +717,37 @@ ThinShape plan_thin(const ConvGeometry& g, const Columns& cols, int64_t columns,
   while (!fit_staged_input<A>(g, cols.max_rows(per_thread * threads), s.patch_width, rows)) {
     if (!halve(threads)) return s;
   }
-  // then as many slices (of whole channels) as help reach the target and the block's threads
-  // allow, and smaller tiles while the launch is short of the target and they add threads.
+  // then as many slices as help reach the target and the block's threads allow, smaller tiles
+  // while the launch is short of the target and they add threads, and then, likewise, fewer
+  // channel groups a block (more blocks, with room for more slices).
   const int64_t target = int64_t{Tile::kTargetThreadsPerSm} * std::max(sm_count, 1);
-  const auto spread = [&](int tile, int& slices) {  // the threads launched with tiles of `tile`
-    const int64_t tile_threads = std::max<int64_t>(
-        1, s.batches * channel_tiles * ceil_div(columns, per_thread * tile) * groups * tile);
+  // The threads launched with tiles of `tile` threads and `groups` channel groups a block, and
+  // their slices: whole channels each, as evenly split as the block's threads allow (3 channels
+  // in 3 slices rather than 2 + 1 where 3 fit).
+  const auto spread = [&](int tile, int groups, int& slices) {
+    const int64_t tiles = s.batches * ceil_div(g.OCg, Tile::kChannels * groups) *
+                          ceil_div(columns, per_thread * tile);
+    const int64_t tile_threads = std::max<int64_t>(1, tiles * groups * tile);
     const int64_t most = std::min<int64_t>(g.Cg, Tile::kMaxThreads / (groups * tile));
-    slices = static_cast<int>(std::min(most, std::max<int64_t>(1, ceil_div(target, tile_threads))));
+    const int64_t wanted = std::min(most, std::max<int64_t>(1, ceil_div(target, tile_threads)));
+    int64_t per_slice = std::max<int64_t>(1, g.Cg / wanted);
+    if (ceil_div(g.Cg, per_slice) > most) per_slice = ceil_div(g.Cg, wanted);
+    slices = static_cast<int>(ceil_div(g.Cg, per_slice));
     return tile_threads * slices;
   };
   int slices;
-  int64_t launched = spread(threads, slices);
+  int64_t launched = spread(threads, groups, slices);
   for (int smaller = threads; launched < target && halve(smaller);) {
     int more;
-    const int64_t more_threads = spread(smaller, more);
+    const int64_t more_threads = spread(smaller, groups, more);
     if (more_threads <= launched) break;
     threads = smaller, slices = more, launched = more_threads;
+  }
+  while (launched < target && groups > 1) {
+    int more;
+    const int64_t more_threads = spread(threads, groups / 2, more);
+    if (more_threads <= launched) break;
+    groups /= 2, slices = more, launched = more_threads;
   }
   s.slice_channels = static_cast<int>(ceil_div(g.Cg, slices));
   s.slices = static_cast<int>(ceil_div(g.Cg, s.slice_channels));
@@ -745,7 +759,7 @@ ThinShape plan_thin(const ConvGeometry& g, const Columns& cols, int64_t columns,
   const int padded = block_channels + Pack<A>::kSize;
   s.filter_ld = g.CKK * padded <= filter_capacity ? padded : block_channels;
   s.column_tiles = ceil_div(columns, per_thread * threads);
-  s.channel_tiles = channel_tiles;
+  s.channel_tiles = ceil_div(g.OCg, block_channels);
   s.fits = true;
   return s;
 }
