@@ -14,15 +14,30 @@
 namespace fastlayers::cuda {
 namespace {
 
+// The divisors of the forward's index arithmetic (see divmod in common.cuh): an output's plane
+// and row.
+struct OutputDivisors {
+  Divisor OHW, OW;
+  // Both fit FastDivmod and every output's offset is below 2^31.
+  bool narrow;
+
+  explicit OutputDivisors(const Pool2dParams& p) : OHW(p.OH * p.OW), OW(p.OW) {
+    narrow = OHW.fits && OW.fits && p.planes * p.OH * p.OW < kNarrowLimit;
+  }
+};
+
 // One thread per output element, over every plane.
-template <typename T>
+template <typename T, bool kNarrow>
 __global__ void __launch_bounds__(kElementwiseBlock)
-    max_pool2d_forward_kernel(Pool2dParams p, const T* x, T* y, int64_t* indices) {
+    max_pool2d_forward_kernel(Pool2dParams p, OutputDivisors d, const T* x, T* y,
+                              int64_t* indices) {
   using A = acc_t<T>;
-  const int64_t OHW = p.OH * p.OW, total = p.planes * OHW;
+  const int64_t total = p.planes * p.OH * p.OW;
+  const Divisor plane_size = d.OHW, width = d.OW;  // in registers, as in the backward
   for (int64_t o = global_thread_index(); o < total; o += grid_thread_count()) {
-    const int64_t plane = o / OHW, r = o - plane * OHW;
-    const int64_t oh = r / p.OW, ow = r - oh * p.OW;
+    int64_t plane, r, oh, ow;
+    divmod<kNarrow>(o, plane_size, plane, r);
+    divmod<kNarrow>(r, width, oh, ow);
     const PoolWindow win(p, oh, ow);
     const T* in = x + plane * p.H * p.W;
     int64_t best_index = win.h0 * p.W + win.w0;
@@ -123,8 +138,14 @@ cudaError_t max_pool2d_forward(cudaStream_t stream, const Pool2dParams& p, const
                                int64_t* indices) {
   const int64_t total = p.planes * p.OH * p.OW;
   if (total == 0) return cudaSuccess;
-  return launch(max_pool2d_forward_kernel<T>, grid_size(total, kElementwiseBlock),
-                kElementwiseBlock, stream, p, x, y, indices);
+  const OutputDivisors d(p);
+  const unsigned grid = grid_size(total, kElementwiseBlock);
+  if (d.narrow) {
+    return launch(max_pool2d_forward_kernel<T, true>, grid, kElementwiseBlock, stream, p, d, x, y,
+                  indices);
+  }
+  return launch(max_pool2d_forward_kernel<T, false>, grid, kElementwiseBlock, stream, p, d, x, y,
+                indices);
 }
 
 template <typename T>
