@@ -1298,6 +1298,11 @@ void test_all() {
   }
   test_bias_grad<T>(3, 5, 7);
   test_bias_grad<T>(1, 2, 600);
+  test_bias_grad<T>(2, 3, 3000);  // several rounds of a channel block's unrolled loads
+  test_bias_grad<T>(70, 100, 1);  // linear's layout: 4 tiles of 32 channels, 70 rows in 8 groups
+  test_bias_grad<T>(5, 3, 1);
+  test_bias_grad<T>(4, 2, 0);  // nothing to sum: zeros
+  test_bias_grad<T>(0, 3, 1);
 }
 
 }  // namespace

@@ -59,37 +59,90 @@ __global__ void __launch_bounds__(kElementwiseBlock)
   }
 }
 
-// A power of two for the tree below; 256 threads read 256 consecutive elements of a channel's
-// rows at a time (coalesced when inner is large, the conv case).
-constexpr int kReduceBlock = 256;
+// bias_grad sums each channel's elements in a fixed order (deterministic, no atomics): each
+// thread its share in order, then the block's partial sums pairwise in a fixed tree in shared
+// memory. Two layouts:
+//
+// inner > 1 (a conv's gradient, [N, C, H * W]): one block per channel, kChannelBlock threads.
+// Thread t sums the channel's elements j = t, t + kChannelBlock, ... (element j is gy[(o *
+// channels + c) * inner + i] for o = j / inner, i = j % inner, a 32-bit multiply-high division
+// where kNarrow), kUnroll loads at a time (one on the 64-bit path, whose division routine
+// leaves no registers for more within the block's 64 a thread): a warp's loads run along a row
+// of `inner` values.
+constexpr int kChannelBlock = 1024;
+constexpr int kUnroll = 4;
 
-// One block per channel (grid-stride over channels). Thread t sums the channel's elements
-// t, t + 256, t + 512, ... in order, j = o * inner + i for element gy[(o * channels + c) * inner
-// + i]; then the 256 partial sums are added pairwise in a fixed tree.
-template <typename T>
-__global__ void __launch_bounds__(kReduceBlock)
-    bias_grad_kernel(int64_t outer, int64_t channels, int64_t inner, const T* gy, const T* mask,
-                     T* gb) {
+// The partial sums partial[0 .. width * 2 - 1] (each at partial[k * stride]) added pairwise into
+// partial[0]: the fixed tree. Every thread of the block calls it, `t` its index in the tree.
+template <typename A>
+__device__ __forceinline__ void add_tree(A* partial, int width, int stride, int t) {
+  for (; width > 0; width /= 2) {
+    if (t < width) partial[t * stride] += partial[(t + width) * stride];
+    __syncthreads();
+  }
+}
+
+template <typename T, bool kNarrow>
+__global__ void __launch_bounds__(kChannelBlock)
+    bias_grad_channel_kernel(int64_t outer, int64_t channels, Divisor inner, const T* gy,
+                             const T* mask, T* gb) {
   using A = acc_t<T>;
-  __shared__ A partial[kReduceBlock];
+  constexpr int kLoads = kNarrow ? kUnroll : 1;
+  __shared__ A partial[kChannelBlock];
   const int t = static_cast<int>(threadIdx.x);
-  const int64_t per_channel = outer * inner;
+  const Divisor row = inner;  // in registers (see max_pool2d.cu)
+  const int64_t per_channel = outer * row.value;
   for (int64_t c = blockIdx.x; c < channels; c += gridDim.x) {
     A sum = A(0);
-    for (int64_t j = t; j < per_channel; j += kReduceBlock) {
-      const int64_t o = j / inner, i = j - o * inner;
-      const int64_t offset = (o * channels + c) * inner + i;
-      const A v = to_acc(gy[offset]);
-      if (mask == nullptr || !(to_acc(mask[offset]) <= A(0))) sum += v;
+    for (int64_t j0 = t; j0 < per_channel; j0 += kLoads * kChannelBlock) {
+      A v[kLoads];
+#pragma unroll
+      for (int u = 0; u < kLoads; ++u) {
+        const int64_t j = j0 + int64_t{u} * kChannelBlock;
+        v[u] = A(0);
+        if (j < per_channel) {
+          int64_t o, i;
+          divmod<kNarrow>(j, row, o, i);
+          const int64_t offset = (o * channels + c) * row.value + i;
+          if (mask == nullptr || !(to_acc(mask[offset]) <= A(0))) v[u] = to_acc(gy[offset]);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kLoads; ++u) sum += v[u];
     }
     partial[t] = sum;
     __syncthreads();
-    for (int width = kReduceBlock / 2; width > 0; width /= 2) {
-      if (t < width) partial[t] += partial[t + width];
-      __syncthreads();
-    }
+    add_tree(partial, kChannelBlock / 2, 1, t);
     if (t == 0) gb[c] = from_acc<T>(partial[0]);
     __syncthreads();  // partial[0] is read before the next channel overwrites it
+  }
+}
+
+// inner == 1 (linear's gradient, [rows, channels]): a block takes kColumns consecutive
+// channels, so that a warp reads 32 consecutive values of a row; thread (y, x) (y = t / 32)
+// sums rows y, y + kRowGroups, ... of channel c0 + x.
+constexpr int kColumns = 32, kRowGroups = 8;
+
+template <typename T>
+__global__ void __launch_bounds__(kColumns * kRowGroups)
+    bias_grad_columns_kernel(int64_t rows, int64_t channels, const T* gy, const T* mask, T* gb) {
+  using A = acc_t<T>;
+  __shared__ A partial[kRowGroups * kColumns];
+  const int t = static_cast<int>(threadIdx.x), x = t % kColumns, y = t / kColumns;
+  for (int64_t tile = blockIdx.x; tile < ceil_div(channels, kColumns); tile += gridDim.x) {
+    const int64_t c = tile * kColumns + x;
+    A sum = A(0);
+    if (c < channels) {
+      for (int64_t r = y; r < rows; r += kRowGroups) {
+        const int64_t offset = r * channels + c;
+        if (mask == nullptr || !(to_acc(mask[offset]) <= A(0))) sum += to_acc(gy[offset]);
+      }
+    }
+    partial[t] = sum;  // partial[y * kColumns + x]
+    __syncthreads();
+    add_tree(partial + x, kRowGroups / 2, kColumns, y);
+    if (y == 0 && c < channels) gb[c] = from_acc<T>(partial[x]);
+    __syncthreads();  // read before the next tile overwrites it
   }
 }
 
@@ -124,8 +177,20 @@ template <typename T>
 cudaError_t bias_grad(cudaStream_t stream, int64_t outer, int64_t channels, int64_t inner,
                       const T* gy, const T* relu_output, T* gb) {
   if (channels == 0) return cudaSuccess;
-  return launch(bias_grad_kernel<T>, grid_size(channels, 1), kReduceBlock, stream, outer, channels,
-                inner, gy, relu_output, gb);
+  if (inner == 1) {
+    return launch(bias_grad_columns_kernel<T>, grid_size(ceil_div(channels, kColumns), 1),
+                  kColumns * kRowGroups, stream, outer, channels, gy, relu_output, gb);
+  }
+  // inner == 0 leaves nothing to sum (each channel's gradient is 0); Divisor(0) does not fit,
+  // which takes the 64-bit path, whose loop then never divides.
+  const Divisor row(inner);
+  const unsigned grid = grid_size(channels, 1);
+  if (row.fits && outer * inner < kNarrowLimit) {
+    return launch(bias_grad_channel_kernel<T, true>, grid, kChannelBlock, stream, outer, channels,
+                  row, gy, relu_output, gb);
+  }
+  return launch(bias_grad_channel_kernel<T, false>, grid, kChannelBlock, stream, outer, channels,
+                row, gy, relu_output, gb);
 }
 
 #define FASTLAYERS_INSTANTIATE(T)                                                               \
