@@ -687,6 +687,23 @@ __device__ void stage_input(A* patch, int plane, const Conv2dParams& p, int Cg, 
   }
 }
 
+// Stages `rows` rows of `channels` values (a multiple of 16 bytes) into dst, row r at dst[r *
+// ld]: value(j, r) for channel j < valid, 0 for the rest. A thread stages a 16-byte pack of
+// channels of one row with one store, consecutive threads consecutive rows: a warp reads along
+// the rows, and an ld of an odd number of packs puts its stores in distinct banks.
+template <typename A, typename Value>
+__device__ __forceinline__ void stage_packs(A* dst, int rows, int channels, int ld,
+                                            int64_t valid, const Value& value) {
+  constexpr int kPack = Pack<A>::kSize;
+  for (int e = static_cast<int>(threadIdx.x); e < rows * (channels / kPack); e += blockDim.x) {
+    const int r = e % rows, j = e / rows * kPack;
+    Pack<A> pack;
+#pragma unroll
+    for (int q = 0; q < kPack; ++q) pack.v[q] = j + q < valid ? value(j + q, r) : A(0);
+    *reinterpret_cast<Pack<A>*>(&dst[r * ld + j]) = pack;
+  }
+}
+
 // The thin kernel's plan for a conv of geometry g with `columns` columns read through cols, in
 // accumulation type A, on sm_count SMs; fits is false where its filters, or the input rows of a
 // tile of 32 threads, do not fit its shared memory. (Whether a layer is thin enough to be worth
@@ -769,8 +786,8 @@ __global__ void __launch_bounds__(ThinTile::kMaxThreads)
     conv2d_thin_kernel(ThinShape s, Input input, Filters weights, Columns cols, Ep ep) {
   using A = acc_t<T>;
   using Tile = ThinTile;
-  constexpr int kPixels = Tile::kPixels, kChannels = Tile::kChannels, kPack = Pack<A>::kSize;
-  static_assert(kChannels % kPack == 0, "a thread's channels are whole 16-byte packs");
+  constexpr int kPixels = Tile::kPixels, kChannels = Tile::kChannels;
+  static_assert(kChannels % Pack<A>::kSize == 0, "a thread's channels are whole 16-byte packs");
   static_assert(Ep::kGroup == Columns::kGroup && kPixels % Columns::kGroup == 0,
                 "a thread's columns form whole epilogue groups");
   static_assert(Tile::kExchanged * Tile::kMaxThreads * sizeof(A) <= Tile::kPatchBytes,
@@ -809,19 +826,10 @@ __global__ void __launch_bounds__(ThinTile::kMaxThreads)
     const int plane = rows * width;
     stage_input(patch, plane, p, Cg, r0 * p.stride_h - p.pad_top, rows, width,
                 input.rows(g, z));
-    // The block's filters, [CKK][filter_ld]: a tap's channels side by side. A thread stages one
-    // tap's 16 bytes of channels, so that a warp reads along the filters' taps and stores whole
-    // 16-byte rows.
+    // The block's filters, [CKK][filter_ld]: a tap's channels side by side, read along the taps.
     const int64_t oc0 = channel_tile * block_channels, group = z % p.groups;
-    for (int e = tid; e < CKK * (block_channels / kPack); e += blockDim.x) {
-      const int j = e / CKK * kPack, k = e % CKK;
-      Pack<A> f;
-#pragma unroll
-      for (int i = 0; i < kPack; ++i) {
-        f.v[i] = oc0 + j + i < g.OCg ? weights(g, group, oc0 + j + i, k) : A(0);
-      }
-      *reinterpret_cast<Pack<A>*>(&filters[k * s.filter_ld + j]) = f;
-    }
+    stage_packs(filters, CKK, block_channels, s.filter_ld, g.OCg - oc0,
+                [&](int j, int k) { return weights(g, group, oc0 + j, k); });
     __syncthreads();
 
     // Where this thread's pixels start in the staged plane (tap (0, 0) of channel 0).
@@ -982,8 +990,8 @@ __global__ void __launch_bounds__(ThinGradTile::kMaxThreads)
                                    acc_t<T>* partials) {
   using A = acc_t<T>;
   using Tile = ThinGradTile;
-  constexpr int kChannels = Tile::kChannels, kTaps = Tile::kTaps, kPack = Pack<A>::kSize;
-  static_assert(kChannels % kPack == 0, "a thread's channels are whole 16-byte packs");
+  constexpr int kChannels = Tile::kChannels, kTaps = Tile::kTaps;
+  static_assert(kChannels % Pack<A>::kSize == 0, "a thread's channels are whole 16-byte packs");
   __shared__ __align__(16) A patch[ThinTile::kPatchBytes / sizeof(A)];
   __shared__ __align__(16) A gradient[Tile::kGradientBytes / sizeof(A)];
   __shared__ int starts[Tile::kMaxChunk];
@@ -1034,18 +1042,11 @@ __global__ void __launch_bounds__(ThinGradTile::kMaxThreads)
       const T* image = x + n * p.C * g.HW + group * g.Cg * g.HW;
       stage_input(patch, plane, p, Cg, r0 * p.stride_h - p.pad_top, rows, width,
                   ImageRows<T>{image, p.H, p.W});
-      // The gradient of the tile's channels at these pixels: a thread reads a pack of channels
-      // at one pixel (a warp's reads run along the pixels) and stores it in one 16-byte store.
+      // The gradient of the tile's channels at these pixels, [pixel][gradient_ld], read along
+      // the pixels.
       const int64_t first_plane = n * p.OC + group * g.OCg + oc0;
-      for (int e = tid; e < count * (block_channels / kPack); e += blockDim.x) {
-        const int i = e % count, j = e / count * kPack;
-        Pack<A> pack;
-#pragma unroll
-        for (int q = 0; q < kPack; ++q) {
-          pack.v[q] = oc0 + j + q < g.OCg ? gy(first_plane + j + q, first + i) : A(0);
-        }
-        *reinterpret_cast<Pack<A>*>(&gradient[i * s.gradient_ld + j]) = pack;
-      }
+      stage_packs(gradient, count, block_channels, s.gradient_ld, g.OCg - oc0,
+                  [&](int j, int i) { return gy(first_plane + j, first + i); });
       for (int i = tid; i < count; i += blockDim.x) {
         const int64_t oh = (first + i) / p.OW, ow = (first + i) % p.OW;
         starts[i] = static_cast<int>((oh - r0) * p.stride_h * width + ow * p.stride_w);
