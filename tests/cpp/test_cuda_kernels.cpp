@@ -336,6 +336,28 @@ Conv2dParams conv(int64_t N, int64_t C, int64_t H, int64_t W, int64_t OC, int64_
   return p;
 }
 
+// test_tf32_rounding's product for conv2d_forward, as a 1 x 1 conv of C channels: with 16 it
+// runs in the GEMM, on tensor cores in TF32 where allowed; with 4 it is a thin layer, whose
+// kernel stays in float either way.
+void test_conv_tf32_rounding() {
+  for (int64_t C : {16, 4}) {
+    const Conv2dParams p = conv(2, C, 4, 5, 16, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1);
+    HostWorkspace ws;
+    const std::vector<float> x(p.N * C * p.H * p.W, 1.0f + 3.0f / 4096), w(p.OC * C, 1.0f);
+    for (bool tf32 : {false, true}) {
+      std::vector<float> y = poisoned<float>(p.N * p.OC * p.OH * p.OW);
+      expect_success(fc::conv2d_forward<float>(context(ws, false, tf32), p, x.data(), w.data(),
+                                               nullptr, y.data(), false),
+                     "conv2d tf32 rounding");
+      const bool rounded = tf32 && C == 16;
+      const std::vector<double> ref(y.size(),
+                                    C * (rounded ? 1.0 + 1.0 / 1024 : 1.0 + 3.0 / 4096));
+      expect_equal(y, ref, "conv2d tf32 rounding, C=" + std::to_string(C) +
+                               ", tf32=" + (tf32 ? "1" : "0"));
+    }
+  }
+}
+
 std::string describe(const Conv2dParams& p) {
   char text[256];
   std::snprintf(text, sizeof(text),
@@ -366,9 +388,13 @@ void for_each_term(const Conv2dParams& p, F f) {
               }
 }
 
+// tf32: float products may run in TF32 (the GEMM paths on tensor cores; the thin kernels stay in
+// float).
 template <typename T>
-void test_conv2d(const Conv2dParams& p, bool wide_index) {
-  const std::string shape = describe(p) + (wide_index ? " 64-bit index" : "");
+void test_conv2d(const Conv2dParams& p, bool wide_index, bool tf32 = false) {
+  const std::string shape =
+      describe(p) + (wide_index ? " 64-bit index" : "") + (tf32 ? " tf32" : "");
+  const double term_error = tf32 ? kTf32Error : 0.0;
   HostWorkspace ws;
   const int64_t Cg = p.C / p.groups;
   const int64_t x_size = p.N * p.C * p.H * p.W, w_size = p.OC * Cg * p.KH * p.KW;
@@ -390,16 +416,17 @@ void test_conv2d(const Conv2dParams& p, bool wide_index) {
       const std::string what = shape + " forward bias=" + std::to_string(with_bias) +
                                " relu=" + std::to_string(with_relu);
       auto y = poisoned<T>(y_size);
-      expect_success(fc::conv2d_forward<T>(context(ws, wide_index), p, x.data(), w.data(),
+      expect_success(fc::conv2d_forward<T>(context(ws, wide_index, tf32), p, x.data(), w.data(),
                                            with_bias ? b.data() : nullptr, y.data(), with_relu),
                      shape);
-      // A thin layer's direct kernel against the GEMM, which must agree bit for bit where the
-      // kernel sums all input channels in one slice and the GEMM does not split K (they then sum
-      // in the same order; a split takes scratch).
+      // A thin layer's direct kernel against the GEMM off tensor cores, which must agree bit for
+      // bit where the kernel sums all input channels in one slice and the GEMM does not split K
+      // (they then sum in the same order; a split takes scratch).
       const int slices = fc::conv2d_thin_slices<T>(p, nullptr, context(ws).sm_count);
       if (slices > 0) {
         fc::GemmContext gemm_ctx = context(ws, wide_index);
         gemm_ctx.thin_conv = false;
+        gemm_ctx.tensor_cores = false;
         auto y_gemm = poisoned<T>(y_size);
         const size_t blocks = ws.blocks();
         expect_success(fc::conv2d_forward<T>(gemm_ctx, p, x.data(), w.data(),
@@ -427,7 +454,7 @@ void test_conv2d(const Conv2dParams& p, bool wide_index) {
       if (with_relu) {
         for (auto& v : ref) v = relu(v);
       }
-      expect_close(y, ref, scale, what);
+      expect_close(y, ref, scale, what, false, term_error);
     }
   }
 
@@ -442,13 +469,14 @@ void test_conv2d(const Conv2dParams& p, bool wide_index) {
                                  auto run) {
       for (bool thin : {true, false}) {
         if (!thin && !runs_thin) continue;
-        fc::GemmContext ctx = context(ws, wide_index);
+        fc::GemmContext ctx = context(ws, wide_index, tf32);
         ctx.thin_conv = thin;
         auto out = poisoned<T>(size);
         expect_success(run(ctx, out.data()), shape);
         expect_close(out, ref, scale,
                      shape + " " + name + " mask=" + std::to_string(with_mask) +
-                         (thin ? "" : " in the GEMM"));
+                         (thin ? "" : " in the GEMM"),
+                     false, term_error);
       }
     };
     std::vector<double> ref(x_size, 0.0), scale(x_size, 0.0);
@@ -633,12 +661,13 @@ enum class PoolPath {
 
 template <typename T>
 void test_conv2d_relu_max_pool2d(const Conv2dParams& p, int64_t kernel, int64_t stride,
-                                 int64_t pad, int64_t dilation, bool ceil_mode, PoolPath path) {
+                                 int64_t pad, int64_t dilation, bool ceil_mode, PoolPath path,
+                                 bool tf32 = false) {
   char text[96];
   std::snprintf(text, sizeof(text), " pool k=%lld s=%lld pad=%lld d=%lld%s", (long long)kernel,
                 (long long)stride, (long long)pad, (long long)dilation,
                 ceil_mode ? " ceil" : "");
-  const std::string shape = describe(p) + text;
+  const std::string shape = describe(p) + text + (tf32 ? " tf32" : "");
   Pool2dParams pl = pool(p.N * p.OC, p.OH, p.OW, kernel, stride, pad, dilation, ceil_mode);
   HostWorkspace ws;
   const int64_t Cg = p.C / p.groups;
@@ -662,7 +691,7 @@ void test_conv2d_relu_max_pool2d(const Conv2dParams& p, int64_t kernel, int64_t 
     auto y = poisoned<T>(pooled_size);
     std::vector<int64_t> indices(pooled_size, -7);
     const size_t blocks = ws.blocks();
-    expect_success(fc::conv2d_relu_max_pool2d<T>(context(ws, wide_index), p, pl, x.data(),
+    expect_success(fc::conv2d_relu_max_pool2d<T>(context(ws, wide_index, tf32), p, pl, x.data(),
                                                  w.data(), bias, y.data(), indices.data()),
                    what);
     ++checks;
@@ -679,6 +708,7 @@ void test_conv2d_relu_max_pool2d(const Conv2dParams& p, int64_t kernel, int64_t 
     if (slices > 0) {
       fc::GemmContext gemm_ctx = context(ws, wide_index);
       gemm_ctx.thin_conv = false;
+      gemm_ctx.tensor_cores = false;
       auto y_gemm = poisoned<T>(pooled_size);
       std::vector<int64_t> indices_gemm(pooled_size, -7);
       const size_t before = ws.blocks();
@@ -699,7 +729,7 @@ void test_conv2d_relu_max_pool2d(const Conv2dParams& p, int64_t kernel, int64_t 
     // The composition.
     auto activation = poisoned<T>(y_size);
     expect_success(
-        fc::conv2d_forward<T>(context(ws, wide_index), p, x.data(), w.data(), bias,
+        fc::conv2d_forward<T>(context(ws, wide_index, tf32), p, x.data(), w.data(), bias,
                               activation.data(), true),
         what);
     auto y_ref = poisoned<T>(pooled_size);
@@ -759,7 +789,7 @@ void test_conv2d_relu_max_pool2d(const Conv2dParams& p, int64_t kernel, int64_t 
           slack = std::max(slack, scale[base + oh * p.OW + ow]);
           any = true;
         }
-      const double tolerance = slack * accumulation_error<T>() * 4 +
+      const double tolerance = slack * (tf32 ? kTf32Error : accumulation_error<T>()) * 4 +
                                std::fabs(best) * output_rounding<T>() + 1e-300;
       const double got = to_double(y[i]);
       const int64_t index = indices[i];
@@ -794,13 +824,14 @@ void test_conv2d_relu_max_pool2d(const Conv2dParams& p, int64_t kernel, int64_t 
 // gradient, and a NaN, which passes it. Where the GEMMs read through the windows, no scratch is
 // taken but the GEMM's own; otherwise one block more, for the activation gradient.
 template <typename T>
-void test_pooled_grads(const Conv2dParams& p, const Pool2dParams& pl, bool apart) {
+void test_pooled_grads(const Conv2dParams& p, const Pool2dParams& pl, bool apart,
+                       bool tf32 = false) {
   const bool reads_windows = apart && !std::is_same_v<T, double>;  // double composes
   char text[128];
   std::snprintf(text, sizeof(text), " pooled grads k=%lldx%lld s=%lld,%lld pad=%lld d=%lld",
                 (long long)pl.kernel_h, (long long)pl.kernel_w, (long long)pl.stride_h,
                 (long long)pl.stride_w, (long long)pl.pad_h, (long long)pl.dilation_h);
-  const std::string shape = describe(p) + text;
+  const std::string shape = describe(p) + text + (tf32 ? " tf32" : "");
   ++checks;
   if (fc::pool_windows_apart(pl) != apart ||
       fc::conv2d_pooled_grads_read_windows<T>(pl) != reads_windows) {
@@ -887,22 +918,22 @@ void test_pooled_grads(const Conv2dParams& p, const Pool2dParams& pl, bool apart
     check(
         "grad_input",
         [&](T* gx) {
-          return fc::conv2d_grad_input_pooled<T>(context(ws, wide_index), p, pl, gy.data(),
+          return fc::conv2d_grad_input_pooled<T>(context(ws, wide_index, tf32), p, pl, gy.data(),
                                                  indices.data(), w.data(), m, gx);
         },
         [&](T* gx) {
-          return fc::conv2d_grad_input<T>(context(ws, wide_index), p, activation_grad.data(),
+          return fc::conv2d_grad_input<T>(context(ws, wide_index, tf32), p, activation_grad.data(),
                                           w.data(), nullptr, gx);
         },
         x_size);
     check(
         "grad_weight",
         [&](T* gw) {
-          return fc::conv2d_grad_weight_pooled<T>(context(ws, wide_index), p, pl, gy.data(),
+          return fc::conv2d_grad_weight_pooled<T>(context(ws, wide_index, tf32), p, pl, gy.data(),
                                                   indices.data(), x.data(), m, gw);
         },
         [&](T* gw) {
-          return fc::conv2d_grad_weight<T>(context(ws, wide_index), p, activation_grad.data(),
+          return fc::conv2d_grad_weight<T>(context(ws, wide_index, tf32), p, activation_grad.data(),
                                            x.data(), nullptr, gw);
         },
         w_size);
@@ -1171,6 +1202,18 @@ void test_all() {
     test_conv2d<T>(conv(1, 4, 12, 12, 260, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 2), wide_index);
     test_conv2d<T>(conv(1, 130, 12, 12, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), wide_index);
     test_conv2d<T>(conv(2, 15, 6, 6, 130, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), wide_index);
+    // More than 8 input channels a group: every pass in the GEMM. On tensor cores in float16
+    // and bfloat16, the operands gathered a pack at a time (K = 144, and 225 with a tail past
+    // its last 32; groups, strides, asymmetric padding and dilation in the gathers), and in
+    // float where TF32 is allowed; in the SIMT tiles in float and double.
+    test_conv2d<T>(conv(2, 16, 9, 9, 24, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), wide_index);
+    test_conv2d<T>(conv(1, 18, 11, 13, 12, 5, 5, 2, 1, 2, 1, 0, 2, 1, 2, 2), wide_index);
+    if constexpr (std::is_same_v<T, float>) {
+      test_conv2d<T>(conv(2, 16, 9, 9, 24, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), wide_index, true);
+      test_conv2d<T>(conv(1, 18, 11, 13, 12, 5, 5, 2, 1, 2, 1, 0, 2, 1, 2, 2), wide_index, true);
+      // A thin layer in TF32: its thin kernels and, against the reference, its GEMM.
+      test_conv2d<T>(conv(2, 3, 9, 8, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), wide_index, true);
+    }
   }
   // The thin-layer kernels' tiling (most cases above run in them too, in one tile): two tiles of
   // 1024 pixels, the second partial; two channel tiles of 32 with 8 channels in the second; 13
@@ -1215,8 +1258,8 @@ void test_all() {
   // 2 x 2 windows that overlap (stride 1).
   using Path = PoolPath;
   auto fused_layer = [](const Conv2dParams& p, int64_t kernel, int64_t stride, int64_t pad,
-                        int64_t dilation, bool ceil_mode, Path path) {
-    test_conv2d_relu_max_pool2d<T>(p, kernel, stride, pad, dilation, ceil_mode, path);
+                        int64_t dilation, bool ceil_mode, Path path, bool tf32 = false) {
+    test_conv2d_relu_max_pool2d<T>(p, kernel, stride, pad, dilation, ceil_mode, path, tf32);
   };
   fused_layer(conv(2, 3, 12, 12, 6, 5, 5, 1, 1, 0, 0, 0, 0, 1, 1, 1), 2, 2, 0, 1, false,
               Path::fused);
@@ -1234,6 +1277,16 @@ void test_all() {
               Path::fused);
   fused_layer(conv(1, 64, 6, 6, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), 2, 2, 0, 1, false,
               Path::fused_split);
+  // 12 input channels, in the GEMM: on tensor cores in the half types and in TF32, whose
+  // staging hands the epilogue a window's 4 columns at a time; with split-K in TF32 too.
+  fused_layer(conv(2, 12, 10, 10, 20, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), 2, 2, 0, 1, false,
+              Path::fused);
+  if constexpr (std::is_same_v<T, float>) {
+    fused_layer(conv(2, 12, 10, 10, 20, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), 2, 2, 0, 1, false,
+                Path::fused, true);
+    fused_layer(conv(1, 64, 6, 6, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), 2, 2, 0, 1, false,
+                Path::fused_split, true);
+  }
   fused_layer(conv(2, 3, 9, 9, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), 3, 2, 1, 1, true,
               Path::composed);
   fused_layer(conv(2, 3, 9, 9, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), 2, 1, 0, 1, false,
@@ -1253,10 +1306,10 @@ void test_all() {
   // windows overlap.
   auto pooled_grads = [](const Conv2dParams& p, int64_t kernel_h, int64_t kernel_w,
                          int64_t stride_h, int64_t stride_w, int64_t pad, int64_t dilation,
-                         bool ceil_mode, bool apart) {
+                         bool ceil_mode, bool apart, bool tf32 = false) {
     test_pooled_grads<T>(p, pool(p.N * p.OC, p.OH, p.OW, kernel_h, kernel_w, stride_h, stride_w,
                                  pad, dilation, ceil_mode),
-                         apart);
+                         apart, tf32);
   };
   pooled_grads(conv(2, 3, 12, 12, 6, 5, 5, 1, 1, 0, 0, 0, 0, 1, 1, 1), 2, 2, 2, 2, 0, 1, false,
                true);
@@ -1281,6 +1334,12 @@ void test_all() {
                true);
   pooled_grads(conv(2, 15, 6, 6, 130, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), 2, 2, 2, 2, 0, 1, false,
                true);
+  if constexpr (std::is_same_v<T, float>) {  // in TF32: the large-tile cases on tensor cores
+    pooled_grads(conv(1, 130, 12, 12, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), 2, 2, 2, 2, 0, 1,
+                 false, true, true);
+    pooled_grads(conv(2, 15, 6, 6, 130, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), 2, 2, 2, 2, 0, 1,
+                 false, true, true);
+  }
   pooled_grads(conv(4, 2, 24, 24, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), 2, 2, 2, 2, 0, 1, false,
                true);
   pooled_grads(conv(0, 3, 9, 9, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), 2, 2, 2, 2, 0, 1, false, true);
@@ -1311,6 +1370,7 @@ int main() {
   test_fast_divmod();
   test_tile_choice();
   test_tf32_rounding();
+  test_conv_tf32_rounding();
   // Twice: with every launch's own grid and threads in order, then with grids of at most 3
   // blocks (every grid-stride loop takes several steps) and threads in reverse order.
   namespace emulation = fastlayers::cuda::emulation;

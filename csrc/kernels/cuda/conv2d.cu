@@ -29,6 +29,10 @@
 // the GEMM's order, and its grad_weight in a direct kernel that splits the sum over pixels
 // finer than the GEMM's split-K (conv2d_thin_grad_weight_kernel).
 //
+// In float16 and bfloat16, and in float where TF32 is allowed (GemmContext::tf32), the GEMM runs
+// on tensor cores (gemm.cuh), which gathers the operands below a pack of 16 bytes at a time; the
+// thin kernels stay in float.
+//
 // The operands split k, q and i into their parts on every load. Where every numerator is below
 // 2^31 (CKK, OCg * KH * KW, N * OH * OW, H * W, H + pad_top and W + pad_left) and every divisor
 // is too, they divide with FastDivmod (common.cuh), a multiply-high and a shift; else with 64-bit

@@ -11,7 +11,9 @@
 // buffered and the loads software-pipelined: while the block multiplies the tiles of step k, each
 // thread already holds its share of step k + 1 in registers (loads issued before the product, so
 // their latency hides behind it), and stores it to the other buffer after; one barrier per step.
-// Two tile shapes (GemmTile below), chosen per product by use_large_tile (gemm.h).
+// Two tile shapes (GemmTile below), chosen per product by use_large_tile (gemm.h). Products in
+// float16 and bfloat16, and float ones where TF32 is allowed, run in a tensor-core kernel of the
+// same structure instead (gemm_mma_kernel, "Tensor cores" below).
 //
 // Operand policy: a copyable struct with
 //   static constexpr bool kContiguousK  // consecutive k lie next to each other in memory (else
@@ -362,25 +364,34 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocks)
 
 // --- Tensor cores --------------------------------------------------------------------------
 //
-// Products of two strided operands that read in packs (packable(), and every extent along a
-// contiguous index a multiple of a pack, so no pack straddles an edge) run on tensor cores, with
-// nvcuda::wmma's warp-wide multiply-accumulate and float sums: 16 x 16 x 16 in float16 and
+// Products in float16 and bfloat16, and in float where the caller allows TF32, run on tensor
+// cores where each operand is either a strided one that reads in packs (packable(), and every
+// extent along its contiguous index a multiple of a pack, so no pack straddles an edge) or one
+// that computes its elements (the conv passes' implicit-GEMM operands, conv2d.cu), which the
+// kernel gathers a pack at a time, element by element. The multiply-accumulate is
+// nvcuda::wmma's, warp-wide, with float sums: 16 x 16 x 16 in float16 and
 // bfloat16; 16 x 16 x 8 in TF32 for float, where the caller allows it (GemmContext::tf32: each
 // value rounded to 10 mantissa bits, the precision torch's allow_tf32 permits). A block of 8 warps
 // computes a 128 x 128 tile of C, each warp 64 x 32 of it (4 x 2 fragments), walking K in steps
 // of 64 bytes of values (32 halves, 16 floats) with the SIMT kernel's double-buffered pipeline;
-// each thread moves 2 packs of A and 2 of B a step. The tiles stay in T in shared memory, laid out
+// each thread moves 2 packs of A and 2 of B a step. A product with a gathered operand steps by 32
+// bytes (one pack of A and one of B a thread): the gathered elements in flight, each in its own
+// register until packed, and their addresses, would not otherwise fit beside the accumulators in
+// the 255 registers a thread may have. The tiles stay in T in shared memory, laid out
 // as the operand lies in memory (MmaSmem), so that a pack is one 16-byte store, and wmma reads
 // either layout. Each warp sends its results through a 16 x 16 float staging area to the
-// epilogue, which is the SIMT kernel's (bias, ReLU, rounding, split-K partials).
-template <typename T>
+// epilogue, which is the SIMT kernel's (bias, ReLU, rounding, split-K partials; the fused pool's
+// groups of 4 columns).
+template <typename T, int kStepBytes>
 struct MmaTile {
   static constexpr bool kTf32 = std::is_same_v<T, float>;
-  static constexpr int BM = 128, BN = 128, BK = 64 / static_cast<int>(sizeof(T));
+  static constexpr int BM = 128, BN = 128, BK = kStepBytes / static_cast<int>(sizeof(T));
   static constexpr int kWarpsM = 2, kWarpsN = 4, kThreads = 32 * kWarpsM * kWarpsN;
   static constexpr int WM = BM / kWarpsM, WN = BN / kWarpsN;  // a warp's part of the tile
   static constexpr int kFrag = 16;                             // wmma's m and n
   static constexpr int kFragK = kTf32 ? 8 : 16;                // and k
+  static_assert(BK % kFragK == 0 && BM * BK % (kThreads * Pack<T>::kSize) == 0,
+                "a step is whole fragments, and whole packs for every thread");
   // A pack (16 bytes) more than the tile needs per row: every pack stays 16 bytes aligned and
   // every fragment 32 bytes (wmma's requirement), and rows start on different banks.
   static constexpr int kPad = Pack<T>::kSize;
@@ -389,10 +400,10 @@ struct MmaTile {
 // Where a k-step's operand tile keeps element (x, k), x being the row of A or the column of B
 // within the tile: in rows of BK (+ pad) per x where the operand is contiguous in k (a row-major
 // A, a column-major B, for wmma), else in rows of BX (+ pad) per k.
-template <typename T, int BX, bool kContiguousK>
+template <typename Tile, typename T, int BX, bool kContiguousK>
 struct MmaSmem {
-  static constexpr int BK = MmaTile<T>::BK;
-  static constexpr int kLd = (kContiguousK ? BK : BX) + MmaTile<T>::kPad;
+  static constexpr int BK = Tile::BK;
+  static constexpr int kLd = (kContiguousK ? BK : BX) + Tile::kPad;
   static constexpr int kSize = (kContiguousK ? BX : BK) * kLd;
   __device__ static int offset(int x, int k) { return kContiguousK ? x * kLd + k : k * kLd + x; }
   // Where pack p of the tile starts: packs run along the contiguous index.
@@ -416,22 +427,47 @@ __device__ __forceinline__ void round_to_tf32(Fragment& f) {
 }
 #endif
 
-template <typename T, typename AOperand, typename BOperand, typename Ep>
-__global__ void __launch_bounds__(MmaTile<T>::kThreads, 1)
+template <typename Operand>
+struct IsStridedOperand : std::false_type {};
+template <typename T, bool kContiguousK>
+struct IsStridedOperand<StridedOperand<T, kContiguousK>> : std::true_type {};
+
+// The pack of an operand view that starts at element (r, c) and runs along rows (kAlongRows) or
+// along columns: one 16-byte load from a strided operand (whose packs use_tensor_cores checked
+// lie whole inside it), else Pack<T>::kSize elements read one by one, rounded to T (exact: they
+// are T values or zeros), the ones at or past row `rows` or column `cols` zero.
+template <typename T, typename Operand, bool kAlongRows, typename View>
+__device__ __forceinline__ Pack<T> operand_pack(const View& v, int64_t r, int64_t c, int64_t rows,
+                                                int64_t cols) {
+  Pack<T> p{};
+  if constexpr (IsStridedOperand<Operand>::value) {
+    if (r < rows && c < cols) p = v.pack(r, c);
+  } else {
+#pragma unroll
+    for (int j = 0; j < Pack<T>::kSize; ++j) {
+      const int64_t rj = kAlongRows ? r + j : r, cj = kAlongRows ? c : c + j;
+      if (rj < rows && cj < cols) p.v[j] = from_acc<T>(v(rj, cj));
+    }
+  }
+  return p;
+}
+
+template <typename T, typename Tile, typename AOperand, typename BOperand, typename Ep>
+__global__ void __launch_bounds__(Tile::kThreads, 1)
     gemm_mma_kernel(GemmShape s, AOperand a, BOperand b, Ep ep, float* partials) {
-  static_assert(Ep::kGroup == 1, "the staging hands the epilogue one element at a time");
+  constexpr int kGroup = Ep::kGroup;
+  static_assert(16 % kGroup == 0, "an epilogue's column groups lie within a staged row");
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   __trap();  // no bfloat16 or TF32 wmma before sm_80; never launched there (GemmContext)
 #else
   namespace wmma = nvcuda::wmma;
-  using Tile = MmaTile<T>;
   constexpr int BM = Tile::BM, BN = Tile::BN, BK = Tile::BK, kFrag = Tile::kFrag;
   constexpr int kFragK = Tile::kFragK;
   constexpr int kThreads = Tile::kThreads, kPack = Pack<T>::kSize;
   constexpr int kFragsM = Tile::WM / kFrag, kFragsN = Tile::WN / kFrag;
   constexpr int kPacksA = BM * BK / kPack / kThreads, kPacksB = BK * BN / kPack / kThreads;
-  using ASmem = MmaSmem<T, BM, AOperand::kContiguousK>;
-  using BSmem = MmaSmem<T, BN, BOperand::kContiguousK>;
+  using ASmem = MmaSmem<Tile, T, BM, AOperand::kContiguousK>;
+  using BSmem = MmaSmem<Tile, T, BN, BOperand::kContiguousK>;
   using ALayout = std::conditional_t<AOperand::kContiguousK, wmma::row_major, wmma::col_major>;
   using BLayout = std::conditional_t<BOperand::kContiguousK, wmma::col_major, wmma::row_major>;
   // The fragments' element type: float's is TF32, loaded from float and rounded.
@@ -452,22 +488,23 @@ __global__ void __launch_bounds__(MmaTile<T>::kThreads, 1)
     const auto bv = b.at(item.z);
     const auto out = ep.at(item.z);
 
+    // Packs run along k in an operand contiguous in k (A's columns, B's rows), else along A's
+    // rows or B's columns.
     Pack<T> a_next[kPacksA], b_next[kPacksB];
     auto fetch = [&](int64_t k0) {
-      const Pack<T> zero{};
 #pragma unroll
       for (int i = 0; i < kPacksA; ++i) {
         int x, k;
         ASmem::template pack_start<kPack>(tid + i * kThreads, x, k);
-        const int64_t m = item.m0 + x, kk = k0 + k;
-        a_next[i] = (m < s.M && kk < item.k_end) ? av.pack(m, kk) : zero;
+        a_next[i] = operand_pack<T, AOperand, !AOperand::kContiguousK>(
+            av, item.m0 + x, k0 + k, s.M, item.k_end);
       }
 #pragma unroll
       for (int i = 0; i < kPacksB; ++i) {
         int x, k;
         BSmem::template pack_start<kPack>(tid + i * kThreads, x, k);
-        const int64_t n = item.n0 + x, kk = k0 + k;
-        b_next[i] = (kk < item.k_end && n < s.N) ? bv.pack(kk, n) : zero;
+        b_next[i] = operand_pack<T, BOperand, BOperand::kContiguousK>(
+            bv, k0 + k, item.n0 + x, item.k_end, s.N);
       }
     };
     auto stash = [&](int buffer) {
@@ -537,15 +574,20 @@ __global__ void __launch_bounds__(MmaTile<T>::kThreads, 1)
       for (int j = 0; j < kFragsN; ++j) {
         wmma::store_matrix_sync(stage, acc[i][j], kFrag, wmma::mem_row_major);
         __syncwarp();  // every lane's part of the fragment is staged
+        // A lane takes kGroup adjacent columns of a row at a time (n is then a multiple of
+        // kGroup, and N % kGroup == 0: the group lies inside C where its first column does).
 #pragma unroll
-        for (int e = lane; e < kFrag * kFrag; e += 32) {
+        for (int e = lane * kGroup; e < kFrag * kFrag; e += 32 * kGroup) {
           const int64_t m = item.m0 + warp_m + i * kFrag + e / kFrag;
           const int64_t n = item.n0 + warp_n + j * kFrag + e % kFrag;
           if (m >= s.M || n >= s.N) continue;
           if (s.splits == 1) {
             out.store(m, n, &stage[e]);
           } else {  // partials[split][z][m][n]
-            partials[((item.split * s.batches + item.z) * s.M + m) * s.N + n] = stage[e];
+#pragma unroll
+            for (int c = 0; c < kGroup; ++c) {
+              partials[((item.split * s.batches + item.z) * s.M + m) * s.N + n + c] = stage[e + c];
+            }
           }
         }
         __syncwarp();  // read before the next fragment overwrites it
@@ -608,26 +650,32 @@ constexpr bool kHalfType = std::is_same_v<T, __half> || std::is_same_v<T, __nv_b
 template <typename T>
 constexpr bool kMmaType = kHalfType<T> || std::is_same_v<T, float>;
 
-template <typename Operand>
-struct IsStridedOperand : std::false_type {};
-template <typename T, bool kContiguousK>
-struct IsStridedOperand<StridedOperand<T, kContiguousK>> : std::true_type {};
+// Whether gemm_mma_kernel can read an operand (a B where kIsB, else an A) of `extent` elements
+// along its contiguous index (K, or M for an A and N for a B not contiguous in k): a strided
+// operand only in whole packs (unit stride along that index, every pack inside the extent,
+// 16-byte aligned); an operand that computes its elements always (gathered).
+template <typename T, bool kIsB, typename Operand>
+bool reads_in_packs(const Operand& op, int64_t extent) {
+  if constexpr (IsStridedOperand<Operand>::value) {
+    // k indexes A's columns and B's rows. A pack's elements are adjacent only where the stride
+    // along the contiguous index is 1.
+    const bool along_rows = kIsB == Operand::kContiguousK;
+    const bool unit = (along_rows ? op.row_stride : op.col_stride) == 1;
+    return unit && extent % Pack<T>::kSize == 0 && op.packable();
+  } else {
+    return true;
+  }
+}
 
-// Whether gemm_mma_kernel, instantiated for two strided operands of a half type or float, can
-// run the product: a device with such tensor cores, TF32 allowed for float, and operands that
-// read in packs with no pack across an edge.
-template <typename T, bool kContiguousKA, bool kContiguousKB>
-bool use_tensor_cores(const GemmContext& ctx, int64_t M, int64_t N, int64_t K,
-                      const StridedOperand<T, kContiguousKA>& a,
-                      const StridedOperand<T, kContiguousKB>& b) {
-  const int64_t size = Pack<T>::kSize;
-  const int64_t a_extent = kContiguousKA ? K : M, b_extent = kContiguousKB ? K : N;
-  // A pack's elements are adjacent only where the stride along the contiguous index is 1.
-  const bool a_unit = (kContiguousKA ? a.col_stride : a.row_stride) == 1;
-  const bool b_unit = (kContiguousKB ? b.row_stride : b.col_stride) == 1;
+// Whether gemm_mma_kernel runs the product: a device with such tensor cores, TF32 allowed for
+// float, and operands it can read (reads_in_packs).
+template <typename T, typename AOperand, typename BOperand>
+bool use_tensor_cores(const GemmContext& ctx, int64_t M, int64_t N, int64_t K, const AOperand& a,
+                      const BOperand& b) {
   const bool allowed = kHalfType<T> || ctx.tf32;
-  return ctx.tensor_cores && allowed && a_unit && b_unit && a_extent % size == 0 &&
-         b_extent % size == 0 && a.packable() && b.packable();
+  return ctx.tensor_cores && allowed &&
+         reads_in_packs<T, false>(a, AOperand::kContiguousK ? K : M) &&
+         reads_in_packs<T, true>(b, BOperand::kContiguousK ? K : N);
 }
 
 // C[z] = epilogue(A[z] * B[z]) for z < batches, on ctx.stream: on tensor cores where
@@ -638,11 +686,13 @@ template <typename T, typename AOperand, typename BOperand, typename Ep>
 cudaError_t gemm(const GemmContext& ctx, int64_t batches, int64_t M, int64_t N, int64_t K,
                  const AOperand& a, const BOperand& b, const Ep& ep) {
   if (batches == 0 || M == 0 || N == 0) return cudaSuccess;
-  if constexpr (kMmaType<T> && IsStridedOperand<AOperand>::value &&
-                IsStridedOperand<BOperand>::value && Ep::kGroup == 1) {
-    if (use_tensor_cores(ctx, M, N, K, a, b)) {
-      return gemm_with_tile<T, MmaTile<T>>(gemm_mma_kernel<T, AOperand, BOperand, Ep>, ctx,
-                                           batches, M, N, K, a, b, ep);
+  if constexpr (kMmaType<T>) {
+    if (use_tensor_cores<T>(ctx, M, N, K, a, b)) {
+      constexpr bool kGathered =
+          !IsStridedOperand<AOperand>::value || !IsStridedOperand<BOperand>::value;
+      using Tile = MmaTile<T, kGathered ? 32 : 64>;
+      return gemm_with_tile<T, Tile>(gemm_mma_kernel<T, Tile, AOperand, BOperand, Ep>, ctx,
+                                     batches, M, N, K, a, b, ep);
     }
   }
   if constexpr (sizeof(acc_t<T>) == 4) {
