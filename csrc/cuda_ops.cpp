@@ -108,7 +108,7 @@ class CudaCall {
 
   cudaStream_t stream() const { return stream_; }
 
-  // tf32: float products may run in TF32 (see matmul_allows_tf32).
+  // tf32: float products may run in TF32 (see matmul_allows_tf32 and conv_allows_tf32).
   cuda::GemmContext gemm(bool tf32 = false) {
     const DeviceInfo& device = device_info(guard_.current_device().index());
     cuda::GemmContext ctx{stream_, device.sm_count, &workspace_};
@@ -123,10 +123,12 @@ class CudaCall {
   TorchWorkspace workspace_;
 };
 
-// linear's float products may use TF32 where torch's own matmuls may: under
+// Float products may use TF32 where torch's own may: linear's as torch's matmuls, under
 // torch.backends.cuda.matmul.allow_tf32 (or set_float32_matmul_precision "high" or "medium"),
-// off by default. conv2d's products stay in IEEE float: they do not run on tensor cores.
+// off by default; conv2d's as torch's cuDNN convolutions, under torch.backends.cudnn.allow_tf32,
+// on by default. The thin-layer kernels stay in IEEE float either way.
 bool matmul_allows_tf32() { return at::globalContext().allowTF32CuBLAS(); }
+bool conv_allows_tf32() { return at::globalContext().allowTF32CuDNN(); }
 
 // Every launcher returns the error of its launches (cudaGetLastError after each).
 void check_launch(cudaError_t err) { C10_CUDA_CHECK(err); }
@@ -221,9 +223,10 @@ at::Tensor conv2d_forward(CudaCall& call, const Conv2dParams& p, const at::Tenso
                           bool relu) {
   const at::Tensor x = input.contiguous(), w = weight.contiguous(), b = contiguous_or_undefined(bias);
   at::Tensor y = at::empty({p.N, p.OC, p.OH, p.OW}, input.options());
+  const cuda::GemmContext ctx = call.gemm(conv_allows_tf32());
   FASTLAYERS_DISPATCH_CUDA(x.scalar_type(), [&] {
     using T = kernel_t<scalar_t>;
-    check_launch(cuda::conv2d_forward<T>(call.gemm(), p, ptr<T>(x), ptr<T>(w), ptr<T>(b),
+    check_launch(cuda::conv2d_forward<T>(ctx, p, ptr<T>(x), ptr<T>(w), ptr<T>(b),
                                          mutable_ptr<T>(y), relu));
   });
   return y;
@@ -263,9 +266,10 @@ at::Tensor conv2d_grad_input(const at::Tensor& grad_output, const at::Tensor& we
   CudaCall call(grad_output);
   const at::Tensor gy = grad_output.contiguous(), w = weight.contiguous();
   at::Tensor gx = at::empty(in_size, grad_output.options());
+  const cuda::GemmContext ctx = call.gemm(conv_allows_tf32());
   FASTLAYERS_DISPATCH_CUDA(gy.scalar_type(), [&] {
     using T = kernel_t<scalar_t>;
-    check_launch(cuda::conv2d_grad_input<T>(call.gemm(), p, ptr<T>(gy), ptr<T>(w), ptr<T>(mask),
+    check_launch(cuda::conv2d_grad_input<T>(ctx, p, ptr<T>(gy), ptr<T>(w), ptr<T>(mask),
                                             mutable_ptr<T>(gx)));
   });
   return gx;
@@ -283,9 +287,10 @@ at::Tensor conv2d_grad_weight(const at::Tensor& grad_output, const at::Tensor& i
   CudaCall call(grad_output);
   const at::Tensor gy = grad_output.contiguous(), x = input.contiguous();
   at::Tensor gw = at::empty(w_size, grad_output.options());
+  const cuda::GemmContext ctx = call.gemm(conv_allows_tf32());
   FASTLAYERS_DISPATCH_CUDA(gy.scalar_type(), [&] {
     using T = kernel_t<scalar_t>;
-    check_launch(cuda::conv2d_grad_weight<T>(call.gemm(), p, ptr<T>(gy), ptr<T>(x),
+    check_launch(cuda::conv2d_grad_weight<T>(ctx, p, ptr<T>(gy), ptr<T>(x),
                                              ptr<T>(mask), mutable_ptr<T>(gw)));
   });
   return gw;
@@ -361,9 +366,10 @@ std::tuple<at::Tensor, at::Tensor> conv2d_relu_max_pool2d(
   const std::vector<int64_t> out_size{p.N, p.OC, pool.OH, pool.OW};
   at::Tensor y = at::empty(out_size, input.options());
   at::Tensor indices = at::empty(out_size, input.options().dtype(at::kLong));
+  const cuda::GemmContext ctx = call.gemm(conv_allows_tf32());
   FASTLAYERS_DISPATCH_CUDA(x.scalar_type(), [&] {
     using T = kernel_t<scalar_t>;
-    check_launch(cuda::conv2d_relu_max_pool2d<T>(call.gemm(), p, pool, ptr<T>(x), ptr<T>(w),
+    check_launch(cuda::conv2d_relu_max_pool2d<T>(ctx, p, pool, ptr<T>(x), ptr<T>(w),
                                                  ptr<T>(b), mutable_ptr<T>(y),
                                                  indices.mutable_data_ptr<int64_t>()));
   });
@@ -421,10 +427,11 @@ at::Tensor conv2d_grad_weight_pooled(const at::Tensor& grad_output, const at::Te
   const at::Tensor gy = grad_output.contiguous(), ind = indices.contiguous();
   const at::Tensor x = input.contiguous();
   at::Tensor gw = at::empty(w_size, grad_output.options());
+  const cuda::GemmContext ctx = call.gemm(conv_allows_tf32());
   FASTLAYERS_DISPATCH_CUDA(gy.scalar_type(), [&] {
     using T = kernel_t<scalar_t>;
     check_launch(cuda::conv2d_grad_weight_pooled<T>(
-        call.gemm(), p.conv, p.pool, ptr<T>(gy), ind.const_data_ptr<int64_t>(), ptr<T>(x),
+        ctx, p.conv, p.pool, ptr<T>(gy), ind.const_data_ptr<int64_t>(), ptr<T>(x),
         ptr<T>(mask), mutable_ptr<T>(gw)));
   });
   return gw;
@@ -448,10 +455,11 @@ at::Tensor conv2d_grad_input_pooled(const at::Tensor& grad_output, const at::Ten
   const at::Tensor gy = grad_output.contiguous(), ind = indices.contiguous();
   const at::Tensor w = weight.contiguous();
   at::Tensor gx = at::empty(in_size, grad_output.options());
+  const cuda::GemmContext ctx = call.gemm(conv_allows_tf32());
   FASTLAYERS_DISPATCH_CUDA(gy.scalar_type(), [&] {
     using T = kernel_t<scalar_t>;
     check_launch(cuda::conv2d_grad_input_pooled<T>(
-        call.gemm(), p.conv, p.pool, ptr<T>(gy), ind.const_data_ptr<int64_t>(), ptr<T>(w),
+        ctx, p.conv, p.pool, ptr<T>(gy), ind.const_data_ptr<int64_t>(), ptr<T>(w),
         ptr<T>(mask), mutable_ptr<T>(gx)));
   });
   return gx;

@@ -98,6 +98,52 @@ def test_low_precision_on_cuda(shape, oc, kernel, kwargs, relu, dtype):
         assert_close_low_precision(g, r, t, name)
 
 
+# Layers of more than 8 input channels a group (the GEMM in every pass), and a thin one (its
+# forward and weight gradient in the thin kernels, which stay in float32).
+TF32_CASES = [
+    ((8, 32, 14, 14), 64, (5, 5), dict(padding=2)),
+    ((2, 32, 9, 8), 6, (3, 2), dict(groups=2, padding="same", dilation=(2, 1))),
+    ((1, 16, 5, 6), 4, (3, 3), dict(padding=3, stride=2)),
+    ((16, 3, 24, 24), 32, (3, 3), dict(padding=1)),
+]
+
+
+@needs_cuda
+@pytest.mark.parametrize("shape,oc,kernel,kwargs", TF32_CASES)
+def test_tf32_on_cuda_where_torch_allows_it(shape, oc, kernel, kwargs):
+    """Under torch.backends.cudnn.allow_tf32, float32 conv2d may round its products to TF32 as
+    torch's cuDNN convolutions do: each pass within TF32's error of the float64 result (every term
+    off by at most 2^-10 of its magnitude, bounded by the same conv of the magnitudes), and the
+    output different from the IEEE one where the GEMM runs on tensor cores (compute capability
+    8.0+)."""
+    x, w, b = make(shape, oc, kernel, kwargs.get("groups", 1), torch.float32, "cuda")
+    with torch.no_grad():
+        ieee_out = FF.conv2d(x, w, b, **kwargs)
+    previous = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = True
+    try:
+        out, grads, gy = run_with_grads(lambda *a: FF.conv2d(*a, **kwargs), [x, w, b])
+    finally:
+        torch.backends.cudnn.allow_tf32 = previous
+    exact = [t.detach().double().requires_grad_() for t in (x, w, b)]
+    ref_out, ref_grads, _ = run_with_grads(lambda *a: F.conv2d(*a, **kwargs), exact, gy.double())
+    # The sums of the terms' magnitudes: the same conv, and its gradients, of |x|, |w| and |gy|.
+    magnitudes = [t.detach().double().abs().requires_grad_() for t in (x, w)]
+    scale_out, scale_grads, _ = run_with_grads(lambda *a: F.conv2d(*a, **kwargs), magnitudes,
+                                               gy.double().abs())
+    bias_scale = b.detach().double().abs().view(-1, 1, 1)
+    for name, got, want, scale in [("output", out, ref_out, scale_out + bias_scale),
+                                   ("grad_input", grads[0], ref_grads[0], scale_grads[0]),
+                                   ("grad_weight", grads[1], ref_grads[1], scale_grads[1]),
+                                   ("grad_bias", grads[2], ref_grads[2], gy.double().abs().sum((0, 2, 3)))]:
+        err = (got.double() - want).abs()
+        bound = 2.0 ** -10 * scale + 1e-6 * (scale + want.abs())
+        assert (err <= bound).all(), f"{name}: largest error {err.max().item():.3g}, bound there {bound.flatten()[err.argmax()].item():.3g}"
+    thin = shape[-3] // kwargs.get("groups", 1) <= 8
+    if not thin and torch.cuda.get_device_capability()[0] >= 8:
+        assert not torch.equal(out.detach(), ieee_out), "TF32 allowed, but the output is the IEEE float32 one"
+
+
 GRADCHECK = [
     ((2, 2, 5, 6), 3, (3, 3), dict(stride=2, padding=1)),
     ((1, 2, 6, 5), 2, (2, 3), dict(padding="same", dilation=2)),

@@ -32,8 +32,9 @@ struct GemmContext {
   // The device runs the tensor-core kernel (nvcuda::wmma in float16, bfloat16 and TF32: compute
   // capability 8.0 and newer).
   bool tensor_cores = false;
-  // float products may run on tensor cores in TF32 (torch.backends.cuda.matmul.allow_tf32, for
-  // linear); otherwise they stay in IEEE float.
+  // float products may run on tensor cores in TF32 (for linear where
+  // torch.backends.cuda.matmul.allow_tf32, for conv2d where torch.backends.cudnn.allow_tf32);
+  // otherwise they stay in IEEE float.
   bool tf32 = false;
   // conv2d's forward on a layer of few input channels per group runs the thin-layer kernel
   // (conv2d.cu) where it fits; false keeps it on the GEMM, which tests compare it with.
