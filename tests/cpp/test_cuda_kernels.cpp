@@ -1203,9 +1203,11 @@ void test_all() {
     test_conv2d<T>(conv(1, 130, 12, 12, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), wide_index);
     test_conv2d<T>(conv(2, 15, 6, 6, 130, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), wide_index);
     // More than 8 input channels a group: every pass in the GEMM. On tensor cores in float16
-    // and bfloat16, the operands gathered a pack at a time (K = 144, and 225 with a tail past
-    // its last 32; groups, strides, asymmetric padding and dilation in the gathers), and in
-    // float where TF32 is allowed; in the SIMT tiles in float and double.
+    // and bfloat16, and in float where TF32 is allowed; in the SIMT tiles in float and double.
+    // The first's forward reads its filters in packs (CKK = 144); the second's CKK = 225 is no
+    // multiple of a pack, so its forward stays in the SIMT tiles, and its gradients gather
+    // with tails past their last k-step (K = 150 and 35), through groups, strides, asymmetric
+    // padding and dilation.
     test_conv2d<T>(conv(2, 16, 9, 9, 24, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), wide_index);
     test_conv2d<T>(conv(1, 18, 11, 13, 12, 5, 5, 2, 1, 2, 1, 0, 2, 1, 2, 2), wide_index);
     if constexpr (std::is_same_v<T, float>) {

@@ -30,8 +30,10 @@
 // finer than the GEMM's split-K (conv2d_thin_grad_weight_kernel).
 //
 // In float16 and bfloat16, and in float where TF32 is allowed (GemmContext::tf32), the GEMM runs
-// on tensor cores (gemm.cuh), which gathers the operands below a pack of 16 bytes at a time; the
-// thin kernels stay in float.
+// on tensor cores (gemm.cuh), which gathers the operands below a pack of 16 bytes at a time. The
+// forward's filters are a strided operand, read in packs: where CKK is no multiple of a pack (or
+// the filters are not 16-byte aligned) the forward runs in the SIMT tiles. The thin kernels stay
+// in float.
 //
 // The operands split k, q and i into their parts on every load. Where every numerator is below
 // 2^31 (CKK, OCg * KH * KW, N * OH * OW, H * W, H + pad_top and W + pad_left) and every divisor
