@@ -54,6 +54,15 @@ __device__ __forceinline__ A relu_value(A v) {
 }
 
 // 16 bytes of T: one 128-bit load or store, for pointers that are 16-byte aligned.
+// The gradient through a fused ReLU, applied on load: data[offset], or 0 wherever mask (the
+// ReLU's output, same layout; null for no ReLU) is <= 0. A NaN mask passes, as in torch's
+// threshold_backward. Sums of these start at +0.0, so adding a masked +0.0 never changes them.
+template <typename T>
+__device__ __forceinline__ acc_t<T> masked(const T* data, const T* mask, int64_t offset) {
+  if (mask != nullptr && to_acc(mask[offset]) <= acc_t<T>(0)) return acc_t<T>(0);
+  return to_acc(data[offset]);
+}
+
 template <typename T>
 struct alignas(16) Pack {
   static constexpr int kSize = 16 / static_cast<int>(sizeof(T));

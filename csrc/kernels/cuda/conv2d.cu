@@ -101,13 +101,6 @@ struct ConvGeometry {
   }
 };
 
-template <typename T>
-__device__ acc_t<T> masked(const T* data, const T* mask, int64_t offset) {
-  const acc_t<T> v = to_acc(data[offset]);
-  if (mask != nullptr && to_acc(mask[offset]) <= acc_t<T>(0)) return acc_t<T>(0);
-  return v;
-}
-
 // --- the output gradient, as the backward passes read it ------------------------------------
 //
 // A gradient source: a copyable struct with

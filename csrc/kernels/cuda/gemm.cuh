@@ -100,10 +100,7 @@ struct StridedOperand {
     const T* mask;
     int64_t row_stride, col_stride;
     __device__ acc_t<T> operator()(int64_t r, int64_t c) const {
-      const int64_t offset = r * row_stride + c * col_stride;
-      const acc_t<T> v = to_acc(data[offset]);
-      if (mask != nullptr && to_acc(mask[offset]) <= acc_t<T>(0)) return acc_t<T>(0);
-      return v;
+      return masked(data, mask, r * row_stride + c * col_stride);
     }
     // Pack<T>::kSize elements from (r, c) on along the contiguous index, masked as above, in T;
     // only where packable().

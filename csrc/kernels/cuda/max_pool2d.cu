@@ -124,7 +124,7 @@ __global__ void __launch_bounds__(kElementwiseBlock, 4)
         if (!is_multiple<kNarrow>(w + p.pad_w - ow * p.stride_w, dilation_w)) continue;
         const int64_t o = row_start + ow;
         if (indices[o] != q) continue;
-        if (mask == nullptr || !(to_acc(mask[o]) <= A(0))) sum += to_acc(gy[o]);
+        sum += masked(gy, mask, o);
       }
     }
     gx[e] = from_acc<T>(sum);

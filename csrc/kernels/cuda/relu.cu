@@ -104,7 +104,7 @@ __global__ void __launch_bounds__(kChannelBlock)
           int64_t o, i;
           divmod<kNarrow>(j, row, o, i);
           const int64_t offset = (o * channels + c) * row.value + i;
-          if (mask == nullptr || !(to_acc(mask[offset]) <= A(0))) v[u] = to_acc(gy[offset]);
+          v[u] = masked(gy, mask, offset);
         }
       }
 #pragma unroll
@@ -135,7 +135,7 @@ __global__ void __launch_bounds__(kColumns * kRowGroups)
     if (c < channels) {
       for (int64_t r = y; r < rows; r += kRowGroups) {
         const int64_t offset = r * channels + c;
-        if (mask == nullptr || !(to_acc(mask[offset]) <= A(0))) sum += to_acc(gy[offset]);
+        sum += masked(gy, mask, offset);
       }
     }
     partial[t] = sum;  // partial[y * kColumns + x]
