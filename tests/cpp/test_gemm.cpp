@@ -107,15 +107,16 @@ int run_all(Isa isa) {
 }
 
 // gemm_dot: C (+)= sum_g A_g * B_g^T over a batch of `batch` products, with B's rows at
-// overlapping offsets into one buffer per product (as a conv's shifted input rows are), and A's
-// rows padded with zeros from K to a multiple of kGemmDotAlign; with `bias_relu`, plus a row
-// and a column bias, then ReLU.
+// overlapping offsets into one buffer per product (as a conv's shifted input rows are); with
+// `bias_relu`, plus a row and a column bias, then ReLU. With `padded`, A's rows are padded with
+// zeros from K to a multiple of kGemmDotAlign and the call is given that K; else it is given K
+// itself, and the elements past K in A's rows are NaN, which no sum may read.
 template <typename T>
 void check_dot(int64_t M, int64_t N, int64_t K, bool accumulate, bool bias_relu, int threads,
-               int64_t batch, Isa isa) {
+               int64_t batch, bool padded, Isa isa) {
   std::mt19937 rng(static_cast<unsigned>(M * 7 + N * 131 + K + batch));
   std::normal_distribution<double> normal;
-  const int64_t Kp = (K + kGemmDotAlign - 1) / kGemmDotAlign * kGemmDotAlign;
+  const int64_t Kp = padded ? (K + kGemmDotAlign - 1) / kGemmDotAlign * kGemmDotAlign : K;
   const int64_t lda = Kp + 3;
   const int64_t stride_a = M * lda + 5, stride_b = N * 5 + Kp + 7;  // per product
   std::vector<T> a(static_cast<size_t>(batch * stride_a)), b(static_cast<size_t>(batch * stride_b));
@@ -128,7 +129,8 @@ void check_dot(int64_t M, int64_t N, int64_t K, bool accumulate, bool bias_relu,
   for (auto& x : col_bias) x = static_cast<T>(normal(rng));
   for (int64_t g = 0; g < batch; ++g)
     for (int64_t i = 0; i < M; ++i)
-      for (int64_t k = K; k < Kp; ++k) a[g * stride_a + i * lda + k] = T(0);
+      for (int64_t k = K; k < lda; ++k)
+        a[g * stride_a + i * lda + k] = k < Kp ? T(0) : std::numeric_limits<T>::quiet_NaN();
   std::vector<int64_t> off(static_cast<size_t>(N));
   for (int64_t j = 0; j < N; ++j) off[j] = (j * 37) % (N * 5 + 1);  // overlapping, unordered
   std::vector<T> c = c0;
@@ -151,11 +153,10 @@ void check_dot(int64_t M, int64_t N, int64_t K, bool accumulate, bool bias_relu,
       const double got = c[i * N + j];
       if (!(std::fabs(got - want) <= tol * (1.0 + std::fabs(want)))) {
         std::printf("FAIL gemm_dot %s %s M=%lld N=%lld K=%lld batch=%lld acc=%d bias_relu=%d "
-                    "threads=%d at "
-                    "(%lld, %lld): got %.9g, want %.9g\n",
+                    "threads=%d padded=%d at (%lld, %lld): got %.9g, want %.9g\n",
                     fastlayers::cpu::isa_name(isa), sizeof(T) == 4 ? "float" : "double",
-                    (long long)M, (long long)N, (long long)K, (long long)batch,
-                    accumulate, bias_relu, threads, (long long)i, (long long)j, got, want);
+                    (long long)M, (long long)N, (long long)K, (long long)batch, accumulate,
+                    bias_relu, threads, padded, (long long)i, (long long)j, got, want);
         ++failures;
         return;
       }
@@ -165,16 +166,22 @@ void check_dot(int64_t M, int64_t N, int64_t K, bool accumulate, bool bias_relu,
 
 template <typename T>
 int run_all_dot(Isa isa) {
-  const int64_t sizes[][3] = {{1, 1, 1}, {3, 5, 16}, {4, 6, 33}, {9, 13, 100}, {32, 75, 892},
-                              {64, 800, 248}, {100, 7, 64}, {5, 7, 0}};
+  // One-row products (matrix-vector) take their own tile; a few rows of many columns are split
+  // across threads by columns.
+  const int64_t sizes[][3] = {{1, 1, 1},    {3, 5, 16},   {4, 6, 33},   {9, 13, 100},
+                              {32, 75, 892}, {64, 800, 248}, {100, 7, 64}, {5, 7, 0},
+                              {1, 300, 37},  {1, 9, 784},   {2, 70, 17},  {1, 1030, 84},
+                              {6, 130, 120}};
   int cases = 0;
   for (const auto& s : sizes) {
     for (bool acc : {false, true}) {
       for (bool bias_relu : {false, true}) {
         for (int threads : {1, 2}) {
           for (int64_t batch : {1, 3}) {
-            check_dot<T>(s[0], s[1], s[2], acc, bias_relu, threads, batch, isa);
-            ++cases;
+            for (bool padded : {true, false}) {
+              check_dot<T>(s[0], s[1], s[2], acc, bias_relu, threads, batch, padded, isa);
+              ++cases;
+            }
           }
         }
       }

@@ -70,10 +70,12 @@ void gemm(const Context& ctx, int64_t M, int64_t N, int64_t K, Operand<T> A, Ope
 // row i of A_g at a + g * batch.stride_a + i * lda, row j of B_g at b + g * batch.stride_b +
 // b_off[j]. Nothing is packed; each C element is a vector dot product summed across lanes once
 // for the whole batch, so it pays when the K of the batch is long and M, N are short (a conv's
-// grad_weight over a few images), or when N is too short to fill the blocked GEMM's register
-// tile (a classifier's last layer, B being its weight). K must be a multiple of
-// kGemmDotAlign: the caller pads both operands with zeros (or, for B, any finite values where
-// A's padding is zero). Deterministic.
+// grad_weight over a few images), when N is too short to fill the blocked GEMM's register tile
+// (a classifier's last layer, B being its weight), and when M is a few rows (a matrix-vector
+// product: B is read once, straight from memory, where the blocked GEMM would pack all of it).
+// Any K works; the last K % kGemmDotAlign elements are summed in scalars, so callers that can
+// pad both operands with zeros (or, for B, any finite values where A's padding is zero) to a
+// multiple of it save that. Deterministic, whatever the thread count.
 constexpr int64_t kGemmDotAlign = 16;
 
 struct DotBatch {

@@ -76,6 +76,11 @@ struct F64x4 {
   static R sub(R a, R b) { return _mm256_sub_pd(a, b); }
   static R mul(R a, R b) { return _mm256_mul_pd(a, b); }
   static R keep(R v, R mask) { return _mm256_and_pd(v, _mm256_cmp_pd(mask, zero(), _CMP_NLE_UQ)); }
+  // The first n <= W lanes only, the others 0.
+  static R load_first(const T* p, int64_t n) {
+    const __m256i first = _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
+    return _mm256_maskload_pd(p, first);
+  }
   static constexpr bool kDeinterleave = false;
   static T sum(R v) {
     const __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
@@ -111,6 +116,14 @@ struct DotKernel<float> : SimdDotKernel<F32x8, 3, 3> {};
 template <>
 struct DotKernel<double> : SimdDotKernel<F64x4, 3, 3> {};
 
+// 1 x 8 dot products, for a C of one row: 1 A and 8 B vectors per 8 fused multiply-adds.
+template <typename T>
+struct DotRowKernel;
+template <>
+struct DotRowKernel<float> : SimdDotKernel<F32x8, 1, 8> {};
+template <>
+struct DotRowKernel<double> : SimdDotKernel<F64x4, 1, 8> {};
+
 template <typename T>
 struct GatherKernel;
 template <>
@@ -132,7 +145,7 @@ template <typename T>
 void gemm_dot_avx2(const Context& ctx, int64_t M, int64_t N, int64_t K, const T* a, int64_t lda,
                      const T* b, const int64_t* b_off, T* C, int64_t ldc, const Epilogue<T>& ep,
                      const DotBatch& batch) {
-  gemm_dot_blocked<T, DotKernel<T>>(ctx, M, N, K, a, lda, b, b_off, C, ldc, ep, batch);
+  gemm_dot_blocked<T, DotKernel<T>, DotRowKernel<T>>(ctx, M, N, K, a, lda, b, b_off, C, ldc, ep, batch);
 }
 FASTLAYERS_INSTANTIATE_GEMM(gemm_avx2, float)
 FASTLAYERS_INSTANTIATE_GEMM(gemm_avx2, double)

@@ -129,6 +129,10 @@ struct F64x8 {
   static R sub(R a, R b) { return _mm512_sub_pd(a, b); }
   static R mul(R a, R b) { return _mm512_mul_pd(a, b); }
   static R keep(R v, R mask) { return _mm512_maskz_mov_pd(_mm512_cmp_pd_mask(mask, zero(), _CMP_NLE_UQ), v); }
+  // The first n <= W lanes only, the others 0.
+  static R load_first(const T* p, int64_t n) {
+    return _mm512_maskz_loadu_pd(static_cast<__mmask8>((1u << n) - 1), p);
+  }
   static constexpr bool kDeinterleave = false;
   static T sum(R v) {  // as F32x16::sum
     constexpr __mmask8 all = 0xFF;
@@ -170,6 +174,14 @@ struct DotKernel<float> : SimdDotKernel<F32x16, 4, 6> {};
 template <>
 struct DotKernel<double> : SimdDotKernel<F64x8, 4, 6> {};
 
+// 1 x 8 dot products, for a C of one row: 1 A and 8 B vectors per 8 fused multiply-adds.
+template <typename T>
+struct DotRowKernel;
+template <>
+struct DotRowKernel<float> : SimdDotKernel<F32x16, 1, 8> {};
+template <>
+struct DotRowKernel<double> : SimdDotKernel<F64x8, 1, 8> {};
+
 template <typename T>
 struct GatherKernel;
 template <>
@@ -191,7 +203,7 @@ template <typename T>
 void gemm_dot_avx512(const Context& ctx, int64_t M, int64_t N, int64_t K, const T* a, int64_t lda,
                      const T* b, const int64_t* b_off, T* C, int64_t ldc, const Epilogue<T>& ep,
                      const DotBatch& batch) {
-  gemm_dot_blocked<T, DotKernel<T>>(ctx, M, N, K, a, lda, b, b_off, C, ldc, ep, batch);
+  gemm_dot_blocked<T, DotKernel<T>, DotRowKernel<T>>(ctx, M, N, K, a, lda, b, b_off, C, ldc, ep, batch);
 }
 FASTLAYERS_INSTANTIATE_GEMM(gemm_avx512, float)
 FASTLAYERS_INSTANTIATE_GEMM(gemm_avx512, double)

@@ -91,6 +91,8 @@ struct PortableDotKernel {
 };
 template <typename T>
 struct DotKernel : PortableDotKernel<T, 2, 4> {};
+template <typename T>
+struct DotRowKernel : PortableDotKernel<T, 1, 4> {};
 
 // The gather form (see SimdGatherKernel): blocks of 16 columns, which the compiler keeps in
 // vector registers; each row's terms in order.
@@ -168,7 +170,7 @@ template <typename T>
 void gemm_dot_generic(const Context& ctx, int64_t M, int64_t N, int64_t K, const T* a, int64_t lda,
                       const T* b, const int64_t* b_off, T* C, int64_t ldc, const Epilogue<T>& ep,
                       const DotBatch& batch) {
-  gemm_dot_blocked<T, DotKernel<T>>(ctx, M, N, K, a, lda, b, b_off, C, ldc, ep, batch);
+  gemm_dot_blocked<T, DotKernel<T>, DotRowKernel<T>>(ctx, M, N, K, a, lda, b, b_off, C, ldc, ep, batch);
 }
 FASTLAYERS_INSTANTIATE_GEMM(gemm_generic, float)
 FASTLAYERS_INSTANTIATE_GEMM(gemm_generic, double)
