@@ -15,8 +15,10 @@ from conftest import LOW_PRECISION, assert_close, assert_close_low_precision, as
 ops = torch.ops.fastlayers
 
 # (leading dims of input, in_features, out_features). Odd sizes, a 1-D input, an empty batch,
-# in_features = 0, and sizes past every GEMM cache block (MC 128 / KC 256 / NC 512 for float32);
-# few out_features over in_features a multiple of 16 run the GEMM's dot-product form.
+# in_features = 0, and sizes past every GEMM cache block (MC 128 / KC 256 / NC 512 for float32).
+# The GEMM's dot-product form runs few out_features, up to 8 rows (one row in its matrix-vector
+# tile, columns split across threads) and a single out_feature (as the transposed product),
+# in_features a multiple of the vector width or not.
 SHAPES = [
     ((5,), 7, 3),
     ((), 13, 5),
@@ -27,8 +29,14 @@ SHAPES = [
     ((100,), 784, 128),
     ((130,), 300, 600),
     ((64,), 3136, 10),
+    ((64,), 84, 10),
     ((130,), 48, 16),
     ((37,), 32, 1),
+    ((1000,), 20, 1),
+    ((1,), 2000, 700),
+    ((6,), 1100, 200),
+    ((2, 4), 120, 84),
+    ((9,), 120, 84),
     # the window form: a weight of 2^20 elements or more, at least 32 rows; the second case has
     # a last tile of one row
     ((2, 32), 1030, 1024),
