@@ -2,7 +2,7 @@
 // products z, with A and B read through operand policies. Linear runs it on plain strided
 // matrices; every conv pass runs it as an implicit GEMM whose B (or A) operand gathers from the
 // image with im2col arithmetic as it loads a tile, so no im2col matrix is ever written
-// (conv2d.cu). Tested through every linear and conv2d test with device="cuda", and on the CPU
+// (conv2d.cuh). Tested through every linear and conv2d test with device="cuda", and on the CPU
 // emulation of tests/cpp/test_cuda_kernels.cpp.
 //
 // The kernel is a shared-memory tiled GEMM: a block computes one BM x BN tile of C, walking K in
@@ -364,7 +364,7 @@ __global__ void __launch_bounds__(Tile::kThreads, Tile::kMinBlocks)
 // Products in float16 and bfloat16, and in float where the caller allows TF32, run on tensor
 // cores where each operand is either a strided one that reads in packs (packable(), and every
 // extent along its contiguous index a multiple of a pack, so no pack straddles an edge) or one
-// that computes its elements (the conv passes' implicit-GEMM operands, conv2d.cu), which the
+// that computes its elements (the conv passes' implicit-GEMM operands, conv2d.cuh), which the
 // kernel gathers a pack at a time, element by element. The multiply-accumulate is
 // nvcuda::wmma's, warp-wide, with float sums: 16 x 16 x 16 in float16 and
 // bfloat16; 16 x 16 x 8 in TF32 for float, where the caller allows it (GemmContext::tf32: each

@@ -26,7 +26,7 @@ struct GemmContext {
   cudaStream_t stream;
   int sm_count;           // multiprocessors of the stream's device
   Workspace* workspace;   // for split-K partial sums
-  // The conv passes use 32-bit index arithmetic where every index fits (conv2d.cu); true takes
+  // The conv passes use 32-bit index arithmetic where every index fits (conv2d.cuh); true takes
   // the 64-bit path anyway, so that tests cover it at small sizes.
   bool wide_index = false;
   // The device runs the tensor-core kernel (nvcuda::wmma in float16, bfloat16 and TF32: compute
@@ -37,7 +37,7 @@ struct GemmContext {
   // otherwise they stay in IEEE float.
   bool tf32 = false;
   // conv2d's forward on a layer of few input channels per group runs the thin-layer kernel
-  // (conv2d.cu) where it fits; false keeps it on the GEMM, which tests compare it with.
+  // (conv2d.cuh) where it fits; false keeps it on the GEMM, which tests compare it with.
   bool thin_conv = true;
 };
 
