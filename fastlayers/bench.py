@@ -10,7 +10,9 @@ fastlayers' op and on torch's, with the same inputs and the same thread count, t
 turn over a few rounds and each keeping its best round's median (see ROUNDS). The GEMM sweep times
 torch.ops.fastlayers.linear(x, w, None) against torch.mm(x, w.t()) for n x n operands. Then one
 full training step per model (forward, loss, backward, SGD(lr=0.01, momentum=0.9).step()) is timed
-with torch layers and with fastlayers layers holding the same weights. With --compile,
+with torch layers and with fastlayers layers holding the same weights, and so is each model's
+inference on one sample (mode "infer": the forward pass in eval mode under torch.no_grad, batch
+1, where the blocked GEMM's packing and per-call costs weigh most). With --compile,
 torch.compile of the torch side is a second peer. With --memory, each model's peak training-step
 memory is measured against torch's, each side in a fresh process (see memory_probe). Each case is checked against torch (outputs,
 input and weight gradients, or the step losses) before it is timed; a mismatch prints FAIL, the
@@ -108,7 +110,7 @@ REFERENCE_BACKWARD = {
 # few roundings of bfloat16's 8 significant bits (2^-8 = 0.4%), and more than float16's 11 need.
 TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-10, torch.bfloat16: 2e-2, torch.float16: 2e-2}
 DTYPES = ("float32", "float64", "bfloat16", "float16")
-MODES = ("fwd", "fwd+bwd", "step", "step-graph")
+MODES = ("fwd", "fwd+bwd", "step", "step-graph", "infer")
 STEP_MODES = ("step", "step-graph")
 SIDES = ("fastlayers", "torch", "compile")
 # A peer's error, as a row records it, and as the run reports it.
@@ -120,9 +122,10 @@ STEP_GEOMEAN_MODELS = ("mlp", "cifar_cnn", "lenet", "mnist_cnn")
 LARGE_GEMMS = (("float32", 4096), ("bfloat16", 8192))
 LARGE_ACTIVATION, LARGE_ACTIVATION_DTYPE = (64, 64, 128, 128), "float32"
 INDEX_BYTES = 8  # max_pool2d's indices are int64
-# torch.compile's mode per device for the layer and GEMM cases and for the training steps (None:
-# the default mode). On CUDA the layers' peer autotunes Triton templates against cuBLAS and cuDNN,
-# and the steps' peer replays CUDA graphs, as both sides of the step-graph mode do.
+# torch.compile's mode per device for the layer and GEMM cases and for whole models ("steps":
+# training steps and inference; None: the default mode). On CUDA the layers' peer autotunes
+# Triton templates against cuBLAS and cuDNN, and the steps' peer replays CUDA graphs, as both
+# sides of the step-graph mode do.
 COMPILE_MODES = {"cpu": {"layers": None, "steps": None},
                  "cuda": {"layers": "max-autotune-no-cudagraphs", "steps": "reduce-overhead"}}
 GRAPH_WARMUP_STEPS = 3  # eager steps on a side stream before a training step is captured
@@ -379,6 +382,28 @@ def model_callables(name, dtype, device, with_compile, compile_mode=None):
         torch.manual_seed(0)  # the same dropout masks on both sides
         losses[side] = torch.stack([callables["step", side]() for _ in range(2)])
     error = compare("losses of two steps", losses["fastlayers"], losses["torch"], TOLERANCE[dtype])
+    return callables, error, {"compile_error": warm_compiled(callables)} if with_compile else {}
+
+
+def inference_callables(name, dtype, device, with_compile, compile_mode=None):
+    """Inference callables for the torch-layers and fastlayers-layers models (with_compile: and
+    torch.compile of the torch-layers model) on one sample: the forward pass in eval mode under
+    torch.no_grad, the same weights and input; the validation error (the two outputs) and,
+    with_compile, {"compile_error": the torch.compile error or None}."""
+    x = torch.randn(1, *MODELS[name].input_shape, dtype=dtype, device=device)
+    models = [m.eval() for m in twins(name, dtype, device, ("torch", "fastlayers") + (("torch",) if with_compile else ()))]
+    sides = {"torch": models[0], "fastlayers": models[1]}
+    if with_compile:
+        sides["compile"] = compiled(models[2], compile_mode)
+
+    def infer(model):
+        def run():
+            with torch.no_grad():
+                return model(x)
+        return run
+
+    callables = {("infer", side): infer(model) for side, model in sides.items()}
+    error = compare("output", callables["infer", "fastlayers"](), callables["infer", "torch"](), TOLERANCE[dtype])
     return callables, error, {"compile_error": warm_compiled(callables)} if with_compile else {}
 
 
@@ -888,6 +913,11 @@ def main(argv=None):
                          "make": lambda name=step["model"]: model_callables(name, dtype, args.device, args.compile,
                                                                             compile_modes["steps"])}
                  for step in steps]
+        jobs += [{"model": name, "op": "inference", "shape": f"x={dims((1, *cls.input_shape))}", "modes": ("infer",),
+                  "mode": "infer", "flops": {},  # mode: for --filter
+                  "make": lambda name=name: inference_callables(name, dtype, args.device, args.compile,
+                                                                compile_modes["steps"])}
+                 for name, cls in MODELS.items()]
         if cuda:  # last: a capture that fails can leave the device in a state that fails what follows
             jobs += [step | {"modes": ("step-graph",), "mode": "step-graph",  # for label() and --filter
                              "flops": {"step-graph": layers[step["model"]][1]},

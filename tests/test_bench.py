@@ -1,6 +1,6 @@
 """The benchmark's device-independent parts (fastlayers/bench.py): the device choice, --shard, the
-large cases with their dtypes, FLOPs and bytes, the rows' rates and ceiling fractions, and the
-argument errors. The timings themselves are what `make bench` is for."""
+large cases with their dtypes, FLOPs and bytes, the rows' rates and ceiling fractions, the
+inference cases' setup and the argument errors. The timings themselves are what `make bench` is for."""
 
 from __future__ import annotations
 
@@ -110,6 +110,17 @@ def test_memory_bound_case_is_checked_against_torch(op, kwargs):
     callables, error, errors = bench.layer_callables(case, torch.float32, "cpu", False)
     assert error is None and errors == {}
     assert set(callables) == {(mode, side) for mode in case["modes"] for side in ("fastlayers", "torch")}
+
+
+@pytest.mark.parametrize("name", ["mnist_cnn", "lenet"])
+def test_inference_case_runs_one_sample_in_eval_mode(name):
+    # The MNIST CNN has dropout: the two sides agree only in eval mode.
+    callables, error, errors = bench.inference_callables(name, torch.float64, "cpu", False)
+    assert error is None and errors == {}
+    assert set(callables) == {("infer", "fastlayers"), ("infer", "torch")}
+    out = callables["infer", "fastlayers"]()
+    assert out.shape == (1, 10) and not out.requires_grad
+    torch.testing.assert_close(out, callables["infer", "torch"](), rtol=1e-10, atol=1e-10)
 
 
 def test_argument_errors(capsys):
