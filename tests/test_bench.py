@@ -1,6 +1,7 @@
 """The benchmark's device-independent parts (fastlayers/bench.py): the device choice, --shard, the
 large cases with their dtypes, FLOPs and bytes, the rows' rates and ceiling fractions, the
-inference cases' setup and the argument errors. The timings themselves are what `make bench` is for."""
+inference cases' setup and the argument errors. The timings themselves are what `make bench` is
+for."""
 
 from __future__ import annotations
 

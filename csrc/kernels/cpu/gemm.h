@@ -73,9 +73,9 @@ void gemm(const Context& ctx, int64_t M, int64_t N, int64_t K, Operand<T> A, Ope
 // grad_weight over a few images), when N is too short to fill the blocked GEMM's register tile
 // (a classifier's last layer, B being its weight), and when M is a few rows (a matrix-vector
 // product: B is read once, straight from memory, where the blocked GEMM would pack all of it).
-// Any K works; the last K % kGemmDotAlign elements are summed in scalars, so callers that can
-// pad both operands with zeros (or, for B, any finite values where A's padding is zero) to a
-// multiple of it save that. Deterministic, whatever the thread count.
+// Any K works: one that is no multiple of the vector width ends in a step of partial vectors,
+// which callers that can pad both operands with zeros (or, for B, any finite values where A's
+// padding is zero) to a multiple of kGemmDotAlign save. Deterministic, whatever the thread count.
 constexpr int64_t kGemmDotAlign = 16;
 
 struct DotBatch {

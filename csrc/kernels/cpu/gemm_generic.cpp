@@ -170,7 +170,8 @@ template <typename T>
 void gemm_dot_generic(const Context& ctx, int64_t M, int64_t N, int64_t K, const T* a, int64_t lda,
                       const T* b, const int64_t* b_off, T* C, int64_t ldc, const Epilogue<T>& ep,
                       const DotBatch& batch) {
-  gemm_dot_blocked<T, DotKernel<T>, DotRowKernel<T>>(ctx, M, N, K, a, lda, b, b_off, C, ldc, ep, batch);
+  gemm_dot_blocked<T, DotKernel<T>, DotRowKernel<T>>(ctx, M, N, K, a, lda, b, b_off, C, ldc, ep,
+                                                      batch);
 }
 FASTLAYERS_INSTANTIATE_GEMM(gemm_generic, float)
 FASTLAYERS_INSTANTIATE_GEMM(gemm_generic, double)
