@@ -46,6 +46,7 @@
 #pragma once
 
 #include <algorithm>
+#include <type_traits>
 
 #include <cuda/std/limits>
 
@@ -906,22 +907,41 @@ cudaError_t thin_conv(const GemmContext& ctx, const ThinShape& plan, const Input
                 plan.block(), ctx.stream, plan, input, weights, cols, ep);
 }
 
-// The composed form of the pooled gradients, for pools whose windows overlap and in double: the
-// activation gradient, written by max_pool2d_backward to workspace scratch.
-template <typename T>
-cudaError_t unpooled_gradient(const GemmContext& ctx, const Conv2dParams& p,
-                              const Pool2dParams& pool, const T* gy, const int64_t* indices,
-                              const T* mask, T** activation_grad) {
-  *activation_grad = static_cast<T*>(ctx.workspace->allocate(
-      static_cast<size_t>(p.N * p.OC * p.OH * p.OW) * sizeof(T)));
-  return max_pool2d_backward(ctx.stream, pool, gy, indices, mask, *activation_grad);
-}
-
 }  // namespace conv
 
 template <typename T>
 bool conv2d_pooled_grads_read_windows(const Pool2dParams& pool) {
   return pool_windows_apart(pool) && sizeof(acc_t<T>) == 4;
 }
+
+namespace conv {
+
+// A gradient of conv2d_relu_max_pool2d through its pool (gy pooled, with the pool's indices and
+// mask). Where conv2d_pooled_grads_read_windows: windows(g, source, narrow), source the pooled
+// gradient read through the windows (a PooledGradient), narrow a std::bool_constant, true where
+// the conv's and the windows' index arithmetic fit 32 bits. Else, the composed form (pools whose
+// windows overlap, and double): the activation gradient, written by max_pool2d_backward to
+// workspace scratch, then composed(activation_grad).
+template <typename T, typename Windows, typename Composed>
+cudaError_t pooled_gradient_pass(const GemmContext& ctx, const Conv2dParams& p,
+                                 const Pool2dParams& pool, const T* gy, const int64_t* indices,
+                                 const T* mask, const Windows& windows, const Composed& composed) {
+  if constexpr (sizeof(acc_t<T>) == 4) {  // not even instantiated for double (conv2d.h)
+    if (conv2d_pooled_grads_read_windows<T>(pool)) {
+      const ConvGeometry g(p, ctx.wide_index);
+      const PooledGradient<T, true> narrow(gy, indices, mask, pool);
+      if (g.narrow && narrow.narrow()) return windows(g, narrow, std::true_type{});
+      return windows(g, PooledGradient<T, false>(gy, indices, mask, pool), std::false_type{});
+    }
+  }
+  T* activation_grad = static_cast<T*>(ctx.workspace->allocate(
+      static_cast<size_t>(p.N * p.OC * p.OH * p.OW) * sizeof(T)));
+  const cudaError_t err =
+      max_pool2d_backward(ctx.stream, pool, gy, indices, mask, activation_grad);
+  if (err != cudaSuccess) return err;
+  return composed(activation_grad);
+}
+
+}  // namespace conv
 
 }  // namespace fastlayers::cuda

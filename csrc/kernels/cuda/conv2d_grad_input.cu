@@ -44,19 +44,13 @@ template <typename T>
 cudaError_t conv2d_grad_input_pooled(const GemmContext& ctx, const Conv2dParams& p,
                                      const Pool2dParams& pool, const T* gy,
                                      const int64_t* indices, const T* w, const T* mask, T* gx) {
-  if constexpr (sizeof(acc_t<T>) == 4) {  // not even instantiated for double (conv2d.h)
-    if (conv2d_pooled_grads_read_windows<T>(pool)) {
-      const ConvGeometry g(p, ctx.wide_index);
-      const PooledGradient<T, true> narrow(gy, indices, mask, pool);
-      if (g.narrow && narrow.narrow()) return grad_input_gemm<T, true>(ctx, g, narrow, w, gx);
-      const PooledGradient<T, false> wide(gy, indices, mask, pool);
-      return grad_input_gemm<T, false>(ctx, g, wide, w, gx);
-    }
-  }
-  T* activation_grad;
-  const cudaError_t err = unpooled_gradient(ctx, p, pool, gy, indices, mask, &activation_grad);
-  if (err != cudaSuccess) return err;
-  return conv2d_grad_input<T>(ctx, p, activation_grad, w, nullptr, gx);
+  const auto windows = [&](const ConvGeometry& g, const auto& source, auto narrow) {
+    return grad_input_gemm<T, decltype(narrow)::value>(ctx, g, source, w, gx);
+  };
+  const auto composed = [&](const T* activation_grad) {
+    return conv2d_grad_input<T>(ctx, p, activation_grad, w, nullptr, gx);
+  };
+  return pooled_gradient_pass(ctx, p, pool, gy, indices, mask, windows, composed);
 }
 
 template <typename T>

@@ -253,19 +253,13 @@ template <typename T>
 cudaError_t conv2d_grad_weight_pooled(const GemmContext& ctx, const Conv2dParams& p,
                                       const Pool2dParams& pool, const T* gy,
                                       const int64_t* indices, const T* x, const T* mask, T* gw) {
-  if constexpr (sizeof(acc_t<T>) == 4) {  // not even instantiated for double (conv2d.h)
-    if (conv2d_pooled_grads_read_windows<T>(pool)) {
-      const ConvGeometry g(p, ctx.wide_index);
-      const PooledGradient<T, true> narrow(gy, indices, mask, pool);
-      if (g.narrow && narrow.narrow()) return grad_weight_gemm<T, true>(ctx, g, narrow, x, gw);
-      const PooledGradient<T, false> wide(gy, indices, mask, pool);
-      return grad_weight_gemm<T, false>(ctx, g, wide, x, gw);
-    }
-  }
-  T* activation_grad;
-  const cudaError_t err = unpooled_gradient(ctx, p, pool, gy, indices, mask, &activation_grad);
-  if (err != cudaSuccess) return err;
-  return conv2d_grad_weight<T>(ctx, p, activation_grad, x, nullptr, gw);
+  const auto windows = [&](const ConvGeometry& g, const auto& source, auto narrow) {
+    return grad_weight_gemm<T, decltype(narrow)::value>(ctx, g, source, x, gw);
+  };
+  const auto composed = [&](const T* activation_grad) {
+    return conv2d_grad_weight<T>(ctx, p, activation_grad, x, nullptr, gw);
+  };
+  return pooled_gradient_pass(ctx, p, pool, gy, indices, mask, windows, composed);
 }
 
 template <typename T>
